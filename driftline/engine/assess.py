@@ -1,0 +1,219 @@
+"""From statistics to severities: one window, no memory (the stateless half of the policy).
+
+An assessment is a chain of small steps, each a plain callable ``(Assessment, Policy) -> Assessment``
+run in order (:data:`ASSESSMENT_STEPS`): the multiple-testing correction, the minimum-sample gate,
+the per-metric thresholds, the dataset-level rule. Each is testable alone.
+
+Default thresholds and their sources
+    =====================  ===========  ===========  ==============================================
+    metric                 warn         critical     source
+    =====================  ===========  ===========  ==============================================
+    psi                    ≥ 0.10       ≥ 0.25       credit-scorecard practice (Siddiqi 2006; Yurdakul 2018)
+    ks_pvalue (Holm)       < 0.05       —            Evidently / alibi-detect default significance
+    chi2_pvalue (Holm)     < 0.05       —            Evidently / NannyML default significance
+    js_distance (base 2)   ≥ 0.10       ≥ 0.20       Evidently's 0.1 (there natural log)
+    wasserstein_normed     ≥ 0.10       ≥ 0.25       Evidently's 0.1 on W1 / std(reference)
+    l_infinity             ≥ 0.10       ≥ 0.20       SageMaker Model Monitor's 0.1
+    unseen_share           ≥ 0.01       ≥ 0.05       driftline: a new category in 1 % of traffic
+    out_of_range_share     ≥ 0.01       ≥ 0.05       driftline: 1 % outside the training range
+    |missing_rate_shift|   ≥ 0.05       ≥ 0.10       driftline
+    |approval_rate_shift|  ≥ 0.05       ≥ 0.10       driftline: 5 points of approval rate
+    =====================  ===========  ===========  ==============================================
+
+P-values are significance, not size: with 100k rows a harmless shift is "significant", so they only
+ever warn. The dataset is drifted (``warn``) when at least ``drift_share`` (0.5, Evidently's default)
+of the assessed features are at ``warn`` or worse, ``critical`` when that share is critical; the
+score and decision are monitored outputs and carry their own severity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import numpy as np
+
+from driftline.engine.stats import FeatureStats
+
+Severity = Literal["ok", "warn", "critical"]
+SEVERITY_RANK: dict[str, int] = {"ok": 0, "warn": 1, "critical": 2}
+PVALUE_METRICS = ("ks_pvalue", "chi2_pvalue")
+
+
+def worst(severities: Sequence[Severity]) -> Severity:
+    return max(severities, key=SEVERITY_RANK.__getitem__, default="ok")
+
+
+@dataclass(frozen=True)
+class Threshold:
+    metric: str
+    warn: float | None
+    critical: float | None = None
+    direction: Literal["above", "below"] = "above"
+    """``above``: a breach is value ≥ threshold; ``below``: value < threshold (p-values)."""
+    absolute: bool = False
+    """Compare ``|value|`` (for signed shifts)."""
+
+    def severity(self, value: float) -> Severity:
+        v = abs(value) if self.absolute else value
+        if self.direction == "above":
+            if self.critical is not None and v >= self.critical:
+                return "critical"
+            return "warn" if self.warn is not None and v >= self.warn else "ok"
+        if self.critical is not None and v < self.critical:
+            return "critical"
+        return "warn" if self.warn is not None and v < self.warn else "ok"
+
+
+DEFAULT_THRESHOLDS: tuple[Threshold, ...] = (
+    Threshold("psi", 0.10, 0.25),
+    Threshold("ks_pvalue", 0.05, None, "below"),
+    Threshold("chi2_pvalue", 0.05, None, "below"),
+    Threshold("js_distance", 0.10, 0.20),
+    Threshold("wasserstein_normed", 0.10, 0.25),
+    Threshold("l_infinity", 0.10, 0.20),
+    Threshold("unseen_share", 0.01, 0.05),
+    Threshold("out_of_range_share", 0.01, 0.05),
+    Threshold("missing_rate_shift", 0.05, 0.10, absolute=True),
+    Threshold("approval_rate_shift", 0.05, 0.10, absolute=True),
+)
+
+
+@dataclass(frozen=True)
+class AssessmentPolicy:
+    thresholds: tuple[Threshold, ...] = DEFAULT_THRESHOLDS
+    min_samples: int = 500
+    """Non-missing rows a feature needs in a window before it can drift; fewer → ``ok``, flagged."""
+    pvalue_correction: Literal["holm", "bonferroni", "none"] = "holm"
+    drift_share: float = 0.5
+
+
+@dataclass(frozen=True)
+class Breach:
+    metric: str
+    value: float
+    threshold: float
+    severity: Severity
+
+
+@dataclass(frozen=True)
+class FeatureAssessment:
+    name: str
+    role: str
+    stats: FeatureStats
+    severity: Severity = "ok"
+    breaches: tuple[Breach, ...] = ()
+    adjusted_pvalues: Mapping[str, float] = field(default_factory=dict)
+    insufficient: bool = False
+    """Fewer non-missing rows than ``min_samples``: the feature is not judged in this window."""
+
+
+@dataclass(frozen=True)
+class DatasetAssessment:
+    severity: Severity
+    drifted_share: float
+    critical_share: float
+    assessed: int
+    drifted: tuple[str, ...]
+    drift_share: float
+    """The policy's share threshold this was judged against."""
+
+
+@dataclass(frozen=True)
+class Assessment:
+    features: dict[str, FeatureAssessment]
+    dataset: DatasetAssessment | None = None
+
+    @property
+    def severity(self) -> Severity:
+        severities = [f.severity for f in self.features.values()]
+        if self.dataset is not None:
+            severities.append(self.dataset.severity)
+        return worst(severities)
+
+
+Step = Callable[[Assessment, AssessmentPolicy], Assessment]
+
+
+def correct_pvalues(assessment: Assessment, policy: AssessmentPolicy) -> Assessment:
+    """Adjust every p-value of the window as one family (Holm–Bonferroni by default)."""
+    keys = [(name, metric) for name, f in assessment.features.items() for metric in PVALUE_METRICS
+            if getattr(f.stats, metric) is not None]
+    raw = np.array([getattr(assessment.features[name].stats, metric) for name, metric in keys], dtype=np.float64)
+    adjusted = adjust_pvalues(raw, policy.pvalue_correction)
+    per_feature: dict[str, dict[str, float]] = {}
+    for (name, metric), value in zip(keys, adjusted.tolist(), strict=True):
+        per_feature.setdefault(name, {})[metric] = value
+    return Assessment({name: replace(f, adjusted_pvalues=per_feature.get(name, {}))
+                       for name, f in assessment.features.items()}, assessment.dataset)
+
+
+def adjust_pvalues(pvalues: np.ndarray, method: str) -> np.ndarray:
+    """Family-wise adjusted p-values.
+
+    >>> adjust_pvalues(np.array([0.01, 0.04, 0.03]), "holm").round(2).tolist()
+    [0.03, 0.06, 0.06]
+    """
+    m = len(pvalues)
+    if m == 0 or method == "none":
+        return pvalues.copy()
+    if method == "bonferroni":
+        return np.minimum(pvalues * m, 1.0)
+    order = np.argsort(pvalues, kind="stable")
+    stepped = np.maximum.accumulate(pvalues[order] * (m - np.arange(m)))
+    adjusted = np.empty(m)
+    adjusted[order] = np.minimum(stepped, 1.0)
+    return adjusted
+
+
+def gate_min_samples(assessment: Assessment, policy: AssessmentPolicy) -> Assessment:
+    def present(s: FeatureStats) -> int:
+        return round(s.n * (1.0 - (s.missing_rate or 0.0)))
+
+    return Assessment({name: replace(f, insufficient=present(f.stats) < policy.min_samples)
+                       for name, f in assessment.features.items()}, assessment.dataset)
+
+
+def apply_thresholds(assessment: Assessment, policy: AssessmentPolicy) -> Assessment:
+    features = {}
+    for name, f in assessment.features.items():
+        breaches: list[Breach] = []
+        if not f.insufficient:
+            for rule in policy.thresholds:
+                value = f.adjusted_pvalues.get(rule.metric, getattr(f.stats, rule.metric, None))
+                if value is None or not np.isfinite(value):
+                    continue
+                severity = rule.severity(value)
+                if severity != "ok":
+                    limit = rule.critical if severity == "critical" else rule.warn
+                    assert limit is not None
+                    breaches.append(Breach(rule.metric, float(value), limit, severity))
+        features[name] = replace(f, breaches=tuple(breaches), severity=worst([b.severity for b in breaches]))
+    return Assessment(features, assessment.dataset)
+
+
+def dataset_rule(assessment: Assessment, policy: AssessmentPolicy) -> Assessment:
+    judged = [f for f in assessment.features.values() if f.role == "feature" and not f.insufficient]
+    if not judged:
+        return replace(assessment, dataset=DatasetAssessment("ok", 0.0, 0.0, 0, (), policy.drift_share))
+    drifted = tuple(f.name for f in judged if f.severity != "ok")
+    critical = sum(f.severity == "critical" for f in judged)
+    drifted_share, critical_share = len(drifted) / len(judged), critical / len(judged)
+    severity: Severity = ("critical" if critical_share >= policy.drift_share
+                          else "warn" if drifted_share >= policy.drift_share else "ok")
+    return replace(assessment, dataset=DatasetAssessment(severity, drifted_share, critical_share, len(judged), drifted,
+                                                              policy.drift_share))
+
+
+ASSESSMENT_STEPS: tuple[Step, ...] = (correct_pvalues, gate_min_samples, apply_thresholds, dataset_rule)
+
+
+def assess(stats: Mapping[str, FeatureStats], roles: Mapping[str, str],
+           policy: AssessmentPolicy | None = None, steps: Sequence[Step] = ASSESSMENT_STEPS) -> Assessment:
+    """Run the assessment chain over one window's statistics."""
+    policy = policy or AssessmentPolicy()
+    assessment = Assessment({name: FeatureAssessment(name, roles[name], s) for name, s in stats.items()})
+    for step in steps:
+        assessment = step(assessment, policy)
+    return assessment

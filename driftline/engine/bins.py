@@ -1,0 +1,221 @@
+"""Bin layouts: how one column's values become cell counts, fixed by the reference.
+
+A *layout* is derived once from a feature's reference profile and turns any batch of that feature's
+values into a vector of cell counts. Counts are plain int64 arrays, so histograms of the same layout
+add up exactly, in any order (windows, panes, partitions): merging is integer addition.
+
+Numeric layout
+    Cells are half-open intervals ``(edges[i-1], edges[i]]`` over one increasing array of right
+    edges that ends with ``+inf``; one more cell, after the last, holds the missing values (NaN).
+    The edges are, in order:
+
+    * *below-range* edges ``min - s·o`` for offsets ``o`` = 2^16 … 2^-2 (a geometric ladder, ratio
+      √2, with ``s`` the reference std) and the float just below ``min``: out-of-range values
+      are counted by how far out they are, so the Wasserstein distance sees a unit change;
+    * the fine reference grid ``g[0] = min < ... < g[L-1] = max`` (unique reference quantiles);
+    * *above-range* edges ``max + s·o``, ``o`` = 2^-2 … 2^16, and ``+inf``.
+
+    The first cell holds ``-inf``, the last real cell ``+inf``. Counting sorts the batch once and
+    searches the edges in it (``np.sort`` + ``searchsorted`` of the ~280 edges): 3–4 ns per value,
+    against 40+ ns for a per-value binary search over the same edges. NaN sorts last, so the missing
+    count falls out of the same search.
+
+Categorical layout
+    Codes ``0 .. K-1`` are the reference's top-K categories, ``K`` the reference's other (rarer)
+    categories, ``K + 1`` a category the reference never saw, ``K + 2`` missing (None/NaN).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from typing import Any
+
+from numpy.typing import NDArray
+
+Counts = NDArray[np.int64]
+
+OVERFLOW_OFFSETS = 2.0 ** np.arange(-2.0, 16.5, 0.5)
+"""Distances (in reference standard deviations) of the out-of-range edges from min and max."""
+
+
+@dataclass(frozen=True, eq=False)
+class NumericLayout:
+    """Cells of a numeric feature (see module docstring)."""
+
+    edges: NDArray[np.float64]
+    """Right edges of the value cells, increasing, ending with ``+inf``."""
+    grid_cells: slice
+    """The cells whose right edges are the reference grid (``x`` within ``[min, max]``)."""
+    coarse_starts: NDArray[np.intp]
+    """First cell of each coarse (PSI) bin, for ``np.add.reduceat``."""
+
+    @property
+    def n_cells(self) -> int:
+        """Value cells plus the missing cell."""
+        return len(self.edges) + 1
+
+    @property
+    def missing_cell(self) -> int:
+        return len(self.edges)
+
+    @property
+    def grid(self) -> NDArray[np.float64]:
+        return self.edges[self.grid_cells]
+
+    @classmethod
+    def from_edges(cls, grid: NDArray[np.float64], bin_edges: NDArray[np.float64], scale: float) -> NumericLayout:
+        """Build from the fine grid, the interior coarse edges (each a grid value) and the scale
+        (reference std, or 1 for a constant reference) of the out-of-range ladder."""
+        grid = np.asarray(grid, dtype=np.float64)
+        bin_edges = np.asarray(bin_edges, dtype=np.float64)
+        if grid.ndim != 1 or len(grid) == 0 or np.any(np.diff(grid) <= 0) or not np.all(np.isfinite(grid)):
+            raise ValueError("grid must be a non-empty, strictly increasing array of finite values")
+        if not (np.isfinite(scale) and scale > 0):
+            raise ValueError(f"scale must be positive and finite, got {scale}")
+        low, high = grid[0], grid[-1]
+        below = np.concatenate((low - scale * OVERFLOW_OFFSETS[::-1], [np.nextafter(low, -np.inf)]))
+        below = np.unique(below[np.isfinite(below) & (below < low)])
+        above = high + scale * OVERFLOW_OFFSETS
+        above = np.unique(above[np.isfinite(above) & (above > high)])
+        edges = np.concatenate((below, grid, above, [np.inf]))
+        grid_cells = slice(len(below), len(below) + len(grid))
+        positions = np.searchsorted(grid, bin_edges)
+        if np.any(positions >= len(grid)) or np.any(grid[np.minimum(positions, len(grid) - 1)] != bin_edges):
+            raise ValueError("every coarse bin edge must be a value of the fine grid")
+        starts = np.concatenate(([0], grid_cells.start + positions + 1)).astype(np.intp)
+        return cls(edges=edges, grid_cells=grid_cells, coarse_starts=starts)
+
+    def count(self, values: NDArray[Any]) -> Counts:
+        """Cell counts of one batch of values (missing last)."""
+        return self.count_sorted(np.sort(as_float(values)))
+
+    def count_sorted(self, ordered: NDArray[np.float64]) -> Counts:
+        """Cell counts of values already sorted by ``np.sort`` (NaN last)."""
+        at_or_below = np.searchsorted(ordered, self.edges, side="right")
+        counts = np.empty(self.n_cells, dtype=np.int64)
+        counts[0] = at_or_below[0]
+        np.subtract(at_or_below[1:], at_or_below[:-1], out=counts[1:-1])
+        counts[-1] = len(ordered) - at_or_below[-1]
+        return counts
+
+    def coarse(self, counts: Counts) -> Counts:
+        """Counts per coarse (PSI) bin; out-of-range cells fold into the end bins, missing is left out."""
+        return np.add.reduceat(counts[: self.missing_cell], self.coarse_starts)
+
+    def out_of_range(self, counts: Counts) -> int:
+        """Values below the reference min or above its max (±inf included)."""
+        return int(counts[: self.grid_cells.start].sum() + counts[self.grid_cells.stop : self.missing_cell].sum())
+
+
+@dataclass(frozen=True, eq=False)
+class CategoricalLayout:
+    """Codes of a categorical feature (see module docstring)."""
+
+    top: tuple[str, ...]
+    """The reference's top-K categories, most frequent first; code ``i`` is ``top[i]``."""
+    vocabulary: NDArray[np.str_]
+    """Every category the reference saw (top-K and rarer), sorted, for vectorised look-up."""
+    vocabulary_codes: NDArray[np.intp]
+    """Code of each ``vocabulary`` entry: its index in ``top``, or ``K`` for a rarer category."""
+
+    @property
+    def k(self) -> int:
+        return len(self.top)
+
+    @property
+    def other_code(self) -> int:
+        return self.k
+
+    @property
+    def unseen_code(self) -> int:
+        return self.k + 1
+
+    @property
+    def missing_cell(self) -> int:
+        return self.k + 2
+
+    @property
+    def n_cells(self) -> int:
+        return self.k + 3
+
+    @classmethod
+    def from_categories(cls, top: tuple[str, ...], others: tuple[str, ...]) -> CategoricalLayout:
+        names = np.array(list(top) + list(others), dtype=str)
+        codes = np.concatenate((np.arange(len(top)), np.full(len(others), len(top)))).astype(np.intp)
+        order = np.argsort(names, kind="stable")
+        return cls(top=top, vocabulary=names[order], vocabulary_codes=codes[order])
+
+    def encode(self, values: NDArray[np.generic]) -> NDArray[np.intp]:
+        """Codes of a batch of categorical values.
+
+        Strings (numpy ``str``/``object`` arrays) are looked up in the vocabulary; ``None`` and
+        NaN are missing. An integer array is taken as codes already produced by this layout.
+        """
+        values = np.asarray(values)
+        if values.dtype.kind in "iu":
+            codes = values.astype(np.intp, copy=False)
+            if len(codes) and (codes.min() < 0 or codes.max() >= self.n_cells):
+                raise ValueError(f"category codes must lie in 0..{self.n_cells - 1}")
+            return codes
+        strings, present = category_strings(values)
+        codes = np.full(len(values), self.missing_cell, dtype=np.intp)
+        codes[present] = self._lookup(strings)
+        return codes
+
+    def count(self, values: NDArray[np.generic]) -> Counts:
+        return np.bincount(self.encode(values), minlength=self.n_cells).astype(np.int64, copy=False)
+
+    def _lookup(self, strings: NDArray[np.str_]) -> NDArray[np.intp]:
+        if len(self.vocabulary) == 0:
+            return np.full(len(strings), self.unseen_code, dtype=np.intp)
+        position = np.searchsorted(self.vocabulary, strings)
+        clipped = np.minimum(position, len(self.vocabulary) - 1)
+        found = self.vocabulary[clipped] == strings
+        return np.where(found, self.vocabulary_codes[clipped], self.unseen_code)
+
+
+def as_float(values: NDArray[Any]) -> NDArray[np.float64]:
+    """Values of a numeric column as float64, ``None`` as NaN; anything else non-numeric is an error."""
+    array = np.asarray(values)
+    if array.dtype.kind in "fiub":
+        return array.astype(np.float64, copy=False)
+    if array.dtype.kind == "O":
+        missing = np.equal(array, None)
+        if missing.any():
+            array = np.where(missing, np.nan, array)
+        try:
+            return array.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"expected numbers, found a non-numeric value ({exc})") from None
+    raise ValueError(f"expected numbers, got values of dtype {array.dtype}")
+
+
+def category_strings(values: NDArray[np.generic]) -> tuple[NDArray[np.str_], NDArray[np.bool_]]:
+    """The present values of a categorical column as strings, and the mask of present rows.
+
+    ``None`` and NaN are missing. Numbers used as labels print without a trailing ``.0`` and
+    booleans as ``"True"``/``"False"``, so a reference read from CSV and serving JSON agree.
+    """
+    values = np.asarray(values)
+    kind = values.dtype.kind
+    if kind == "O":
+        present = ~(np.equal(values, None) | np.not_equal(values, values))
+        return values[present].astype(str), present
+    if kind in "UST":
+        return values.astype(str, copy=False), np.ones(len(values), dtype=bool)
+    if kind == "f":
+        present = ~np.isnan(values)
+        return _float_labels(values[present]), present
+    if kind in "iub":
+        return values.astype(str), np.ones(len(values), dtype=bool)
+    raise ValueError(f"categorical values must be strings or labels, got dtype {values.dtype}")
+
+
+def _float_labels(values: NDArray[np.float64]) -> NDArray[np.str_]:
+    """Labels of numbers used as categories: integral floats print without ``.0`` (``3.0`` → ``"3"``)."""
+    integral = np.isfinite(values) & (values == np.round(values))
+    labels = values.astype(str)
+    labels[integral] = values[integral].astype(np.int64).astype(str)
+    return labels

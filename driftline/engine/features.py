@@ -1,0 +1,134 @@
+"""A reference profile compiled for counting: one flat int64 vector per window.
+
+Every monitored column (features, score, decision) owns a slice of one flat count vector; element 0
+is the number of rows. A pane, a window or a partial window from another consumer is such a vector,
+so merging is one ``+``, a snapshot is a list of ints, and memory per window is ``8 · size`` bytes.
+
+>>> import numpy as np
+>>> from driftline.engine.profile import build_profile
+>>> rng = np.random.default_rng(3)
+>>> profile = build_profile({"amount": rng.gamma(2.0, 50.0, 1_000), "channel": rng.choice(["web", "app"], 1_000)},
+...                         model="fraud", model_version="7")
+>>> features = FeatureSet(profile)
+>>> vector = features.count({"amount": np.array([10.0, np.nan]), "channel": np.array(["web", "pos"])}, rows=2)
+>>> int(vector[0]), int(features.counts(vector, "amount")[-1]), int(features.counts(vector, "channel")[-2])
+(2, 1, 1)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from driftline.engine.bins import Counts, as_float
+from driftline.engine.profile import CategoricalProfile, FeatureProfile, NumericProfile, ReferenceProfile
+from driftline.engine.stats import FeatureStats, compare_categorical, compare_numeric
+from driftline.errors import InvalidInput
+
+
+class FeatureSet:
+    """The counting plan of one reference profile."""
+
+    def __init__(self, profile: ReferenceProfile) -> None:
+        self.profile = profile
+        self.names: tuple[str, ...] = tuple(profile.features)
+        self.slices: dict[str, slice] = {}
+        offset = 1
+        for name, feature in profile.features.items():
+            width = _width(feature)
+            self.slices[name] = slice(offset, offset + width)
+            offset += width
+        self.size = offset
+        self._positive_codes = _positive_codes(profile.decision)
+
+    @property
+    def nbytes_per_vector(self) -> int:
+        return self.size * 8
+
+    def empty(self) -> Counts:
+        return np.zeros(self.size, dtype=np.int64)
+
+    def reference(self) -> Counts:
+        """The reference profile's own counts in this plan."""
+        vector = self.empty()
+        vector[0] = self.profile.rows
+        for name, feature in self.profile.features.items():
+            vector[self.slices[name]] = _reference_counts(feature)
+        return vector
+
+    def counts(self, vector: Counts, name: str) -> Counts:
+        return vector[self.slices[name]]
+
+    def count(self, columns: Mapping[str, NDArray[Any]], rows: int, index: NDArray[np.intp] | None = None) -> Counts:
+        """Count one batch (or the rows ``index`` of it) into a new vector.
+
+        A monitored column absent from ``columns`` counts as missing on every row.
+        """
+        vector = self.empty()
+        vector[0] = rows if index is None else len(index)
+        for name, feature in self.profile.features.items():
+            target = vector[self.slices[name]]
+            values = columns.get(name)
+            if values is None:
+                target[-1] = vector[0]
+                continue
+            if index is not None:
+                values = values[index]
+            try:
+                target += _count(feature, values)
+            except ValueError as exc:
+                raise InvalidInput(str(exc), column=name) from exc
+        return vector
+
+    def compare(self, expected: Counts, actual: Counts) -> dict[str, FeatureStats]:
+        """Statistics of every column of ``actual`` against ``expected`` (both vectors of this plan)."""
+        result: dict[str, FeatureStats] = {}
+        for name, feature in self.profile.features.items():
+            e, a = expected[self.slices[name]], actual[self.slices[name]]
+            if isinstance(feature, CategoricalProfile):
+                codes = self._positive_codes if feature.role == "decision" else None
+                result[name] = compare_categorical(feature.layout, e, a, codes)
+            elif feature.layout is None:
+                result[name] = compare_missing_only(e, a)
+            else:
+                result[name] = compare_numeric(feature.layout, e, a, feature.scale)
+        return result
+
+
+def compare_missing_only(expected: Counts, actual: Counts) -> FeatureStats:
+    """A numeric feature whose reference has no finite value: only the missing rate is comparable."""
+    n_e, n_a = int(expected.sum()), int(actual.sum())
+    rate_e = expected[-1] / n_e if n_e else None
+    rate_a = actual[-1] / n_a if n_a else None
+    shift = rate_a - rate_e if rate_a is not None and rate_e is not None else None
+    return FeatureStats(n=n_a, n_expected=n_e, missing_rate=rate_a, missing_rate_expected=rate_e,
+                        missing_rate_shift=shift)
+
+
+def _width(feature: FeatureProfile) -> int:
+    layout = feature.layout
+    return 2 if layout is None else layout.n_cells
+
+
+def _reference_counts(feature: FeatureProfile) -> Counts:
+    if isinstance(feature, NumericProfile) and feature.layout is None:
+        return np.array([feature.count - feature.missing, feature.missing], dtype=np.int64)
+    return feature.cell_counts
+
+
+def _count(feature: FeatureProfile, values: NDArray[Any]) -> Counts:
+    layout = feature.layout
+    if layout is None:
+        missing = int(np.isnan(as_float(values)).sum())
+        return np.array([len(values) - missing, missing], dtype=np.int64)
+    return layout.count(values)
+
+
+def _positive_codes(decision: CategoricalProfile | None) -> NDArray[np.intp] | None:
+    if decision is None:
+        return None
+    positive = set(decision.positive_values)
+    return np.array([i for i, value in enumerate(decision.top) if value.lower() in positive], dtype=np.intp)

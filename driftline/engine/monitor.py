@@ -1,0 +1,115 @@
+"""One model version's monitor: windows in, assessed window reports out.
+
+It wires the pieces of the engine for one (model, version): the counting plan of its reference
+profile, its event-time window state, the statistics of every closed window against the reference
+(training–serving skew) and against the previous closed window (drift), the stateless assessment,
+and the score change watch. The stateful decisions across the fleet are the :class:`Decider`'s.
+
+>>> import numpy as np
+>>> from driftline.engine.profile import build_profile
+>>> rng = np.random.default_rng(1)
+>>> profile = build_profile({"x": rng.normal(0, 1, 5_000)}, model="m", model_version="1")
+>>> monitor = ModelMonitor(profile, WindowSpec(size_ms=1_000))
+>>> times = np.repeat(np.arange(3) * 1_000, 1_000)
+>>> update = monitor.update(times, {"x": rng.normal(0, 1, 3_000) + np.repeat([0.0, 0.0, 1.0], 1_000)})
+>>> [r.assessment.features["x"].severity for r in update.reports + monitor.flush()]
+['ok', 'ok', 'critical']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from driftline.engine.assess import Assessment, AssessmentPolicy, assess
+from driftline.engine.bins import Counts
+from driftline.engine.changewatch import ChangeDetection, ScoreChangeWatch
+from driftline.engine.features import FeatureSet
+from driftline.engine.policy import WindowRef
+from driftline.engine.profile import ReferenceProfile
+from driftline.engine.stats import FeatureStats
+from driftline.engine.window import ClosedWindow, LateCount, WindowSpec, WindowState
+
+
+@dataclass(frozen=True, eq=False)
+class WindowReport:
+    window: ClosedWindow
+    skew: dict[str, FeatureStats]
+    """Every monitored column against the reference profile."""
+    drift: dict[str, FeatureStats] | None
+    """Every monitored column against the previous closed window (None for the first)."""
+    assessment: Assessment
+
+    @property
+    def ref(self) -> WindowRef:
+        w = self.window
+        return WindowRef(w.model, w.model_version, w.window_id, w.start_ms, w.end_ms, w.reference_hash)
+
+
+@dataclass(frozen=True)
+class MonitorUpdate:
+    accepted: int
+    reports: list[WindowReport]
+    late: list[LateCount]
+    rejected: NDArray[np.intp]
+    detections: list[ChangeDetection] = field(default_factory=list)
+
+
+def evaluate_counts(features: FeatureSet, counts: Counts, policy: AssessmentPolicy | None = None
+                    ) -> tuple[dict[str, FeatureStats], Assessment]:
+    """Statistics and assessment of one count vector against the reference (batch evaluation)."""
+    skew = features.compare(features.reference(), counts)
+    return skew, assess(skew, _roles(features.profile), policy)
+
+
+class ModelMonitor:
+    def __init__(self, profile: ReferenceProfile, spec: WindowSpec, policy: AssessmentPolicy | None = None,
+                 watch_score: bool = True) -> None:
+        self.features = FeatureSet(profile)
+        self.state = WindowState(self.features, spec)
+        self.policy = policy or AssessmentPolicy()
+        self.previous: Counts | None = None
+        score = profile.score
+        self._score_name = score.name if score is not None else None
+        self.watch = ScoreChangeWatch() if watch_score and score is not None else None
+        self._reference = self.features.reference()
+        self._roles = _roles(profile)
+
+    @property
+    def profile(self) -> ReferenceProfile:
+        return self.features.profile
+
+    def update(self, event_time_ms: NDArray[np.int64], columns: Mapping[str, NDArray[Any]],
+               now_ms: int | None = None) -> MonitorUpdate:
+        result = self.state.update(event_time_ms, columns, now_ms)
+        detections: list[ChangeDetection] = []
+        if self.watch is not None and self._score_name in columns and result.accepted:
+            detections = self.watch.update(columns[self._score_name]).detections
+        reports = [self.evaluate(w) for w in result.closed]
+        return MonitorUpdate(result.accepted, reports, result.late, result.rejected, detections)
+
+    def flush(self) -> list[WindowReport]:
+        return [self.evaluate(w) for w in self.state.flush()]
+
+    def evaluate(self, window: ClosedWindow) -> WindowReport:
+        skew = self.features.compare(self._reference, window.counts)
+        drift = self.features.compare(self.previous, window.counts) if self.previous is not None else None
+        self.previous = window.counts
+        return WindowReport(window, skew, drift, assess(skew, self._roles, self.policy))
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"window_state": self.state.snapshot(),
+                "previous": None if self.previous is None else self.previous.tolist()}
+
+    def restore(self, data: Mapping[str, Any]) -> None:
+        self.state = WindowState.restore(self.features, data["window_state"])
+        previous = data.get("previous")
+        self.previous = None if previous is None else np.asarray(previous, dtype=np.int64)
+
+
+def _roles(profile: ReferenceProfile) -> dict[str, str]:
+    return {name: f.role for name, f in profile.features.items()}

@@ -1,0 +1,242 @@
+"""From severities to actions, over the window history (the stateful half of the policy).
+
+:class:`Decider` folds assessed windows, in order of window end, into alert events and rollback
+requests. Its state is plain data and it reads no clock: every time it uses is a window's event time.
+So decisions are a pure function of the window history, and replaying the same windows after a
+restart gives the same alerts and the same requests (same ids) again.
+
+Alerts, per (model, version, subject) where a subject is a monitored column or ``__dataset__``:
+``firing`` after ``consecutive`` windows in a row at ``warn`` or worse (at the lowest severity those
+windows held), ``escalated`` when ``critical`` has held that long while firing at ``warn``, ``resolved``
+after ``resolve_after`` windows in a row at ``ok`` (hysteresis). A window with too few samples for a
+subject neither extends nor breaks its streaks.
+
+Rollback requests come from ``firing``/``escalated`` alerts whose role and severity match a trigger,
+then pass a chain of guards (:data:`ROLLBACK_GUARDS`), each a small callable that may suppress the
+request and say why: kill switch, cooldown per model, daily cap per model (UTC day of the window end),
+a fleet-wide circuit breaker (too many models asking within an hour means the cause is upstream, not
+the models), dry-run. Suppressed and dry-run requests are still returned, so they reach the audit log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from driftline.engine.assess import SEVERITY_RANK, Assessment, Breach, Severity
+
+DATASET = "__dataset__"
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class AlertPolicy:
+    consecutive: int = 2
+    """k: windows in a row at warn or worse before an alert fires (two-window confirmation)."""
+    resolve_after: int = 3
+    """Windows in a row at ok before a firing alert resolves (hysteresis)."""
+
+
+@dataclass(frozen=True)
+class RollbackPolicy:
+    triggers: Mapping[str, Severity] = field(
+        default_factory=lambda: {"score": "critical", "decision": "critical", "dataset": "critical"})
+    """Role (``feature``, ``score``, ``decision``, ``dataset``) → lowest severity that asks for a rollback."""
+    cooldown_ms: int = 6 * 3_600_000
+    daily_cap: int = 2
+    breaker_models: int = 3
+    """Fleet-wide circuit breaker: this many distinct models asking within ``breaker_window_ms`` opens it."""
+    breaker_window_ms: int = 3_600_000
+    dry_run: bool = True
+    kill_switch: bool = False
+
+
+@dataclass(frozen=True)
+class WindowRef:
+    model: str
+    model_version: str
+    window_id: str
+    start_ms: int
+    end_ms: int
+    reference_hash: str
+
+
+@dataclass(frozen=True)
+class AlertEvent:
+    alert_id: str
+    kind: Literal["firing", "escalated", "resolved"]
+    subject: str
+    role: str
+    severity: Severity
+    window: WindowRef
+    breaches: tuple[Breach, ...]
+
+
+@dataclass(frozen=True)
+class RollbackRequest:
+    request_id: str
+    """Idempotency key: the same window and alert always give the same id."""
+    model: str
+    model_version: str
+    alert_id: str
+    subject: str
+    severity: Severity
+    window: WindowRef
+    status: Literal["requested", "dry_run", "suppressed"] = "requested"
+    suppressed_by: str | None = None
+
+
+@dataclass
+class SubjectState:
+    recent: list[str] = field(default_factory=list)
+    """Severities of the last ``consecutive`` judged windows."""
+    ok_streak: int = 0
+    firing: str | None = None
+
+
+@dataclass
+class DeciderState:
+    subjects: dict[str, SubjectState] = field(default_factory=dict)
+    last_request_ms: dict[str, int] = field(default_factory=dict)
+    requests_per_day: dict[str, int] = field(default_factory=dict)
+    fleet_requests: list[tuple[int, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "subjects": {k: {"recent": list(s.recent), "ok_streak": s.ok_streak, "firing": s.firing}
+                         for k, s in sorted(self.subjects.items())},
+            "last_request_ms": dict(sorted(self.last_request_ms.items())),
+            "requests_per_day": dict(sorted(self.requests_per_day.items())),
+            "fleet_requests": [list(r) for r in self.fleet_requests],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DeciderState:
+        return cls(
+            subjects={k: SubjectState(list(s["recent"]), int(s["ok_streak"]), s["firing"])
+                      for k, s in data["subjects"].items()},
+            last_request_ms={k: int(v) for k, v in data["last_request_ms"].items()},
+            requests_per_day={k: int(v) for k, v in data["requests_per_day"].items()},
+            fleet_requests=[(int(t), str(m)) for t, m in data["fleet_requests"]],
+        )
+
+
+Guard = Callable[[RollbackRequest, DeciderState, RollbackPolicy], RollbackRequest]
+
+
+def kill_switch(request: RollbackRequest, state: DeciderState, policy: RollbackPolicy) -> RollbackRequest:
+    return replace(request, status="suppressed", suppressed_by="kill_switch") if policy.kill_switch else request
+
+
+def cooldown(request: RollbackRequest, state: DeciderState, policy: RollbackPolicy) -> RollbackRequest:
+    last = state.last_request_ms.get(request.model)
+    if last is not None and request.window.end_ms - last < policy.cooldown_ms:
+        return replace(request, status="suppressed", suppressed_by="cooldown")
+    return request
+
+
+def daily_cap(request: RollbackRequest, state: DeciderState, policy: RollbackPolicy) -> RollbackRequest:
+    if state.requests_per_day.get(_day_key(request), 0) >= policy.daily_cap:
+        return replace(request, status="suppressed", suppressed_by="daily_cap")
+    return request
+
+
+def circuit_breaker(request: RollbackRequest, state: DeciderState, policy: RollbackPolicy) -> RollbackRequest:
+    since = request.window.end_ms - policy.breaker_window_ms
+    models = {m for t, m in state.fleet_requests if t > since} - {request.model}
+    if len(models) + 1 >= policy.breaker_models:
+        return replace(request, status="suppressed", suppressed_by="circuit_breaker")
+    return request
+
+
+def dry_run(request: RollbackRequest, state: DeciderState, policy: RollbackPolicy) -> RollbackRequest:
+    return replace(request, status="dry_run") if policy.dry_run else request
+
+
+ROLLBACK_GUARDS: tuple[Guard, ...] = (kill_switch, cooldown, daily_cap, circuit_breaker, dry_run)
+
+
+class Decider:
+    """Alert state machines and rollback guards for a fleet of models (see module docstring)."""
+
+    def __init__(self, alerts: AlertPolicy | None = None, rollback: RollbackPolicy | None = None,
+                 state: DeciderState | None = None, guards: tuple[Guard, ...] = ROLLBACK_GUARDS) -> None:
+        self.alerts = alerts or AlertPolicy()
+        self.rollback = rollback or RollbackPolicy()
+        self.state = state or DeciderState()
+        self.guards = guards
+
+    def step(self, window: WindowRef, assessment: Assessment) -> tuple[list[AlertEvent], list[RollbackRequest]]:
+        """Fold one assessed window into the state; return the alert events and rollback requests."""
+        subjects: list[tuple[str, str, str, bool, tuple[Breach, ...]]] = [
+            (name, f.role, f.severity, f.insufficient, f.breaches) for name, f in assessment.features.items()]
+        dataset = assessment.dataset
+        if dataset is not None:
+            share = dataset.critical_share if dataset.severity == "critical" else dataset.drifted_share
+            breach = Breach("drifted_share", share, dataset.drift_share, dataset.severity)
+            subjects.append((DATASET, "dataset", dataset.severity, dataset.assessed == 0,
+                             (breach,) if dataset.severity != "ok" else ()))
+        events: list[AlertEvent] = []
+        for subject, role, severity, insufficient, breaches in subjects:
+            if insufficient:
+                continue
+            event = self._advance(window, subject, role, severity, breaches)
+            if event is not None:
+                events.append(event)
+        requests = [self._request(window, e) for e in events if self._triggers(e)]
+        return events, requests
+
+    def _advance(self, window: WindowRef, subject: str, role: str, severity: str,
+                 breaches: tuple[Breach, ...]) -> AlertEvent | None:
+        key = f"{window.model}\x1f{window.model_version}\x1f{subject}"
+        s = self.state.subjects.setdefault(key, SubjectState())
+        k = self.alerts.consecutive
+        s.recent = (s.recent + [severity])[-k:]
+        s.ok_streak = s.ok_streak + 1 if severity == "ok" else 0
+        sustained = min(s.recent, key=SEVERITY_RANK.__getitem__) if len(s.recent) == k else "ok"
+        kind: Literal["firing", "escalated", "resolved"] | None = None
+        if s.firing is None and sustained != "ok":
+            kind, s.firing = "firing", sustained
+        elif s.firing is not None and SEVERITY_RANK[sustained] > SEVERITY_RANK[s.firing]:
+            kind, s.firing = "escalated", sustained
+        elif s.firing is not None and s.ok_streak >= self.alerts.resolve_after:
+            kind, s.firing = "resolved", None
+        if kind is None:
+            return None
+        reported: Severity = "ok" if kind == "resolved" else sustained  # type: ignore[assignment]
+        alert_id = _digest(window.model, window.model_version, subject, kind, window.window_id)
+        return AlertEvent(alert_id, kind, subject, role, reported, window, breaches)
+
+    def _triggers(self, event: AlertEvent) -> bool:
+        minimum = self.rollback.triggers.get(event.role)
+        return (event.kind != "resolved" and minimum is not None
+                and SEVERITY_RANK[event.severity] >= SEVERITY_RANK[minimum])
+
+    def _request(self, window: WindowRef, event: AlertEvent) -> RollbackRequest:
+        request = RollbackRequest(_digest("rollback", event.alert_id), window.model, window.model_version,
+                                  event.alert_id, event.subject, event.severity, window)
+        for guard in self.guards:
+            if request.status == "suppressed":
+                break
+            request = guard(request, self.state, self.rollback)
+        if request.status != "suppressed":
+            self.state.last_request_ms[request.model] = window.end_ms
+            day = _day_key(request)
+            self.state.requests_per_day[day] = self.state.requests_per_day.get(day, 0) + 1
+            self.state.fleet_requests.append((window.end_ms, request.model))
+            since = window.end_ms - self.rollback.breaker_window_ms
+            self.state.fleet_requests = [r for r in self.state.fleet_requests if r[0] > since]
+            today = window.end_ms // DAY_MS
+            self.state.requests_per_day = {d: n for d, n in self.state.requests_per_day.items()
+                                           if int(d.rsplit("\x1f", 1)[1]) >= today - 1}
+        return request
+
+
+def _day_key(request: RollbackRequest) -> str:
+    return f"{request.model}\x1f{request.window.end_ms // DAY_MS}"
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]

@@ -1,0 +1,348 @@
+"""The reference profile: a model version's training data, summarised once, frozen.
+
+Built from training columns, it fixes everything serving windows are measured against: per numeric
+feature the coarse quantile bin edges (PSI), a fine quantile grid with the reference's exact counts
+(KS, Wasserstein), count, missing rate, min/max, mean, std; per categorical feature the top-K category
+frequencies, the rarer categories folded into "other". The model's score and decision are profiled
+the same way, with roles ``score`` and ``decision``.
+
+Edges never move with serving data. A profile is plain JSON (``to_dict``/``from_dict``) that validates
+against ``schemas/reference_profile.schema.json``; its ``content_hash`` (sha256 of the canonical
+JSON without the hash) travels with every result.
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(7)
+>>> profile = build_profile(
+...     {"income": rng.lognormal(10, 0.5, 5_000), "channel": rng.choice(["web", "app"], 5_000)},
+...     model="credit", model_version="3", categorical=("channel",))
+>>> profile.features["income"].bin_edges.shape
+(9,)
+>>> sorted(profile.features["channel"].top)
+['app', 'web']
+>>> ReferenceProfile.from_dict(profile.to_dict()).content_hash == profile.content_hash
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from driftline.engine.bins import CategoricalLayout, NumericLayout, category_strings
+from driftline.errors import InvalidInput, ProfileError
+
+FORMAT_VERSION = 1
+DEFAULT_BINS = 10
+"""Deciles: the credit-scorecard convention for PSI/CSI (Siddiqi, *Credit Risk Scorecards*, 2006)."""
+DEFAULT_GRID_POINTS = 200
+"""Minimum number of fine quantile levels for KS/Wasserstein; rounded up to a multiple of ``bins``."""
+TAIL_LEVELS = 8
+"""Extra grid levels ``2^-k / G`` and ``1 - 2^-k / G`` (k = 1..8) that refine the two outermost cells."""
+DEFAULT_TOP_K = 50
+DEFAULT_MAX_VOCABULARY = 10_000
+DEFAULT_POSITIVE_DECISIONS = ("approve", "approved", "accept", "accepted", "1", "true", "yes")
+
+Role = Literal["feature", "score", "decision"]
+
+
+@dataclass(frozen=True, eq=False)
+class NumericProfile:
+    name: str
+    role: Role
+    count: int
+    """Rows in the reference, missing included."""
+    missing: int
+    """NaN or null."""
+    nonfinite: int
+    """±inf; kept out of the distribution (min/max/mean/std/grid), reported beside ``missing``."""
+    minimum: float | None
+    maximum: float | None
+    mean: float | None
+    std: float | None
+    """Population standard deviation (ddof=0) of the finite values."""
+    bin_edges: NDArray[np.float64]
+    """Interior coarse edges (quantiles at levels 1/B .. (B-1)/B, duplicates removed)."""
+    grid: NDArray[np.float64]
+    """Fine grid: unique quantiles at levels 0, 1/G, .., 1; includes every coarse edge."""
+    grid_counts: NDArray[np.int64]
+    """Reference counts per grid cell: ``x == g[0]``, then ``g[i-1] < x <= g[i]``."""
+    kind: Literal["numeric"] = "numeric"
+
+    @property
+    def missing_rate(self) -> float:
+        return self.missing / self.count if self.count else 0.0
+
+    @cached_property
+    def layout(self) -> NumericLayout | None:
+        """None when the reference has no finite value to place edges on."""
+        if len(self.grid) == 0:
+            return None
+        return NumericLayout.from_edges(self.grid, self.bin_edges, self.scale)
+
+    @property
+    def scale(self) -> float:
+        """Unit of distance for this feature: the reference std, or 1 for a constant reference."""
+        return self.std if self.std else 1.0
+
+    @cached_property
+    def cell_counts(self) -> NDArray[np.int64]:
+        """Reference counts in every cell of :attr:`layout` (out-of-range cells are empty)."""
+        layout = self.layout
+        if layout is None:
+            return np.array([self.missing], dtype=np.int64)
+        counts = np.zeros(layout.n_cells, dtype=np.int64)
+        counts[layout.grid_cells] = self.grid_counts
+        counts[layout.missing_cell] = self.missing
+        return counts
+
+
+@dataclass(frozen=True, eq=False)
+class CategoricalProfile:
+    name: str
+    role: Role
+    count: int
+    missing: int
+    top: tuple[str, ...]
+    top_counts: NDArray[np.int64]
+    others: tuple[str, ...]
+    """Categories seen in the reference beyond the top-K, up to ``max_vocabulary`` in all."""
+    other_count: int
+    """Rows of the reference in any category beyond the top-K."""
+    vocabulary_truncated: bool
+    """True when the reference had more distinct categories than the profile keeps by name:
+    a serving category outside the kept names then counts as unseen although it may be rare."""
+    positive_values: tuple[str, ...] = ()
+    """For the decision: the values that mean approval (for the approval-rate shift)."""
+    kind: Literal["categorical"] = "categorical"
+
+    @property
+    def missing_rate(self) -> float:
+        return self.missing / self.count if self.count else 0.0
+
+    @cached_property
+    def layout(self) -> CategoricalLayout:
+        return CategoricalLayout.from_categories(self.top, self.others)
+
+    @cached_property
+    def cell_counts(self) -> NDArray[np.int64]:
+        """Reference counts in the categorical layout's cells (top-K, other, unseen = 0, missing)."""
+        return np.concatenate((self.top_counts, [self.other_count, 0, self.missing])).astype(np.int64)
+
+
+FeatureProfile = NumericProfile | CategoricalProfile
+
+@dataclass(frozen=True, eq=False)
+class ReferenceProfile:
+    model: str
+    model_version: str
+    features: dict[str, FeatureProfile]
+    """Every monitored column by name, the score and decision included (see ``role``)."""
+    settings: dict[str, int] = field(default_factory=dict)
+    rows: int = 0
+    content_hash: str = ""
+
+    @property
+    def score(self) -> NumericProfile | None:
+        return next((f for f in self.features.values() if f.role == "score" and isinstance(f, NumericProfile)), None)
+
+    @property
+    def decision(self) -> CategoricalProfile | None:
+        return next(
+            (f for f in self.features.values() if f.role == "decision" and isinstance(f, CategoricalProfile)), None
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        body = _body(self)
+        body["content_hash"] = content_hash(body)
+        return body
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, sort_keys=True, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ReferenceProfile:
+        """Rebuild a profile; the stored hash must match the content (a tampered profile is refused)."""
+        try:
+            version = data["format_version"]
+            if version != FORMAT_VERSION:
+                raise ProfileError(f"unsupported profile format_version {version!r}; this driftline reads {FORMAT_VERSION}")
+            features = {name: _feature_from_dict(name, f) for name, f in data["features"].items()}
+            profile = cls(
+                model=str(data["model"]),
+                model_version=str(data["model_version"]),
+                features=features,
+                settings=dict(data.get("settings", {})),
+                rows=int(data.get("rows", 0)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProfileError(f"malformed reference profile: {type(exc).__name__}: {exc}") from exc
+        computed = content_hash(_body(profile))
+        stored = data.get("content_hash")
+        if stored != computed:
+            raise ProfileError(f"reference profile content_hash {stored!r} does not match its content ({computed})")
+        return cls(profile.model, profile.model_version, features, profile.settings, profile.rows, computed)
+
+
+def content_hash(body: Mapping[str, Any]) -> str:
+    """``sha256:`` of the canonical JSON (sorted keys, no whitespace) of a profile without its hash."""
+    canonical = json.dumps({k: v for k, v in body.items() if k != "content_hash"}, sort_keys=True,
+                           separators=(",", ":"), allow_nan=False)
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def build_profile(
+    columns: Mapping[str, NDArray[Any]],
+    *,
+    model: str,
+    model_version: str,
+    categorical: Iterable[str] = (),
+    score_column: str | None = None,
+    decision_column: str | None = None,
+    positive_decisions: Iterable[str] = DEFAULT_POSITIVE_DECISIONS,
+    bins: int = DEFAULT_BINS,
+    grid_points: int = DEFAULT_GRID_POINTS,
+    top_k: int = DEFAULT_TOP_K,
+    max_vocabulary: int = DEFAULT_MAX_VOCABULARY,
+) -> ReferenceProfile:
+    """Profile training columns (name → 1-D array). String, object and bool columns are categorical,
+    as is every name in ``categorical``; the rest must be numeric."""
+    if bins < 2:
+        raise InvalidInput(f"bins must be at least 2, got {bins}")
+    if top_k < 1 or max_vocabulary < top_k:
+        raise InvalidInput(f"need 1 <= top_k <= max_vocabulary, got top_k={top_k}, max_vocabulary={max_vocabulary}")
+    if not columns:
+        raise InvalidInput("no columns to profile")
+    lengths = {name: len(np.asarray(v)) for name, v in columns.items()}
+    rows = next(iter(lengths.values()))
+    if any(n != rows for n in lengths.values()):
+        raise InvalidInput(f"columns differ in length: {lengths}")
+    if rows == 0:
+        raise InvalidInput("the training data has no rows")
+    categorical = set(categorical)
+    for name in (*categorical, score_column, decision_column):
+        if name is not None and name not in columns:
+            raise InvalidInput(f"column {name!r} is not in the data (columns: {', '.join(columns)})")
+    grid_levels = bins * math.ceil(grid_points / bins)
+    features: dict[str, FeatureProfile] = {}
+    for name, values in columns.items():
+        role: Role = "score" if name == score_column else "decision" if name == decision_column else "feature"
+        array = np.asarray(values)
+        if name == decision_column or (name in categorical or array.dtype.kind in "OUSTb") and role != "score":
+            features[name] = _categorical_profile(
+                name, role, array, top_k, max_vocabulary,
+                tuple(positive_decisions) if role == "decision" else ())
+        else:
+            features[name] = _numeric_profile(name, role, array, bins, grid_levels)
+    profile = ReferenceProfile(model=model, model_version=model_version, features=features,
+                               settings={"bins": bins, "grid_points": grid_levels, "top_k": top_k,
+                                         "max_vocabulary": max_vocabulary},
+                               rows=rows)
+    return ReferenceProfile(model, model_version, features, profile.settings, rows, content_hash(_body(profile)))
+
+
+def _numeric_profile(name: str, role: Role, values: NDArray[Any], bins: int, grid_levels: int) -> NumericProfile:
+    try:
+        x = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"expected numbers ({exc}); declare it categorical if it holds labels",
+                           column=name) from exc
+    missing = int(np.isnan(x).sum())
+    infinite = np.isinf(x)
+    finite = x[~np.isnan(x) & ~infinite]
+    if len(finite) == 0:
+        empty = np.zeros(0)
+        return NumericProfile(name, role, len(x), missing, int(infinite.sum()), None, None, None, None,
+                              empty, empty, np.zeros(0, dtype=np.int64))
+    # 'inverted_cdf' makes every edge an observed value, so the coarse edges are a subset of the grid
+    # and the reference's counts per cell are exact; it works for any number of rows.
+    quantiles = np.quantile(finite, np.arange(grid_levels + 1) / grid_levels, method="inverted_cdf")
+    # Extra levels inside the outermost grid cells: heavy tails otherwise put most of the
+    # Wasserstein interpolation error there (Pareto tail: +39 % with 200 levels, +6 % with these).
+    tail = 2.0 ** -np.arange(1, TAIL_LEVELS + 1) / grid_levels
+    tails = np.quantile(finite, np.concatenate((tail, 1.0 - tail)), method="inverted_cdf")
+    grid = np.unique(np.concatenate((quantiles, tails)))
+    edges = np.unique(quantiles[grid_levels // bins :: grid_levels // bins][: bins - 1])
+    ordered = np.sort(finite)
+    at_or_below = np.searchsorted(ordered, grid, side="right")
+    grid_counts = np.diff(at_or_below, prepend=0).astype(np.int64)
+    return NumericProfile(
+        name, role, len(x), missing, int(infinite.sum()),
+        float(ordered[0]), float(ordered[-1]), float(finite.mean()), float(finite.std()),
+        edges, grid, grid_counts,
+    )
+
+
+def _categorical_profile(name: str, role: Role, values: NDArray[Any], top_k: int, max_vocabulary: int,
+                         positive_values: tuple[str, ...]) -> CategoricalProfile:
+    try:
+        strings, present = category_strings(values)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), column=name) from exc
+    missing = int(len(values) - present.sum())
+    names, counts = np.unique(strings, return_counts=True)
+    order = np.lexsort((names, -counts))  # most frequent first, ties by name: deterministic
+    names, counts = names[order], counts[order]
+    top = tuple(str(v) for v in names[:top_k])
+    others = tuple(str(v) for v in names[top_k:max_vocabulary])
+    return CategoricalProfile(
+        name, role, len(values), missing, top, counts[:top_k].astype(np.int64), others,
+        int(counts[top_k:].sum()), len(names) > max_vocabulary, positive_values,
+    )
+
+
+def _body(profile: ReferenceProfile) -> dict[str, Any]:
+    return {
+        "format_version": FORMAT_VERSION,
+        "model": profile.model,
+        "model_version": profile.model_version,
+        "rows": profile.rows,
+        "settings": dict(profile.settings),
+        "features": {name: _feature_to_dict(f) for name, f in profile.features.items()},
+    }
+
+
+def _feature_to_dict(f: FeatureProfile) -> dict[str, Any]:
+    if isinstance(f, NumericProfile):
+        return {
+            "kind": "numeric", "role": f.role, "count": f.count, "missing": f.missing, "nonfinite": f.nonfinite,
+            "min": f.minimum, "max": f.maximum, "mean": f.mean, "std": f.std,
+            "bin_edges": f.bin_edges.tolist(), "grid": f.grid.tolist(), "grid_counts": f.grid_counts.tolist(),
+        }
+    return {
+        "kind": "categorical", "role": f.role, "count": f.count, "missing": f.missing,
+        "top": [{"value": v, "count": int(c)} for v, c in zip(f.top, f.top_counts, strict=True)],
+        "others": list(f.others), "other_count": f.other_count, "vocabulary_truncated": f.vocabulary_truncated,
+        "positive_values": list(f.positive_values),
+    }
+
+
+def _feature_from_dict(name: str, d: Mapping[str, Any]) -> FeatureProfile:
+    if d["kind"] == "numeric":
+        grid = np.asarray(d["grid"], dtype=np.float64)
+        counts = np.asarray(d["grid_counts"], dtype=np.int64)
+        if len(counts) != len(grid):
+            raise ValueError(f"feature {name!r}: grid_counts has {len(counts)} cells, the grid {len(grid)}")
+        profile = NumericProfile(
+            name, d["role"], int(d["count"]), int(d["missing"]), int(d["nonfinite"]),
+            d["min"], d["max"], d["mean"], d["std"],
+            np.asarray(d["bin_edges"], dtype=np.float64), grid, counts,
+        )
+        _ = profile.layout  # validates the edges against the grid
+        return profile
+    if d["kind"] == "categorical":
+        top = d["top"]
+        return CategoricalProfile(
+            name, d["role"], int(d["count"]), int(d["missing"]),
+            tuple(str(t["value"]) for t in top), np.asarray([int(t["count"]) for t in top], dtype=np.int64),
+            tuple(str(v) for v in d["others"]), int(d["other_count"]), bool(d["vocabulary_truncated"]),
+            tuple(str(v) for v in d.get("positive_values", ())),
+        )
+    raise ValueError(f"feature {name!r}: unknown kind {d['kind']!r}")

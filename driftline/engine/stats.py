@@ -1,0 +1,220 @@
+"""Distances between two histograms of one feature, on the reference's fixed cells.
+
+Every function takes the *expected* counts (the reference, or the previous window) and the *actual*
+counts (the current window) in the same layout and returns plain numbers. Units and conventions,
+stated once here because peers differ on them silently:
+
+PSI
+    ``Σ (a - e) · ln(a / e)`` over the coarse bins (deciles by default) on the non-missing values,
+    natural log. **Empty-bin policy:** a bin share below ``PSI_EPSILON`` (1e-4) is raised to it on
+    either side, without renormalising, so an empty bin contributes a large but finite term.
+    ``psi_critical`` is the sample-size-aware 95 % critical value: under no drift
+    ``PSI · (1/N + 1/M)⁻¹ ≈ χ²(B − 1)`` (Yurdakul 2018), so ``psi_critical = χ²₀.₉₅(B − 1) · (1/N + 1/M)``
+    and ``psi_pvalue`` is the matching tail probability. N and M are the non-missing counts.
+Kolmogorov–Smirnov
+    The largest gap between the two empirical CDFs, read at every cell edge of the fine grid
+    (≥ 200 reference quantiles). The exact statistic of the two samples lies in
+    ``[ks_statistic, ks_statistic + ks_error_bound]``: inside a cell each CDF is monotone, so the gap
+    cannot exceed ``max(|Fa(R) − Fe(L)|, |Fa(L) − Fe(R)|)`` over the cell's edges L, R.
+    For the reference comparison the bound is at most about one grid cell's share (≈ 1/200).
+    ``ks_pvalue`` is the asymptotic two-sample p-value ``kstwo.sf(D, round(N·M/(N+M)))``, as
+    scipy's ``ks_2samp(method="asymp")`` computes it.
+Jensen–Shannon
+    The Jensen–Shannon *distance* (square root of the divergence) with **log base 2**, so it lies in
+    [0, 1], on the coarse bins (numeric) or the category cells (categorical). scipy's
+    ``jensenshannon(p, q, base=2)``. Evidently's default uses the natural log (values × 0.83).
+Wasserstein
+    The 1-Wasserstein (earth mover's) distance between the two distributions, divided by the
+    reference standard deviation (1 for a constant reference): ``wasserstein_normed``. Inside a
+    grid cell the CDFs are taken as linear; out-of-range values are placed by the √2 ladder of
+    out-of-range cells; ±inf count at the ladder's end. Exact for the reference's own cells up to
+    the within-cell interpolation.
+Categorical
+    ``chi2_pvalue``: Pearson's χ² test of homogeneity (2 × C contingency table, no continuity
+    correction, cells empty on both sides dropped), as ``scipy.stats.chi2_contingency``.
+    ``l_infinity``: the largest absolute difference of category shares. ``unseen_share``: share
+    of the window's non-missing values in categories the reference never saw.
+Missing values
+    ``missing_rate`` is the share of missing values (NaN/null) among all rows of the window;
+    ``missing_rate_shift`` the change against the expected side. All other distances are computed
+    on the non-missing values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import stats as sps
+
+from driftline.engine.bins import CategoricalLayout, Counts, NumericLayout
+
+PSI_EPSILON = 1e-4
+PSI_CRITICAL_LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class FeatureStats:
+    """One feature's comparison; a metric that does not apply (or cannot be computed) is None."""
+
+    n: int
+    """Rows in the actual (current) window, missing included."""
+    n_expected: int
+    missing_rate: float | None = None
+    missing_rate_expected: float | None = None
+    missing_rate_shift: float | None = None
+    psi: float | None = None
+    psi_critical: float | None = None
+    psi_pvalue: float | None = None
+    js_distance: float | None = None
+    ks_statistic: float | None = None
+    ks_error_bound: float | None = None
+    ks_pvalue: float | None = None
+    wasserstein_normed: float | None = None
+    out_of_range_share: float | None = None
+    chi2_pvalue: float | None = None
+    l_infinity: float | None = None
+    unseen_share: float | None = None
+    approval_rate: float | None = None
+    approval_rate_expected: float | None = None
+    approval_rate_shift: float | None = None
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return asdict(self)
+
+
+def psi(expected: Counts, actual: Counts) -> float:
+    """Population stability index of two count vectors over the same bins (see module docstring).
+
+    >>> round(psi(np.array([50, 50]), np.array([40, 60])), 4)
+    0.0405
+    """
+    e = np.maximum(expected / expected.sum(), PSI_EPSILON)
+    a = np.maximum(actual / actual.sum(), PSI_EPSILON)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def psi_critical(n_expected: int, n_actual: int, bins: int) -> float:
+    """The PSI a no-drift pair of samples of these sizes exceeds with 5 % probability."""
+    return float(sps.chi2.ppf(PSI_CRITICAL_LEVEL, max(bins - 1, 1)) * (1.0 / n_expected + 1.0 / n_actual))
+
+
+def js_distance(expected: Counts, actual: Counts) -> float:
+    """Jensen–Shannon distance, log base 2, in [0, 1].
+
+    >>> js_distance(np.array([1, 0]), np.array([0, 1]))
+    1.0
+    """
+    p = expected / expected.sum()
+    q = actual / actual.sum()
+    m = (p + q) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, p * np.log2(p / m), 0.0) + np.where(q > 0, q * np.log2(q / m), 0.0)
+    return float(np.sqrt(max(terms.sum() / 2, 0.0)))
+
+
+def ks_on_grid(expected: Counts, actual: Counts, n_expected: int, n_actual: int) -> tuple[float, float, float]:
+    """KS statistic read at the cell edges, its error bound and asymptotic p-value.
+
+    ``expected`` and ``actual`` are value-cell counts (missing excluded), in cell order.
+    """
+    fe = np.cumsum(expected) / n_expected
+    fa = np.cumsum(actual) / n_actual
+    statistic = float(np.max(np.abs(fa - fe)))
+    fe_left = np.concatenate(([0.0], fe[:-1]))
+    fa_left = np.concatenate(([0.0], fa[:-1]))
+    within = np.maximum(np.abs(fa - fe_left), np.abs(fa_left - fe))
+    upper = max(statistic, float(within.max()))
+    effective_n = round(n_expected * n_actual / (n_expected + n_actual))
+    pvalue = float(sps.kstwo.sf(statistic, max(effective_n, 1)))
+    return statistic, upper - statistic, min(max(pvalue, 0.0), 1.0)
+
+
+def wasserstein(edges: NDArray[np.float64], expected: Counts, actual: Counts, n_expected: int, n_actual: int) -> float:
+    """1-Wasserstein distance from cell counts, CDFs linear inside each bounded cell.
+
+    The first and last cells are unbounded; their mass is taken to sit at their finite edge.
+    """
+    d = np.cumsum(actual)[:-1] / n_actual - np.cumsum(expected)[:-1] / n_expected  # at edges[:-1]
+    width = np.diff(edges[:-1])
+    left, right = d[:-1], d[1:]
+    same_sign = left * right >= 0
+    abs_sum = np.abs(left) + np.abs(right)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        crossing = np.where(abs_sum > 0, (left * left + right * right) / (2 * abs_sum), 0.0)
+    area = np.where(same_sign, abs_sum / 2, crossing) * width
+    return float(area.sum())
+
+
+def compare_numeric(layout: NumericLayout, expected: Counts, actual: Counts, scale: float) -> FeatureStats:
+    """Every numeric statistic of ``actual`` against ``expected`` (full layout counts, missing last)."""
+    n_e, n_a = int(expected.sum()), int(actual.sum())
+    miss_e, miss_a = int(expected[-1]), int(actual[-1])
+    base = _missing(n_e, n_a, miss_e, miss_a)
+    present_e, present_a = n_e - miss_e, n_a - miss_a
+    if present_e == 0 or present_a == 0:
+        return FeatureStats(n=n_a, n_expected=n_e, **base)
+    values_e, values_a = expected[:-1], actual[:-1]
+    coarse_e, coarse_a = layout.coarse(expected), layout.coarse(actual)
+    ks, ks_bound, ks_p = ks_on_grid(values_e, values_a, present_e, present_a)
+    psi_value = psi(coarse_e, coarse_a)
+    bins = len(coarse_e)
+    scaled = psi_value / (1.0 / present_e + 1.0 / present_a)
+    return FeatureStats(
+        n=n_a, n_expected=n_e, **base,
+        psi=psi_value,
+        psi_critical=psi_critical(present_e, present_a, bins),
+        psi_pvalue=float(sps.chi2.sf(scaled, max(bins - 1, 1))),
+        js_distance=js_distance(coarse_e, coarse_a),
+        ks_statistic=ks, ks_error_bound=ks_bound, ks_pvalue=ks_p,
+        wasserstein_normed=wasserstein(layout.edges, values_e, values_a, present_e, present_a) / scale,
+        out_of_range_share=layout.out_of_range(actual) / present_a,
+    )
+
+
+def compare_categorical(
+    layout: CategoricalLayout, expected: Counts, actual: Counts, positive_codes: NDArray[np.intp] | None = None
+) -> FeatureStats:
+    """Every categorical statistic of ``actual`` against ``expected`` (layout cells, missing last)."""
+    n_e, n_a = int(expected.sum()), int(actual.sum())
+    miss_e, miss_a = int(expected[-1]), int(actual[-1])
+    base = _missing(n_e, n_a, miss_e, miss_a)
+    present_e, present_a = n_e - miss_e, n_a - miss_a
+    if present_e == 0 or present_a == 0:
+        return FeatureStats(n=n_a, n_expected=n_e, **base)
+    values_e, values_a = expected[:-1], actual[:-1]
+    approval: dict[str, float] = {}
+    if positive_codes is not None:
+        rate_e = float(values_e[positive_codes].sum() / present_e)
+        rate_a = float(values_a[positive_codes].sum() / present_a)
+        approval = {"approval_rate": rate_a, "approval_rate_expected": rate_e, "approval_rate_shift": rate_a - rate_e}
+    return FeatureStats(
+        n=n_a, n_expected=n_e, **base,
+        psi=psi(values_e, values_a),
+        psi_critical=psi_critical(present_e, present_a, int(np.count_nonzero(values_e + values_a))),
+        js_distance=js_distance(values_e, values_a),
+        chi2_pvalue=chi2_homogeneity_pvalue(values_e, values_a),
+        l_infinity=float(np.max(np.abs(values_a / present_a - values_e / present_e))),
+        unseen_share=float(values_a[layout.unseen_code] / present_a),
+        **approval,
+    )
+
+
+def chi2_homogeneity_pvalue(expected: Counts, actual: Counts) -> float:
+    """Pearson χ² test that two count vectors come from one categorical distribution."""
+    table = np.vstack((expected, actual)).astype(np.float64)
+    table = table[:, table.sum(axis=0) > 0]
+    if table.shape[1] < 2:
+        return 1.0
+    total = table.sum()
+    fitted = np.outer(table.sum(axis=1), table.sum(axis=0)) / total
+    statistic = float(((table - fitted) ** 2 / fitted).sum())
+    return float(sps.chi2.sf(statistic, table.shape[1] - 1))
+
+
+def _missing(n_e: int, n_a: int, miss_e: int, miss_a: int) -> dict[str, float | None]:
+    rate_e = miss_e / n_e if n_e else None
+    rate_a = miss_a / n_a if n_a else None
+    shift = rate_a - rate_e if rate_a is not None and rate_e is not None else None
+    return {"missing_rate": rate_a, "missing_rate_expected": rate_e, "missing_rate_shift": shift}

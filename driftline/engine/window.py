@@ -1,0 +1,331 @@
+"""Event-time windows of one (model, version): panes, a watermark, allowed lateness.
+
+Windows are tumbling (``hop == size``) or hopping (``size`` a multiple of ``hop``), aligned to the
+Unix epoch. State is kept per *pane* (one hop of event time): a window is the sum of its
+``size / hop`` panes, so an event is counted once however many windows contain it.
+
+Watermark and lateness
+    ``watermark = max event time seen − allowed_lateness``. A window ``[start, end)`` closes when the
+    watermark reaches ``end``; closed windows come out in order of ``end``. An event for a window
+    that has already closed is *late*: it is counted against that window (``LateCount``), never
+    silently dropped, and still added to any pane a still-open window needs. The watermark used to
+    judge a batch is the one before the batch, so events whose disorder stays within the allowed
+    lateness give the same closed windows in any arrival order and any batching.
+
+Bounds
+    Retained panes are at most ``(size + allowed_lateness) / hop + 1`` while event times advance; an
+    event that would open more than ``max_open_panes`` panes, or that lies more than
+    ``max_future_ms`` beyond the ``now_ms`` the caller hands in, is rejected and reported by
+    index (the caller dead-letters it). Memory is ``8 · FeatureSet.size`` bytes per pane.
+
+Merging
+    ``merge`` adds the panes of two states of the same plan (partial windows from different
+    consumers) and keeps the smaller watermark: exact, associative and commutative.
+
+>>> import numpy as np
+>>> from driftline.engine.profile import build_profile
+>>> from driftline.engine.features import FeatureSet
+>>> profile = build_profile({"x": np.arange(100.0)}, model="m", model_version="1")
+>>> state = WindowState(FeatureSet(profile), WindowSpec(size_ms=60_000))
+>>> result = state.update(np.array([1_000, 59_000, 61_000]), {"x": np.array([1.0, 2.0, 3.0])})
+>>> [(w.start_ms, w.end_ms, w.rows) for w in result.closed]
+[(0, 60000, 2)]
+>>> [(w.start_ms, w.rows) for w in state.flush()]
+[(60000, 1)]
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from driftline.engine.bins import Counts
+from driftline.engine.features import FeatureSet
+from driftline.errors import InvalidInput
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    size_ms: int
+    hop_ms: int | None = None
+    """None for tumbling windows; otherwise ``size_ms`` must be a multiple of it."""
+    allowed_lateness_ms: int = 0
+    max_open_panes: int = 10_000
+    max_future_ms: int | None = None
+    """Reject events later than ``now_ms + max_future_ms`` when the caller hands ``now_ms`` in."""
+
+    def __post_init__(self) -> None:
+        if self.size_ms <= 0:
+            raise InvalidInput(f"window size_ms must be positive, got {self.size_ms}")
+        if self.hop <= 0 or self.size_ms % self.hop:
+            raise InvalidInput(f"window hop_ms must divide size_ms={self.size_ms}, got {self.hop_ms}")
+        if self.allowed_lateness_ms < 0:
+            raise InvalidInput(f"allowed_lateness_ms must be >= 0, got {self.allowed_lateness_ms}")
+        if self.max_open_panes < self.panes_per_window:
+            raise InvalidInput(f"max_open_panes must be >= {self.panes_per_window} (one window)")
+
+    @property
+    def hop(self) -> int:
+        return self.size_ms if self.hop_ms is None else self.hop_ms
+
+    @property
+    def panes_per_window(self) -> int:
+        return self.size_ms // self.hop
+
+
+def window_id(model: str, model_version: str, start_ms: int, end_ms: int) -> str:
+    """Deterministic id of a window: the first 16 bytes of sha256 over its identity, hex.
+
+    >>> window_id("credit", "3", 0, 60_000)
+    'dabd3c91597526cbab50a4df017ccee4'
+    """
+    key = f"{model}\x1f{model_version}\x1f{start_ms}\x1f{end_ms}".encode()
+    return hashlib.sha256(key).hexdigest()[:32]
+
+
+@dataclass(frozen=True, eq=False)
+class ClosedWindow:
+    model: str
+    model_version: str
+    start_ms: int
+    end_ms: int
+    window_id: str
+    counts: Counts
+    """The window's count vector in its :class:`FeatureSet` plan; ``counts[0]`` is the row count."""
+    reference_hash: str
+
+    @property
+    def rows(self) -> int:
+        return int(self.counts[0])
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, ClosedWindow)
+            and (self.window_id, self.start_ms, self.end_ms, self.reference_hash)
+            == (other.window_id, other.start_ms, other.end_ms, other.reference_hash)
+            and np.array_equal(self.counts, other.counts)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class LateCount:
+    window_id: str
+    start_ms: int
+    end_ms: int
+    count: int
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    accepted: int
+    closed: list[ClosedWindow]
+    late: list[LateCount]
+    """Events that arrived after a window containing them had closed, per closed window."""
+    rejected: NDArray[np.intp] = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
+    """Indices (into the batch) of events rejected as too far in the future or over the pane bound."""
+
+
+class WindowState:
+    """Open panes and the watermark of one (model, version)."""
+
+    def __init__(self, features: FeatureSet, spec: WindowSpec) -> None:
+        self.features = features
+        self.spec = spec
+        self.panes: dict[int, Counts] = {}
+        """Pane index (event time // hop) → count vector."""
+        self.watermark: int | None = None
+        self.late_events = 0
+        self.rejected_events = 0
+
+    @property
+    def model(self) -> str:
+        return self.features.profile.model
+
+    @property
+    def model_version(self) -> str:
+        return self.features.profile.model_version
+
+    def update(
+        self, event_time_ms: NDArray[np.int64], columns: Mapping[str, NDArray[Any]], now_ms: int | None = None
+    ) -> UpdateResult:
+        """Add one columnar batch; return the windows it closed and the late counts it found."""
+        times = np.asarray(event_time_ms)
+        if times.dtype.kind not in "iu":
+            raise InvalidInput(f"event times must be integer epoch milliseconds, got dtype {times.dtype}")
+        times = times.astype(np.int64, copy=False)
+        rows = len(times)
+        for name, values in columns.items():
+            if len(values) != rows:
+                raise InvalidInput(f"has {len(values)} values for {rows} event times", column=name)
+        if rows == 0:
+            return UpdateResult(0, [], [])
+        hop = self.spec.hop
+        panes = np.floor_divide(times, hop)
+        keep = np.ones(rows, dtype=bool)
+        if now_ms is not None and self.spec.max_future_ms is not None:
+            keep &= times <= now_ms + self.spec.max_future_ms
+        late: list[LateCount] = []
+        if self.watermark is not None:
+            # The earliest-ending window that holds pane p ends at (p + 1) * hop.
+            partly_late = keep & ((panes + 1) * hop <= self.watermark)
+            if partly_late.any():
+                late = self._late_counts(panes[partly_late])
+                self.late_events += int(partly_late.sum())
+                # Keep the event for still-open windows: the newest window holding pane p ends at
+                # p * hop + size.
+                keep &= ~(partly_late & (panes * hop + self.spec.size_ms <= self.watermark))
+        keep &= self._within_pane_bound(panes, keep)
+        rejected = np.flatnonzero(~keep & ~self._fully_late(panes))
+        self.rejected_events += len(rejected)
+        accepted = np.flatnonzero(keep)
+        self._accumulate(panes, accepted, columns)
+        if len(accepted):
+            candidate = int(times[accepted].max()) - self.spec.allowed_lateness_ms
+            if self.watermark is None or candidate > self.watermark:
+                return UpdateResult(len(accepted), self._advance(candidate), late, rejected)
+        return UpdateResult(len(accepted), [], late, rejected)
+
+    def flush(self) -> list[ClosedWindow]:
+        """Close every open window (end of input)."""
+        if not self.panes:
+            return []
+        last_end = (max(self.panes) * self.spec.hop) + self.spec.size_ms
+        return self._advance(last_end)
+
+    def merge(self, other: WindowState) -> WindowState:
+        """A new state holding both states' panes; the watermark is the smaller one."""
+        if other.features.profile.content_hash != self.features.profile.content_hash or other.spec != self.spec:
+            raise InvalidInput("can only merge window states of the same reference profile and window spec")
+        merged = WindowState(self.features, self.spec)
+        for source in (self, other):
+            for pane, counts in source.panes.items():
+                if pane in merged.panes:
+                    merged.panes[pane] = merged.panes[pane] + counts
+                else:
+                    merged.panes[pane] = counts.copy()
+        marks = [w for w in (self.watermark, other.watermark) if w is not None]
+        merged.watermark = min(marks) if marks else None
+        merged.late_events = self.late_events + other.late_events
+        merged.rejected_events = self.rejected_events + other.rejected_events
+        return merged
+
+    def snapshot(self) -> dict[str, Any]:
+        """The whole state as plain JSON-ready data."""
+        return {
+            "reference_hash": self.features.profile.content_hash,
+            "spec": {"size_ms": self.spec.size_ms, "hop_ms": self.spec.hop_ms,
+                     "allowed_lateness_ms": self.spec.allowed_lateness_ms,
+                     "max_open_panes": self.spec.max_open_panes, "max_future_ms": self.spec.max_future_ms},
+            "watermark": self.watermark,
+            "late_events": self.late_events,
+            "rejected_events": self.rejected_events,
+            "panes": {str(p): c.tolist() for p, c in sorted(self.panes.items())},
+        }
+
+    @classmethod
+    def restore(cls, features: FeatureSet, data: Mapping[str, Any]) -> WindowState:
+        if data["reference_hash"] != features.profile.content_hash:
+            raise InvalidInput(
+                f"snapshot was taken against reference {data['reference_hash']}, not {features.profile.content_hash}")
+        state = cls(features, WindowSpec(**data["spec"]))
+        state.watermark = data["watermark"]
+        state.late_events = int(data["late_events"])
+        state.rejected_events = int(data["rejected_events"])
+        for pane, counts in data["panes"].items():
+            vector = np.asarray(counts, dtype=np.int64)
+            if vector.shape != (features.size,):
+                raise InvalidInput(f"snapshot pane {pane} has {vector.size} counts, the plan {features.size}")
+            state.panes[int(pane)] = vector
+        return state
+
+    def window_bounds(self, start_pane: int) -> tuple[int, int]:
+        start = start_pane * self.spec.hop
+        return start, start + self.spec.size_ms
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _fully_late(self, panes: NDArray[np.int64]) -> NDArray[np.bool_]:
+        if self.watermark is None:
+            return np.zeros(len(panes), dtype=bool)
+        return panes * self.spec.hop + self.spec.size_ms <= self.watermark
+
+    def _within_pane_bound(self, panes: NDArray[np.int64], keep: NDArray[np.bool_]) -> NDArray[np.bool_]:
+        """False for events that would open panes beyond ``max_open_panes`` (the newest go first)."""
+        candidates = np.unique(panes[keep])
+        new = candidates[~np.isin(candidates, np.fromiter(self.panes, dtype=np.int64, count=len(self.panes)))]
+        room = self.spec.max_open_panes - len(self.panes)
+        if len(new) <= room:
+            return np.ones(len(panes), dtype=bool)
+        refused = new[max(room, 0):]
+        return ~np.isin(panes, refused)
+
+    def _accumulate(self, panes: NDArray[np.int64], accepted: NDArray[np.intp],
+                    columns: Mapping[str, NDArray[Any]]) -> None:
+        if len(accepted) == 0:
+            return
+        accepted_panes = panes[accepted]
+        first, last = int(accepted_panes.min()), int(accepted_panes.max())
+        if first == last and len(accepted) == len(panes):
+            self._add(first, self.features.count(columns, len(panes)))
+            return
+        order = accepted[np.argsort(accepted_panes, kind="stable")]
+        unique, starts = np.unique(panes[order], return_index=True)
+        bounds = np.append(starts, len(order))
+        for pane, lo, hi in zip(unique.tolist(), bounds[:-1], bounds[1:], strict=True):
+            self._add(pane, self.features.count(columns, len(panes), index=order[lo:hi]))
+
+    def _add(self, pane: int, counts: Counts) -> None:
+        current = self.panes.get(pane)
+        if current is None:
+            self.panes[pane] = counts
+        else:
+            current += counts
+
+    def _late_counts(self, late_panes: NDArray[np.int64]) -> list[LateCount]:
+        assert self.watermark is not None
+        hop, size, per_window = self.spec.hop, self.spec.size_ms, self.spec.panes_per_window
+        counts: dict[int, int] = {}
+        unique, per_pane = np.unique(late_panes, return_counts=True)
+        for pane, n in zip(unique.tolist(), per_pane.tolist(), strict=True):
+            for start_pane in range(pane - per_window + 1, pane + 1):
+                if start_pane * hop + size <= self.watermark:
+                    counts[start_pane] = counts.get(start_pane, 0) + n
+        result = []
+        for start_pane in sorted(counts):
+            start, end = self.window_bounds(start_pane)
+            result.append(LateCount(window_id(self.model, self.model_version, start, end), start, end,
+                                    counts[start_pane]))
+        return result
+
+    def _advance(self, watermark: int) -> list[ClosedWindow]:
+        """Move the watermark forward; emit windows whose end it reached; drop panes no window needs."""
+        previous = self.watermark
+        self.watermark = watermark
+        hop, size, per_window = self.spec.hop, self.spec.size_ms, self.spec.panes_per_window
+        starts: set[int] = set()
+        for pane in self.panes:
+            for start_pane in range(pane - per_window + 1, pane + 1):
+                end = start_pane * hop + size
+                if end <= watermark and (previous is None or end > previous):
+                    starts.add(start_pane)
+        closed = []
+        for start_pane in sorted(starts):
+            vector = self.features.empty()
+            for pane in range(start_pane, start_pane + per_window):
+                counts = self.panes.get(pane)
+                if counts is not None:
+                    vector += counts
+            start, end = self.window_bounds(start_pane)
+            closed.append(ClosedWindow(self.model, self.model_version, start, end,
+                                       window_id(self.model, self.model_version, start, end),
+                                       vector, self.features.profile.content_hash))
+        for pane in [p for p in self.panes if p * hop + size <= watermark]:
+            del self.panes[pane]
+        return closed
