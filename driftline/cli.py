@@ -1,0 +1,153 @@
+"""The ``driftline`` command. Its batch commands are a stable contract that other tools and CI gates call.
+
+Exit codes: 0 nothing critical, 1 something critical, 2 bad input (the message names the problem).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from driftline import __version__
+from driftline.errors import DriftlineError, InvalidInput
+
+EXIT_OK, EXIT_CRITICAL, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    try:
+        return int(args.run(args))
+    except DriftlineError as exc:
+        print(f"driftline: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="driftline", description="Drift and training-serving skew monitoring "
+                                     "for ML risk models.")
+    parser.add_argument("--version", action="version", version=f"driftline {__version__}")
+    commands = parser.add_subparsers(title="commands")
+
+    reference = commands.add_parser("reference", help="reference profiles").add_subparsers(title="reference commands")
+    build = reference.add_parser("build", help="profile training data into a reference profile (JSON)")
+    build.add_argument("--data", required=True, help="training data, .parquet or .csv")
+    build.add_argument("--model", required=True)
+    build.add_argument("--model-version", required=True)
+    build.add_argument("--categorical", default="", help="comma-separated columns to treat as categories")
+    build.add_argument("--score-column", default=None)
+    build.add_argument("--decision-column", default=None)
+    build.add_argument("--positive-decisions", default=None,
+                       help="comma-separated decision values meaning approval (default: approve, accept, 1, ...)")
+    build.add_argument("--exclude", default="", help="comma-separated columns not to monitor (ids, timestamps)")
+    build.add_argument("--bins", type=int, default=10)
+    build.add_argument("--grid-points", type=int, default=200)
+    build.add_argument("--top-k", type=int, default=50)
+    build.add_argument("--out", required=True, help="where to write the profile JSON")
+    build.set_defaults(run=_reference_build)
+
+    evaluate = commands.add_parser("evaluate", help="compare a data file with a reference profile")
+    evaluate.add_argument("--reference", required=True, help="reference profile JSON")
+    evaluate.add_argument("--data", required=True, help="current data, .parquet or .csv")
+    evaluate.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    evaluate.add_argument("--min-samples", type=int, default=None,
+                          help="non-missing rows a feature needs to be judged (default 500)")
+    evaluate.add_argument("--drift-share", type=float, default=None,
+                          help="share of drifted features that makes the dataset drifted (default 0.5)")
+    evaluate.set_defaults(run=_evaluate)
+
+    demo = commands.add_parser("demo", help="generate a credit-scoring drift scenario and evaluate it")
+    demo.add_argument("--rows", type=int, default=200_000)
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--workdir", default=None, help="where to keep the generated files (default: a temp dir)")
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def _names(text: str) -> list[str]:
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
+def _reference_build(args: argparse.Namespace) -> int:
+    from driftline.connectors.files import read_columns
+    from driftline.connectors.profiles import save_profile
+    from driftline.engine.profile import DEFAULT_POSITIVE_DECISIONS, build_profile
+
+    categorical = set(_names(args.categorical))
+    if args.decision_column:
+        categorical.add(args.decision_column)
+    columns = read_columns(args.data, categorical=frozenset(categorical))
+    excluded = _names(args.exclude)
+    for name in [*categorical, *excluded, args.score_column, args.decision_column]:
+        if name is not None and name not in columns:
+            raise InvalidInput(f"{args.data}: has no column {name!r} (columns: {', '.join(columns)})")
+    monitored = {name: values for name, values in columns.items() if name not in excluded}
+    positives = _names(args.positive_decisions) if args.positive_decisions else DEFAULT_POSITIVE_DECISIONS
+    profile = build_profile(
+        monitored, model=args.model, model_version=args.model_version, categorical=categorical,
+        score_column=args.score_column, decision_column=args.decision_column,
+        positive_decisions=[p.lower() for p in positives], bins=args.bins, grid_points=args.grid_points,
+        top_k=args.top_k,
+    )
+    save_profile(profile, args.out)
+    kinds = [f.kind for f in profile.features.values()]
+    print(f"wrote {args.out}: {profile.model} {profile.model_version}, {profile.rows} rows, "
+          f"{kinds.count('numeric')} numeric and {kinds.count('categorical')} categorical columns, "
+          f"{profile.content_hash}")
+    return EXIT_OK
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from driftline.engine.assess import AssessmentPolicy
+
+    result = evaluate_file(args.reference, args.data, AssessmentPolicy(
+        **{k: v for k, v in (("min_samples", args.min_samples), ("drift_share", args.drift_share)) if v is not None}))
+    if args.json:
+        print(json.dumps(result, allow_nan=False))
+    else:
+        from driftline.reporting import evaluation_table
+
+        print(evaluation_table(result))
+    return EXIT_CRITICAL if result["dataset"]["worst_severity"] == "critical" else EXIT_OK
+
+
+def evaluate_file(reference: str, data: str, policy: Any = None) -> dict[str, Any]:
+    """The ``evaluate`` command as a function: the JSON result of a data file against a profile."""
+    from driftline.connectors.files import read_columns
+    from driftline.connectors.profiles import load_profile
+    from driftline.engine.features import FeatureSet
+    from driftline.engine.monitor import evaluate_counts
+    from driftline.errors import SchemaMismatch
+    from driftline.reporting import evaluation_dict
+
+    profile = load_profile(reference)
+    categorical = frozenset(n for n, f in profile.features.items() if f.kind == "categorical")
+    columns = read_columns(data, categorical=categorical)
+    absent = [name for name in profile.features if name not in columns]
+    if absent:
+        raise SchemaMismatch(", ".join(absent), f"columns monitored by reference {profile.model} "
+                             f"{profile.model_version}", f"a file without them ({data})")
+    for name, feature in profile.features.items():
+        if feature.kind == "numeric" and columns[name].dtype.kind != "f":
+            raise SchemaMismatch(name, "numbers (numeric in the reference)", f"text values in {data}")
+    rows = len(next(iter(columns.values())))
+    features = FeatureSet(profile)
+    _, assessment = evaluate_counts(features, features.count(columns, rows), policy)
+    return evaluation_dict(profile, assessment, rows)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from driftline.demo import run_demo
+
+    return run_demo(rows=args.rows, seed=args.seed, workdir=args.workdir)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
