@@ -159,7 +159,7 @@ def adjust_pvalues(pvalues: np.ndarray, method: str) -> np.ndarray:
     if m == 0 or method == "none":
         return pvalues.copy()
     if method == "bonferroni":
-        return np.minimum(pvalues * m, 1.0)
+        return np.asarray(np.minimum(pvalues * m, 1.0))
     order = np.argsort(pvalues, kind="stable")
     stepped = np.maximum.accumulate(pvalues[order] * (m - np.arange(m)))
     adjusted = np.empty(m)

@@ -182,7 +182,7 @@ def as_float(values: NDArray[Any]) -> NDArray[np.float64]:
     if array.dtype.kind in "fiub":
         return array.astype(np.float64, copy=False)
     if array.dtype.kind == "O":
-        missing = np.equal(array, None)
+        missing = np.asarray(array == None)  # noqa: E711  (elementwise on object arrays)
         if missing.any():
             array = np.where(missing, np.nan, array)
         try:
@@ -201,7 +201,7 @@ def category_strings(values: NDArray[np.generic]) -> tuple[NDArray[np.str_], NDA
     values = np.asarray(values)
     kind = values.dtype.kind
     if kind == "O":
-        present = ~(np.equal(values, None) | np.not_equal(values, values))
+        present = ~((values == None) | (values != values))  # noqa: E711  (None and NaN are missing)
         return values[present].astype(str), present
     if kind in "UST":
         return values.astype(str, copy=False), np.ones(len(values), dtype=bool)

@@ -56,9 +56,9 @@ class ScoreChangeWatch:
 
         self.chunk_size = chunk_size
         self._detectors: dict[str, Any] = {
-            "adwin": drift.ADWIN(delta=adwin_delta),
-            "page_hinkley": drift.PageHinkley(threshold=page_hinkley_threshold,
-                                              min_instances=page_hinkley_min_instances),
+            "adwin": drift.ADWIN(delta=adwin_delta),  # type: ignore[no-untyped-call]
+            "page_hinkley": drift.PageHinkley(
+                threshold=page_hinkley_threshold, min_instances=page_hinkley_min_instances),
         }
         self._carry = np.zeros(0)
         self.chunks_seen = 0

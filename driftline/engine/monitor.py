@@ -87,8 +87,9 @@ class ModelMonitor:
                now_ms: int | None = None) -> MonitorUpdate:
         result = self.state.update(event_time_ms, columns, now_ms)
         detections: list[ChangeDetection] = []
-        if self.watch is not None and self._score_name in columns and result.accepted:
-            detections = self.watch.update(columns[self._score_name]).detections
+        scores = columns.get(self._score_name) if self._score_name is not None else None
+        if self.watch is not None and scores is not None and result.accepted:
+            detections = self.watch.update(scores).detections
         reports = [self.evaluate(w) for w in result.closed]
         return MonitorUpdate(result.accepted, reports, result.late, result.rejected, detections)
 
