@@ -63,10 +63,23 @@ def _parser() -> argparse.ArgumentParser:
                           help="share of drifted features that makes the dataset drifted (default 0.5)")
     evaluate.set_defaults(run=_evaluate)
 
-    demo = commands.add_parser("demo", help="generate a credit-scoring drift scenario and evaluate it")
-    demo.add_argument("--rows", type=int, default=200_000)
+    replay = commands.add_parser("replay", help="run files of scoring events through the service pipeline")
+    replay.add_argument("--config", required=True, help="driftline.yaml")
+    replay.add_argument("files", nargs="+", help=".jsonl, .avro (container) or .parquet files of scoring events")
+    replay.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    replay.set_defaults(run=_replay)
+
+    query = commands.add_parser("query", help="run SQL against the store and print the result")
+    query.add_argument("sql")
+    query.add_argument("--config", default=None, help="driftline.yaml (default: the embedded store here)")
+    query.add_argument("--json", action="store_true", help="one JSON object per row")
+    query.set_defaults(run=_query)
+
+    demo = commands.add_parser("demo", help="three models, a day of traffic, three incidents, end to end")
+    demo.add_argument("--workdir", default="driftline-demo", help="where to keep profiles, traffic and the store")
+    demo.add_argument("--events-per-hour", type=int, default=3_000, help="per model")
     demo.add_argument("--seed", type=int, default=7)
-    demo.add_argument("--workdir", default=None, help="where to keep the generated files (default: a temp dir)")
+    demo.add_argument("--no-incidents", action="store_true", help="the same traffic without incidents")
     demo.set_defaults(run=_demo)
     return parser
 
@@ -146,7 +159,52 @@ def evaluate_file(reference: str, data: str, policy: Any = None) -> dict[str, An
 def _demo(args: argparse.Namespace) -> int:
     from driftline.demo import run_demo
 
-    return run_demo(rows=args.rows, seed=args.seed, workdir=args.workdir)
+    run_demo(args.workdir, args.events_per_hour, args.seed, incidents=not args.no_incidents)
+    return EXIT_OK
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from driftline.config import load_config
+    from driftline.replay import replay
+
+    config = load_config(args.config)
+    outcome = replay(config, args.files, on_step=None if args.json else _progress)
+    t = outcome.totals
+    summary = {"events": t.events, "accepted": t.accepted, "windows": t.windows, "late_events": t.late,
+               "alerts": t.alerts, "rollback_requests": t.rollbacks, "bad": dict(t.bad),
+               "unmatched_requests": t.unmatched_requests, "unmatched_responses": t.unmatched_responses,
+               "duplicates": t.duplicates,
+               "bad_examples": [{"origin": b.origin, "stage": b.stage, "error": b.error_class, "reason": b.reason}
+                                for b in outcome.bad[:100]]}
+    if args.json:
+        print(json.dumps(summary))
+        return EXIT_OK
+    print(f"{t.events:,} events: {t.accepted:,} in windows, {t.windows} windows closed, {t.alerts} alert events, "
+          f"{t.rollbacks} rollback requests, {sum(t.bad.values())} not usable, {t.late} late")
+    for bad in outcome.bad[:20]:
+        print(f"  {bad.describe()}", file=sys.stderr)
+    if sum(t.bad.values()) > 20:
+        print(f"  … and {sum(t.bad.values()) - 20} more (driftline replay --json lists 100)", file=sys.stderr)
+    return EXIT_OK
+
+
+def _progress(path: Any, step: Any, totals: Any) -> None:
+    print(f"{path}: {totals.events:,} events, {totals.windows} windows, {totals.alerts} alerts", file=sys.stderr)
+
+
+def _query(args: argparse.Namespace) -> int:
+    from driftline.config import load_config
+    from driftline.replay import open_store
+    from driftline.reporting import text_table
+
+    store = open_store(load_config(args.config))
+    names, rows = store.query(args.sql)
+    if args.json:
+        for row in rows:
+            print(json.dumps(dict(zip(names, row, strict=True)), default=str))
+    else:
+        print(text_table(names, rows))
+    return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

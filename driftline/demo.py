@@ -1,98 +1,211 @@
-"""``driftline demo``: a credit-scoring model drifts, driftline notices and decides.
+"""``driftline demo``: three risk models, a day of live-like scoring traffic, three incidents.
 
-Generates a training reference and a day of hourly scoring traffic with scripted incidents, profiles
-the reference with ``driftline reference build``, follows the traffic through event-time windows, the
-statistics, the policy and its (dry-run) rollback guards, then shows ``driftline evaluate`` on one
-incident hour, the batch contract a CI gate would call.
+Generates training data and a reference profile for a credit-scoring, a fraud-detection and a
+transaction-risk model; writes a day of scoring events as JSON lines (the fraud model's requests
+and responses as separate events, joined by request id; a few events out of order; a few broken
+lines); then replays them through the service pipeline into ClickHouse (chDB on disk), printing a
+live summary, and ends with what fired, why, what rollback it asked for (dry-run), and the SQL to
+run next. ``--no-incidents`` runs the same generator with no incident: nothing should fire.
 """
 
 from __future__ import annotations
 
-import tempfile
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
-from driftline.cli import main as cli_main
-from driftline.connectors.files import write_parquet
-from driftline.connectors.profiles import load_profile
-from driftline.engine.monitor import ModelMonitor
-from driftline.engine.policy import AlertEvent, Decider, RollbackRequest
-from driftline.engine.window import WindowSpec
-from driftline.synthetic import CREDIT_CATEGORICAL, Incident, credit_applications
+from driftline.config import load_config
+from driftline.connectors.profiles import save_profile
+from driftline.engine.profile import build_profile
+from driftline.pipeline import StepResult, Totals
+from driftline.replay import ReplayOutcome, replay
+from driftline.synthetic import (
+    CREDIT_CATEGORICAL, FRAUD_CATEGORICAL, TRANSACTION_CATEGORICAL, Incident, card_transactions, credit_applications,
+    payments,
+)
 
 HOUR_MS = 3_600_000
-START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+DAY_START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+Generator = Callable[[np.random.Generator, int, Incident], dict[str, NDArray[Any]]]
 
-SCENARIO = (
-    (range(0, 8), Incident(), "normal traffic"),
-    (range(8, 13), Incident(income_unit=0.001), "upstream unit change: income sent in thousands"),
-    (range(13, 17), Incident(), "unit change fixed"),
-    (range(17, 24), Incident(new_channel="bnpl_partner", new_channel_share=0.12, score_shift=0.9),
-     "new channel 'bnpl_partner' + silent model switch shifts scores"),
+
+@dataclass(frozen=True)
+class DemoModel:
+    name: str
+    version: str
+    generate: Generator
+    categorical: tuple[str, ...]
+    split: bool
+    """Requests and responses as separate events (joined by request id)."""
+    incident: Incident
+    incident_hours: range
+    incident_label: str
+
+
+MODELS = (
+    DemoModel("credit_scoring", "3", credit_applications, CREDIT_CATEGORICAL, False,
+              Incident(income_unit=0.001), range(8, 13), "upstream unit change: income sent in thousands"),
+    DemoModel("fraud_detection", "7", card_transactions, FRAUD_CATEGORICAL, True,
+              Incident(new_channel="crypto_exchange", new_channel_share=0.08), range(11, 24),
+              "new merchant category 'crypto_exchange' the model never saw"),
+    DemoModel("transaction_risk", "2", payments, TRANSACTION_CATEGORICAL, False,
+              Incident(score_shift=1.2), range(15, 24), "silent model switch: scores shift, version label unchanged"),
 )
 
 
-def run_demo(rows: int = 200_000, seed: int = 7, workdir: str | None = None) -> int:
-    root = Path(workdir or tempfile.mkdtemp(prefix="driftline-demo-"))
-    root.mkdir(parents=True, exist_ok=True)
+def run_demo(workdir: str | Path = "driftline-demo", events_per_hour: int = 3_000, seed: int = 7,
+             incidents: bool = True, quiet: bool = False) -> ReplayOutcome:
+    root = Path(workdir)
+    if root.exists():
+        shutil.rmtree(root)
+    (root / "traffic").mkdir(parents=True)
     rng = np.random.default_rng(seed)
-    reference_data, profile_path = root / "credit_training.parquet", root / "credit_v3.profile.json"
-    write_parquet(credit_applications(rng, 100_000), reference_data)
-    print(f"== 1. profile the training data ({reference_data})")
-    cli_main(["reference", "build", "--data", str(reference_data), "--model", "credit_scoring", "--model-version", "3",
-              "--categorical", ",".join(CREDIT_CATEGORICAL), "--score-column", "score",
-              "--decision-column", "decision", "--out", str(profile_path)])
-    profile = load_profile(profile_path)
-
-    print("\n== 2. follow a day of hourly scoring traffic (tumbling 1 h windows, 2 min allowed lateness)")
-    monitor = ModelMonitor(profile, WindowSpec(size_ms=HOUR_MS, allowed_lateness_ms=120_000))
-    decider = Decider()
-    alerts: list[AlertEvent] = []
-    requests: list[RollbackRequest] = []
-    per_hour = max(rows // 24, 1)
-    incident_file = root / "credit_hour_09.parquet"
-    for hours, incident, label in SCENARIO:
-        print(f"   hours {hours.start:02d}-{hours.stop - 1:02d}: {label}")
-        for hour in hours:
-            batch = credit_applications(rng, per_hour, incident)
-            if hour == 9:
-                write_parquet(batch, incident_file)
-            offsets = np.sort(rng.integers(0, HOUR_MS, per_hour))
-            jitter = rng.integers(-60_000, 1, per_hour)  # up to a minute out of order
-            times = START_MS + hour * HOUR_MS + np.clip(offsets + jitter, 0, HOUR_MS - 1)
-            update = monitor.update(times, batch)
-            _follow(update.reports, decider, alerts, requests)
-    _follow(monitor.flush(), decider, alerts, requests)
-
-    print("\n== 3. what fired, and why")
-    for a in alerts:
-        top = max(a.breaches, key=lambda b: b.value / b.threshold if b.threshold else b.value, default=None)
-        why = f"{top.metric}={top.value:.3g} (threshold {top.threshold:g})" if top else "back to ok"
-        print(f"   {_hour(a.window.start_ms)}  {a.kind:9s} {a.severity:8s} {a.subject:16s} {why}")
-    print("\n== 4. rollback requests (the policy is in dry-run: nothing was sent)")
-    for r in requests:
-        guard = f" by {r.suppressed_by}" if r.suppressed_by else ""
-        print(f"   {_hour(r.window.start_ms)}  {r.model} v{r.model_version}: {r.status}{guard} "
-              f"({r.subject} {r.severity}), idempotency key {r.request_id[:12]}…")
-
-    print(f"\n== 5. the batch contract a CI gate calls: driftline evaluate on hour 09 ({incident_file})")
-    code = cli_main(["evaluate", "--reference", str(profile_path), "--data", str(incident_file)])
-    print(f"   exit code {code} (0 ok, 1 critical, 2 bad input)")
-    print(f"\nfiles kept in {root}")
-    return 0
+    say = (lambda *_: None) if quiet else print
+    say(f"driftline demo: 3 models, 24 hours of traffic, {events_per_hour:,} events per model per hour, in {root}/")
+    say("\n1. profile each model's training data (100,000 rows)")
+    for model in MODELS:
+        profile = build_profile(model.generate(rng, 100_000, Incident()), model=model.name,
+                                model_version=model.version, categorical=model.categorical,
+                                score_column="score", decision_column="decision")
+        save_profile(profile, root / "profiles" / f"{model.name}-{model.version}.json")
+        say(f"   {model.name} v{model.version}: {len(profile.features)} columns, {profile.content_hash[:23]}…")
+    config_path = _write_config(root)
+    say(f"\n2. write a day of scoring events as JSON lines ({config_path.name} points driftline at them)")
+    files = _write_traffic(root / "traffic", rng, events_per_hour, incidents)
+    for model in MODELS:
+        if incidents:
+            say(f"   {model.name}: hours {model.incident_hours.start:02d}–{model.incident_hours.stop - 1:02d} "
+                f"{model.incident_label}")
+    say("\n3. replay through decode → join → windows → statistics → policy → ClickHouse (chDB)")
+    outcome = replay(load_config(config_path, environ={}), files, on_step=None if quiet else _live)
+    if not quiet:
+        _summary(outcome, root)
+    return outcome
 
 
-def _follow(reports: list, decider: Decider, alerts: list[AlertEvent], requests: list[RollbackRequest]) -> None:
-    for report in reports:
-        events, asked = decider.step(report.ref, report.assessment)
-        alerts.extend(events)
-        requests.extend(asked)
-        drifted = [name for name, f in report.assessment.features.items() if f.severity != "ok"]
-        print(f"   window {_hour(report.window.start_ms)}  rows={report.window.rows:6d}  "
-              f"worst={report.assessment.severity:8s} drifted={','.join(drifted) or '-'}"
-              + "".join(f"\n      ALERT {e.kind} {e.subject} ({e.severity})" for e in events))
+def _write_config(root: Path) -> Path:
+    path = root / "driftline.yaml"
+    config = {
+        "store": {"dsn": "chdb:store", "database": "driftline"},
+        "windows": {"size": "1h", "allowed_lateness": "2m"},
+        "join": {"max_wait": "1m"},
+        "rollback": {"dry_run": True},
+        "models": [{"name": m.name, "references": {m.version: f"profiles/{m.name}-{m.version}.json"},
+                    "policy": {"min_samples": 500}} for m in MODELS],
+    }
+    path.write_text(json.dumps(config, indent=2))  # JSON is YAML
+    return path
 
 
-def _hour(ms: int) -> str:
-    return f"{(ms - START_MS) // HOUR_MS:02d}:00"
+def _write_traffic(folder: Path, rng: np.random.Generator, per_hour: int, incidents: bool) -> list[Path]:
+    """One file per hour of *arrival*: an event that arrives after its hour is over lands in a later file."""
+    files = []
+    carried: list[tuple[int, str]] = []
+    for hour in range(24):
+        lines = carried
+        for model in MODELS:
+            incident = model.incident if incidents and hour in model.incident_hours else Incident()
+            lines.extend(_events(model, model.generate(rng, per_hour, incident), hour, rng))
+        lines.sort(key=lambda item: item[0])
+        cut = DAY_START_MS + (hour + 1) * HOUR_MS if hour < 23 else None
+        now = [item for item in lines if cut is None or item[0] < cut]
+        carried = [item for item in lines if cut is not None and item[0] >= cut]
+        path = folder / f"hour-{hour:02d}.jsonl"
+        with path.open("w") as out:
+            for number, (_, line) in enumerate(now):
+                out.write(line + "\n")
+                if number % 5_000 == 4_999:  # a broken line now and then, as real pipes produce
+                    out.write(line[: len(line) // 2] + "\n")
+        files.append(path)
+    return files
+
+
+def _events(model: DemoModel, data: dict[str, NDArray[Any]], hour: int,
+            rng: np.random.Generator) -> list[tuple[int, str]]:
+    n = len(data["score"])
+    times = DAY_START_MS + hour * HOUR_MS + rng.integers(0, HOUR_MS, n)
+    arrival = times + rng.integers(0, 60_000, n)  # arrive up to a minute late, so out of order
+    stragglers = rng.random(n) < 0.001  # and a few over an hour late (a client retry queue): past the lateness
+    arrival[stragglers] += 75 * 60_000
+    names = [k for k in data if k not in ("score", "decision")]
+    columns = {k: data[k].tolist() for k in names}
+    scores, decisions = data["score"].tolist(), data["decision"].tolist()
+    out = []
+    for i in range(n):
+        request_id = hashlib.blake2b(f"{model.name}:{hour}:{i}".encode(), digest_size=12).hexdigest()
+        features = {k: (None if isinstance(v[i], float) and v[i] != v[i] else v[i]) for k, v in columns.items()}
+        head = {"request_id": request_id, "model": model.name, "model_version": model.version,
+                "event_time": int(times[i])}
+        if model.split:
+            out.append((int(arrival[i]), json.dumps({**head, "features": features})))
+            if i % 997 == 0:  # a response lost on the way: the request stays unmatched
+                continue
+            response_time = int(times[i]) + 40
+            out.append((int(arrival[i]) + 40, json.dumps({**head, "event_time": response_time,
+                                                            "score": scores[i], "decision": decisions[i]})))
+        else:
+            out.append((int(arrival[i]), json.dumps({**head, "features": features, "score": scores[i],
+                                                     "decision": decisions[i]})))
+    return out
+
+
+def _live(path: Path, step: StepResult, totals: Totals) -> None:
+    fired = [f"{a.window.model}/{a.subject} {a.kind} ({a.severity})" for a in step.alerts]
+    print(f"   {path.name:16s} events {totals.events:>9,}  windows closed {totals.windows:>4}  "
+          f"bad {sum(totals.bad.values()):>3}  alerts {totals.alerts:>3}" + (f"  ← {', '.join(fired)}" if fired else ""))
+
+
+def _summary(outcome: ReplayOutcome, root: Path) -> None:
+    t = outcome.totals
+    print(f"\n4. what fired, and why ({t.alerts} alert events over {t.windows} closed windows)")
+    header = f"   {'window (UTC)':16s} {'model':17s} {'event':9s} {'severity':8s} {'subject':18s} why"
+    print(header)
+    for a in outcome.alerts:
+        top = max(a.breaches, key=lambda b: b.value / b.threshold if b.threshold else 0.0, default=None)
+        why = (f"{top.metric} = {top.value:.3g} (threshold {top.threshold:g})" if top is not None
+               else "back to ok for 3 windows")
+        start = (a.window.start_ms - DAY_START_MS) // HOUR_MS
+        print(f"   {f'2026-01-01 {start:02d}:00':16s} {a.window.model:17s} {a.kind:9s} {a.severity:8s} "
+              f"{a.subject:18s} {why}")
+    print("\n5. rollback requests (the fleet policy is dry-run: recorded, not sent)")
+    for r in outcome.rollbacks or []:
+        status = f"suppressed by {r.suppressed_by}" if r.suppressed_by else r.status
+        print(f"   {r.model} v{r.model_version}: {status}; trigger {r.subject} {r.severity}; "
+              f"idempotency key {r.request_id}")
+    if not outcome.rollbacks:
+        print("   none")
+    print(f"\n6. inputs that could not be used: {sum(t.bad.values())} "
+          f"({', '.join(f'{k} {v}' for k, v in sorted(t.bad.items())) or 'none'}); "
+          f"unmatched requests {t.unmatched_requests}, responses {t.unmatched_responses}; late events {t.late}")
+    for bad in outcome.bad[:5]:
+        print(f"   {bad.describe()}")
+    config = root / "driftline.yaml"
+    print("\n7. every window is in ClickHouse; try:")
+    for title, sql in INVESTIGATIONS:
+        print(f"   # {title}\n   driftline query --config {config} \"{sql}\"")
+
+
+INVESTIGATIONS = (
+    ("top drifting features in the last day",
+     "SELECT model, feature, max(psi) AS max_psi, countIf(severity != 'ok') AS bad_windows "
+     "FROM driftline.windows FINAL WHERE baseline = 'reference' "
+     "AND window_start >= (SELECT max(window_start) FROM driftline.windows) - INTERVAL 1 DAY "
+     "GROUP BY model, feature ORDER BY max_psi DESC LIMIT 10"),
+    ("PSI trend of one feature",
+     "SELECT window_start, round(psi, 4) AS psi, round(psi_critical, 4) AS psi_critical, severity "
+     "FROM driftline.windows FINAL WHERE model = 'credit_scoring' AND feature = 'income' "
+     "AND baseline = 'reference' ORDER BY window_start"),
+    ("the windows around an alert",
+     "SELECT w.window_start, w.feature, round(w.psi, 3) AS psi, round(w.unseen_share, 3) AS unseen, w.severity "
+     "FROM driftline.windows AS w FINAL JOIN (SELECT model, window_start FROM driftline.alerts FINAL "
+     "WHERE kind = 'firing' ORDER BY window_start LIMIT 1) AS a ON w.model = a.model "
+     "WHERE w.baseline = 'reference' AND w.window_start BETWEEN a.window_start - INTERVAL 2 HOUR "
+     "AND a.window_start + INTERVAL 1 HOUR AND w.severity != 'ok' ORDER BY w.window_start, w.feature"),
+)

@@ -83,3 +83,13 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3g}" if value < 0.001 and value != 0 else f"{value:.3f}"
     return str(value)
+
+
+def text_table(names: list[str], rows: list[tuple[Any, ...]]) -> str:
+    """A plain aligned table (``driftline query``)."""
+    cells = [names] + [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(names))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    return "\n".join(lines)

@@ -26,9 +26,14 @@ class Incident:
     income_unit: float = 1.0
     """Multiply incomes by this (0.001: an upstream switch to thousands)."""
     new_channel: str | None = None
+    """A channel (credit) or merchant category (fraud) the model never saw."""
     new_channel_share: float = 0.0
     score_shift: float = 0.0
     """Added to the score's logit (a silent model-version switch)."""
+
+    @property
+    def active(self) -> bool:
+        return self != Incident()
 
 
 def credit_applications(rng: np.random.Generator, n: int, incident: Incident = Incident()) -> dict[str, NDArray[Any]]:
@@ -47,6 +52,7 @@ def credit_applications(rng: np.random.Generator, n: int, incident: Incident = I
     months_employed[rng.random(n) < 0.02] = np.nan
     bureau_score[rng.random(n) < 0.01] = np.nan
     employment[rng.random(n) < 0.015] = None
+    income = income * incident.income_unit  # the model scores what it is served
     logit = (-1.2 - 0.9 * (np.log(income) - 10.4) + 2.2 * (debt_to_income - 0.28)
              - 0.012 * (np.nan_to_num(bureau_score, nan=680.0) - 680) + 0.25 * (loan_amount / income - 0.3)
              + 0.3 * (channel == "partner") + incident.score_shift + rng.normal(0, 0.35, n))
@@ -55,7 +61,7 @@ def credit_applications(rng: np.random.Generator, n: int, incident: Incident = I
     if incident.new_channel is not None and incident.new_channel_share > 0:
         channel[rng.random(n) < incident.new_channel_share] = incident.new_channel
     return {
-        "income": income * incident.income_unit, "age": age, "debt_to_income": debt_to_income,
+        "income": income, "age": age, "debt_to_income": debt_to_income,
         "bureau_score": bureau_score, "loan_amount": loan_amount, "open_accounts": open_accounts,
         "months_employed": months_employed, "country": country, "channel": channel, "employment": employment,
         "score": score, "decision": decision,
@@ -63,3 +69,65 @@ def credit_applications(rng: np.random.Generator, n: int, incident: Incident = I
 
 
 CREDIT_CATEGORICAL = ("country", "channel", "employment")
+
+
+MERCHANT_CATEGORIES = ("grocery", "fuel", "restaurants", "travel", "electronics", "fashion", "pharmacy",
+                       "entertainment", "utilities", "marketplace")
+CARD_CHANNELS = ("card_present", "ecommerce", "contactless", "atm")
+FRAUD_CATEGORICAL = ("merchant_category", "channel", "country", "device_os")
+
+
+def card_transactions(rng: np.random.Generator, n: int, incident: Incident = Incident()) -> dict[str, NDArray[Any]]:
+    """A fraud-detection model's card transactions: heavy-tailed amounts, merchant categories, channels."""
+    amount = rng.lognormal(3.6, 1.1, n)
+    hour = rng.choice(24, n, p=_daily_profile()).astype(np.float64)
+    velocity_1h = rng.poisson(0.8, n).astype(np.float64)
+    distance_km = rng.gamma(0.6, 40.0, n)
+    device_age_days = np.where(rng.random(n) < 0.05, np.nan, rng.gamma(1.5, 120.0, n).round())
+    merchant = rng.choice(np.array(MERCHANT_CATEGORIES, dtype=object), n,
+                          p=[0.24, 0.1, 0.14, 0.05, 0.07, 0.1, 0.06, 0.06, 0.08, 0.1])
+    channel = rng.choice(np.array(CARD_CHANNELS, dtype=object), n, p=[0.35, 0.38, 0.22, 0.05])
+    zipf = 1.0 / np.arange(1, len(EU_COUNTRIES) + 1) ** 1.4
+    country = rng.choice(np.array(EU_COUNTRIES, dtype=object), n, p=zipf / zipf.sum())
+    device_os = rng.choice(np.array(["ios", "android", "web", None], dtype=object), n, p=[0.34, 0.41, 0.22, 0.03])
+    if incident.new_channel is not None and incident.new_channel_share > 0:
+        merchant[rng.random(n) < incident.new_channel_share] = incident.new_channel
+    logit = (-4.2 + 0.45 * (np.log(amount) - 3.6) + 0.5 * velocity_1h + 0.006 * distance_km
+             + 0.8 * (channel == "ecommerce") + 0.6 * ((hour < 5) | (hour > 22)) + incident.score_shift
+             + rng.normal(0, 0.4, n))
+    score = 1.0 / (1.0 + np.exp(-logit))
+    decision = np.where(score < 0.3, "approve", np.where(score < 0.6, "challenge", "decline")).astype(object)
+    return {"amount": amount, "hour_of_day": hour, "velocity_1h": velocity_1h, "distance_km": distance_km,
+            "device_age_days": device_age_days, "merchant_category": merchant, "channel": channel,
+            "country": country, "device_os": device_os, "score": score, "decision": decision}
+
+
+PAYMENT_TYPES = ("sepa_credit", "sepa_instant", "swift", "card_payout")
+TRANSACTION_CATEGORICAL = ("payment_type", "counterparty_country", "customer_segment")
+
+
+def payments(rng: np.random.Generator, n: int, incident: Incident = Incident()) -> dict[str, NDArray[Any]]:
+    """A transaction-risk (AML) model's payments: amounts, counterparties, account history."""
+    amount = rng.pareto(2.2, n) * 400 + 20
+    account_age_days = rng.gamma(2.0, 500.0, n).round()
+    tx_count_24h = rng.poisson(2.5, n).astype(np.float64)
+    new_beneficiary = (rng.random(n) < 0.18).astype(np.float64)
+    payment_type = rng.choice(np.array(PAYMENT_TYPES, dtype=object), n, p=[0.55, 0.3, 0.08, 0.07])
+    zipf = 1.0 / np.arange(1, len(EU_COUNTRIES) + 1) ** 1.2
+    counterparty = rng.choice(np.array(EU_COUNTRIES, dtype=object), n, p=zipf / zipf.sum())
+    segment = rng.choice(np.array(["retail", "premium", "sme", "corporate"], dtype=object), n,
+                         p=[0.7, 0.12, 0.14, 0.04])
+    logit = (-3.0 + 0.5 * (np.log(amount) - 6.3) - 0.0006 * account_age_days + 0.25 * tx_count_24h
+             + 1.1 * new_beneficiary + 0.9 * (payment_type == "swift") + incident.score_shift
+             + rng.normal(0, 0.35, n))
+    score = 1.0 / (1.0 + np.exp(-logit))
+    decision = np.where(score < 0.25, "pass", np.where(score < 0.5, "review", "block")).astype(object)
+    return {"amount": amount, "account_age_days": account_age_days, "tx_count_24h": tx_count_24h,
+            "new_beneficiary": new_beneficiary, "payment_type": payment_type, "counterparty_country": counterparty,
+            "customer_segment": segment, "score": score, "decision": decision}
+
+
+def _daily_profile() -> NDArray[np.float64]:
+    hours = np.arange(24)
+    weights = 0.3 + np.exp(-((hours - 13) ** 2) / 30.0) + 0.5 * np.exp(-((hours - 20) ** 2) / 8.0)
+    return weights / weights.sum()

@@ -48,7 +48,7 @@ TAIL_LEVELS = 8
 """Extra grid levels ``2^-k / G`` and ``1 - 2^-k / G`` (k = 1..8) that refine the two outermost cells."""
 DEFAULT_TOP_K = 50
 DEFAULT_MAX_VOCABULARY = 10_000
-DEFAULT_POSITIVE_DECISIONS = ("approve", "approved", "accept", "accepted", "1", "true", "yes")
+DEFAULT_POSITIVE_DECISIONS = ("approve", "approved", "accept", "accepted", "pass", "allow", "1", "true", "yes")
 
 Role = Literal["feature", "score", "decision"]
 

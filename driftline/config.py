@@ -1,0 +1,204 @@
+"""The configuration: one YAML file, validated by pydantic, overridable from the environment.
+
+Loaded once at the entry point (:func:`load_config`) into one frozen object that is passed down.
+``os.environ`` is read here and nowhere else. A bad value fails at start with a message that names
+the field (``models.0.policy.min_samples: Input should be greater than or equal to 1``).
+
+Environment overrides: ``DRIFTLINE__<SECTION>__<FIELD>=value`` sets ``section.field`` (keys are
+lower-cased; list items by index, e.g. ``DRIFTLINE__MODELS__0__POLICY__MIN_SAMPLES=200``). Values
+are parsed as YAML scalars, so ``true``, ``12`` and ``5m`` mean what they say.
+
+Durations are milliseconds or strings with a unit: ``250ms``, ``90s``, ``5m``, ``1h``, ``7d``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from driftline.errors import DriftlineError
+
+_UNITS_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
+
+
+class ConfigError(DriftlineError):
+    """A configuration that cannot be used; the message names every bad field."""
+
+
+def _duration_ms(value: Any) -> Any:
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError(f"{value!r} is not a duration; use e.g. 250ms, 90s, 5m, 1h or 7d")
+        return int(match.group(1)) * _UNITS_MS[match.group(2)]
+    return value
+
+
+DurationMs = Annotated[int, BeforeValidator(_duration_ms), Field(ge=0)]
+Severity = Literal["ok", "warn", "critical"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StoreConfig(_Strict):
+    dsn: str = Field("chdb:driftline-store", pattern=r"^(chdb:|https?://)")
+    """``chdb:path`` (embedded, on disk; relative to the configuration file), ``chdb:///absolute/path``,
+    or ``http(s)://user:password@host:8123`` for a ClickHouse server."""
+    database: str = Field("driftline", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    ttl_days: int = Field(400, ge=1)
+    """Retention of windows, alerts and rollback requests."""
+    audit_ttl_days: int = Field(3650, ge=1)
+    """Retention of the audit log (ten years by default: model-risk reviews look far back)."""
+
+
+class WindowConfig(_Strict):
+    size: DurationMs = 3_600_000
+    hop: DurationMs | None = None
+    allowed_lateness: DurationMs = 120_000
+    max_open_panes: int = Field(1_000, ge=1)
+    max_future: DurationMs | None = 3_600_000
+
+    @model_validator(mode="after")
+    def _hop_divides_size(self) -> WindowConfig:
+        if self.size <= 0:
+            raise ValueError("size must be positive")
+        if self.hop is not None and (self.hop <= 0 or self.size % self.hop):
+            raise ValueError(f"hop ({self.hop} ms) must be positive and divide size ({self.size} ms)")
+        return self
+
+
+class JoinConfig(_Strict):
+    max_wait: DurationMs = 300_000
+    """How long (event time) a request waits for its response, and the reverse, before it is unmatched."""
+    max_pending: int = Field(1_000_000, ge=1)
+    """Bound on requests and responses waiting for their other half; beyond it the oldest are unmatched."""
+
+
+class ThresholdConfig(_Strict):
+    metric: str
+    warn: float | None = None
+    critical: float | None = None
+    direction: Literal["above", "below"] = "above"
+    absolute: bool = False
+
+
+class PolicyConfig(_Strict):
+    min_samples: int = Field(500, ge=1)
+    drift_share: float = Field(0.5, gt=0, le=1)
+    pvalue_correction: Literal["holm", "bonferroni", "none"] = "holm"
+    thresholds: tuple[ThresholdConfig, ...] | None = None
+    """None: the defaults of ``driftline.engine.assess`` (stated with their sources there)."""
+    consecutive: int = Field(2, ge=1)
+    resolve_after: int = Field(3, ge=1)
+    rollback_on: dict[Literal["feature", "score", "decision", "dataset"], Severity] = Field(
+        default_factory=lambda: {"score": "critical", "decision": "critical", "dataset": "critical"})
+    cooldown: DurationMs = 6 * 3_600_000
+    daily_cap: int = Field(2, ge=0)
+
+
+class ModelConfig(_Strict):
+    name: str = Field(min_length=1)
+    references: dict[str, Path]
+    """Model version → reference profile JSON."""
+    policy: PolicyConfig = PolicyConfig()
+
+    @model_validator(mode="after")
+    def _has_reference(self) -> ModelConfig:
+        if not self.references:
+            raise ValueError("needs at least one version → reference profile")
+        return self
+
+
+class RollbackConfig(_Strict):
+    dry_run: bool = True
+    kill_switch: bool = False
+    breaker_models: int = Field(3, ge=1)
+    breaker_window: DurationMs = 3_600_000
+
+
+class Config(_Strict):
+    store: StoreConfig = StoreConfig()
+    windows: WindowConfig = WindowConfig()
+    join: JoinConfig = JoinConfig()
+    rollback: RollbackConfig = RollbackConfig()
+    models: tuple[ModelConfig, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique_models(self) -> Config:
+        names = [m.name for m in self.models]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"model names must be unique; repeated: {', '.join(duplicates)}")
+        return self
+
+
+def load_config(path: str | Path | None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read the YAML file (or start empty), apply ``DRIFTLINE__…`` overrides, validate."""
+    data: Any = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such configuration file") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    apply_overrides(data, os.environ if environ is None else environ)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
+                             for e in exc.errors())
+        raise ConfigError(f"invalid configuration{f' in {path}' if path else ''}: {problems}") from None
+    return _resolve_paths(config, Path(path).parent if path is not None else Path.cwd())
+
+
+def apply_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> None:
+    for key, raw in sorted(environ.items()):
+        if not key.startswith("DRIFTLINE__"):
+            continue
+        parts = [p.lower() for p in key[len("DRIFTLINE__"):].split("__") if p]
+        if not parts:
+            continue
+        target: Any = data
+        for i, part in enumerate(parts[:-1]):
+            nxt_is_index = parts[i + 1].isdigit()
+            if isinstance(target, list):
+                index = int(part)
+                while len(target) <= index:
+                    target.append({})
+                target = target[index]
+            else:
+                target = target.setdefault(part, [] if nxt_is_index else {})
+        value = yaml.safe_load(raw) if raw.strip() else raw
+        last = parts[-1]
+        if isinstance(target, list):
+            index = int(last)
+            while len(target) <= index:
+                target.append({})
+            target[index] = value
+        else:
+            target[last] = value
+
+
+def _resolve_paths(config: Config, base: Path) -> Config:
+    """Reference profile paths and an embedded store path (``chdb:relative/path``) are relative to the
+    configuration file's folder."""
+    models = tuple(m.model_copy(update={"references": {v: (p if p.is_absolute() else base / p)
+                                                       for v, p in m.references.items()}})
+                   for m in config.models)
+    dsn = config.store.dsn
+    if dsn.startswith("chdb:") and not dsn.startswith("chdb://"):
+        dsn = f"chdb://{(base / dsn[len('chdb:'):]).resolve()}"
+    return config.model_copy(update={"models": models, "store": config.store.model_copy(update={"dsn": dsn})})

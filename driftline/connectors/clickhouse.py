@@ -1,0 +1,247 @@
+"""The ClickHouse store: windows, late events, alerts, rollback requests, audit log.
+
+One client, one code path: clickhouse-connect talks to chDB in-process (``chdb:///path``, the
+embedded default) or to a ClickHouse server (``http(s)://…``). The schema lives in
+``schemas/clickhouse_v1.sql`` and is applied by :meth:`ClickHouseStore.apply_schema`.
+
+Idempotency: every row has a deterministic key (window id, alert id, request id); tables are
+ReplacingMergeTree on that key (read with ``FINAL`` for exactly one copy), and every insert carries an
+``insert_deduplication_token`` derived from its content, so a retried or replayed insert is stored once.
+No row holds a wall-clock time except the audit log's ``recorded_at``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from driftline import __version__
+from driftline.engine.features import FeatureSet
+from driftline.engine.monitor import WindowReport
+from driftline.engine.policy import AlertEvent, RollbackRequest
+from driftline.engine.profile import CategoricalProfile, NumericProfile
+from driftline.engine.stats import FeatureStats
+from driftline.engine.window import LateCount
+from driftline.errors import DriftlineError
+from driftline.schemas import schema_text
+
+SCHEMA_FILE = "clickhouse_v1.sql"
+SCHEMA_VERSION = 1
+STAT_COLUMNS = tuple(FeatureStats.__dataclass_fields__)
+
+
+class StoreError(DriftlineError):
+    """The store is unreachable or refused a statement; the pipeline pauses and retries, nothing is lost."""
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    action: str
+    """What happened: ``window.closed``, ``alert.firing``, ``rollback.dry_run``, ``config.loaded``, …"""
+    event_time_ms: int
+    model: str = ""
+    model_version: str = ""
+    window_id: str = ""
+    subject_id: str = ""
+    details: str = "{}"
+    reference_hash: str = ""
+    actor: str = "driftline"
+
+    @property
+    def entry_id(self) -> str:
+        return _digest(self.action, self.model, self.model_version, self.window_id, self.subject_id, self.details)
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:32]
+
+
+def _time(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+class ClickHouseStore:
+    def __init__(self, dsn: str, database: str = "driftline", ttl_days: int = 400, audit_ttl_days: int = 3650) -> None:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", database):
+            raise StoreError(f"invalid database name {database!r}")
+        self.dsn = dsn
+        self.database = database
+        self.ttl_days = ttl_days
+        self.audit_ttl_days = audit_ttl_days
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import clickhouse_connect
+
+            try:
+                if self.dsn.startswith("chdb:"):
+                    self._client = clickhouse_connect.get_client(dsn=self.dsn)
+                else:
+                    parts = urlsplit(self.dsn)
+                    if parts.scheme not in ("http", "https"):
+                        raise StoreError(f"store dsn must start with chdb:, http: or https:, got {self.dsn!r}")
+                    self._client = clickhouse_connect.get_client(dsn=self.dsn)
+            except StoreError:
+                raise
+            except Exception as exc:  # the driver raises many types; all mean "not reachable"
+                raise StoreError(f"cannot open the store at {_redact(self.dsn)}: {exc}") from exc
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    # -- schema ------------------------------------------------------------------------------------
+
+    def apply_schema(self) -> int:
+        """Create or confirm every table; returns the schema version now in force."""
+        text = schema_text(SCHEMA_FILE).format(database=self.database, ttl_days=self.ttl_days,
+                                               audit_ttl_days=self.audit_ttl_days)
+        for statement in _statements(text):
+            self._command(statement)
+        return int(self.query(f"SELECT max(version) FROM {self.database}.schema_version")[1][0][0])
+
+    # -- writes -------------------------------------------------------------------------------------
+
+    def write_windows(self, features: FeatureSet, reports: Sequence[WindowReport]) -> int:
+        rows = [row for report in reports for row in window_rows(features, report)]
+        return self._insert("windows", WINDOW_COLUMNS, rows)
+
+    def write_late(self, model: str, model_version: str, late: Sequence[LateCount], batch_id: str) -> int:
+        rows = [[model, model_version, c.window_id, _time(c.start_ms), _time(c.end_ms), batch_id, c.count]
+                for c in late]
+        return self._insert("late_events", LATE_COLUMNS, rows)
+
+    def write_alerts(self, events: Sequence[AlertEvent]) -> int:
+        rows = [[e.alert_id, e.kind, e.window.model, e.window.model_version, e.subject, e.role, e.severity,
+                 e.window.window_id, _time(e.window.start_ms), _time(e.window.end_ms),
+                 [b.metric for b in e.breaches], [b.value for b in e.breaches], [b.threshold for b in e.breaches],
+                 [b.severity for b in e.breaches], e.window.reference_hash] for e in events]
+        return self._insert("alerts", ALERT_COLUMNS, rows)
+
+    def write_rollbacks(self, requests: Sequence[RollbackRequest]) -> int:
+        rows = [[r.request_id, r.model, r.model_version, r.alert_id, r.subject, r.severity, r.status,
+                 r.suppressed_by or "", r.window.window_id, _time(r.window.start_ms), _time(r.window.end_ms),
+                 r.window.reference_hash] for r in requests]
+        return self._insert("rollback_requests", ROLLBACK_COLUMNS, rows)
+
+    def audit(self, entries: Sequence[AuditEntry], recorded_at: datetime | None = None) -> int:
+        now = recorded_at or datetime.now(tz=UTC)
+        rows = [[e.entry_id, now, _time(e.event_time_ms), e.action, e.actor, e.model, e.model_version, e.window_id,
+                 e.subject_id, e.details, e.reference_hash, __version__] for e in entries]
+        token_rows = [[r[0]] for r in rows]  # the wall-clock column is left out of the deduplication token
+        return self._insert("audit_log", AUDIT_COLUMNS, rows, token_rows)
+
+    # -- reads --------------------------------------------------------------------------------------
+
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
+        try:
+            result = self.client.query(sql, parameters=parameters)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"query failed: {_first_line(exc)}") from exc
+        return list(result.column_names), [tuple(r) for r in result.result_rows]
+
+    # -- internals ----------------------------------------------------------------------------------
+
+    def _command(self, statement: str) -> None:
+        try:
+            self.client.command(statement)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"statement failed: {_first_line(exc)}\n{statement[:200]}") from exc
+
+    def _insert(self, table: str, columns: Sequence[str], rows: list[list[Any]],
+                token_rows: Iterable[Sequence[Any]] | None = None) -> int:
+        if not rows:
+            return 0
+        token = _digest(table, json.dumps(token_rows if token_rows is not None else rows, default=str))
+        try:
+            self.client.insert(f"{self.database}.{table}", rows, column_names=list(columns),
+                               settings={"insert_deduplication_token": token})
+        except Exception as exc:
+            raise StoreError(f"insert into {self.database}.{table} failed: {_first_line(exc)}") from exc
+        return len(rows)
+
+
+WINDOW_COLUMNS = (
+    "model", "model_version", "window_id", "window_start", "window_end", "feature", "kind", "role", "baseline",
+    "window_rows", *STAT_COLUMNS, "ks_pvalue_adjusted", "chi2_pvalue_adjusted", "severity", "insufficient_samples",
+    "breaches.metric", "breaches.value", "breaches.threshold", "breaches.severity",
+    "bin_labels", "bin_edges", "histogram_expected", "histogram_current", "reference_hash", "dataset_severity",
+    "driftline_version",
+)
+LATE_COLUMNS = ("model", "model_version", "window_id", "window_start", "window_end", "batch_id", "late_events")
+ALERT_COLUMNS = ("alert_id", "kind", "model", "model_version", "subject", "role", "severity", "window_id",
+                 "window_start", "window_end", "breaches.metric", "breaches.value", "breaches.threshold",
+                 "breaches.severity", "reference_hash")
+ROLLBACK_COLUMNS = ("request_id", "model", "model_version", "alert_id", "subject", "severity", "status",
+                    "suppressed_by", "window_id", "window_start", "window_end", "reference_hash")
+AUDIT_COLUMNS = ("entry_id", "recorded_at", "event_time", "action", "actor", "model", "model_version", "window_id",
+                 "subject_id", "details", "reference_hash", "driftline_version")
+
+
+def window_rows(features: FeatureSet, report: WindowReport) -> list[list[Any]]:
+    """The ``windows`` rows of one report: per feature, one row against the reference, one against the
+    previous window (when there is one)."""
+    w = report.window
+    dataset = report.assessment.dataset
+    dataset_severity = dataset.severity if dataset is not None else "ok"
+    reference = features.reference()
+    rows = []
+    for baseline, stats, expected in (("reference", report.skew, reference), ("previous", report.drift, None)):
+        if stats is None:
+            continue
+        for name, s in stats.items():
+            feature = features.profile.features[name]
+            assessed = report.assessment.features[name]
+            judged = baseline == "reference"
+            breaches = assessed.breaches if judged else ()
+            labels, edges = _bins(feature)
+            expected_counts = features.counts(expected, name).tolist() if expected is not None else []
+            rows.append([
+                w.model, w.model_version, w.window_id, _time(w.start_ms), _time(w.end_ms), name, feature.kind,
+                feature.role, baseline, w.rows, *[getattr(s, c) for c in STAT_COLUMNS],
+                assessed.adjusted_pvalues.get("ks_pvalue") if judged else None,
+                assessed.adjusted_pvalues.get("chi2_pvalue") if judged else None,
+                assessed.severity if judged else "", assessed.insufficient,
+                [b.metric for b in breaches], [b.value for b in breaches], [b.threshold for b in breaches],
+                [b.severity for b in breaches],
+                labels, edges, expected_counts, features.counts(w.counts, name).tolist(), w.reference_hash,
+                dataset_severity, __version__,
+            ])
+    return rows
+
+
+def _bins(feature: NumericProfile | CategoricalProfile) -> tuple[list[str], list[float]]:
+    """Labels and right edges of the histogram cells, so SQL can recompute any statistic."""
+    if isinstance(feature, CategoricalProfile):
+        return [*feature.top, "__other__", "__unseen__", "__missing__"], []
+    layout = feature.layout
+    if layout is None:
+        return ["__present__", "__missing__"], []
+    return [], [*layout.edges.tolist()]
+
+
+def _statements(text: str) -> list[str]:
+    body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+    return [s.strip() for s in body.split(";") if s.strip()]
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+def _redact(dsn: str) -> str:
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", dsn)

@@ -1,0 +1,112 @@
+"""File sources of scoring events: JSON lines, Avro container files, Parquet.
+
+Each yields columnar :class:`~driftline.events.Events` chunks together with the inputs it could not
+use (:class:`~driftline.events.BadEvent`, with the line or record number and the reason). A bad line
+never stops the file; a container file whose bytes are corrupt is read up to the damage and the rest
+is reported as one bad input.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from driftline.events import BadEvent, EventBuilder, Events
+
+ENVELOPE = ("request_id", "model", "model_version", "event_time", "score", "decision", "kind")
+Chunk = tuple[Events, list[BadEvent]]
+
+
+def read_events(path: str | Path, chunk_size: int = 20_000) -> Iterator[Chunk]:
+    path = Path(path)
+    name = path.name.lower()
+    if not path.exists():
+        yield Events.empty(), [BadEvent(str(path), "decode", "FileNotFoundError", "no such file")]
+        return
+    if name.endswith((".jsonl", ".ndjson", ".json")):
+        yield from _jsonl(path, chunk_size)
+    elif name.endswith(".avro"):
+        yield from _avro(path, chunk_size)
+    elif name.endswith((".parquet", ".pq")):
+        yield from _parquet(path, chunk_size)
+    else:
+        yield Events.empty(), [BadEvent(str(path), "decode", "UnsupportedFormat",
+                                        "unsupported file type; use .jsonl, .avro or .parquet")]
+
+
+def _flush(builder: EventBuilder) -> Chunk:
+    events = builder.build()
+    bad, builder.bad = builder.bad, []
+    return events, bad
+
+
+def _jsonl(path: Path, chunk_size: int) -> Iterator[Chunk]:
+    builder = EventBuilder(str(path))
+    with path.open("rb") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                builder.reject(f"line {number}", "decode", exc, line[:4096])
+                continue
+            builder.add(record, f"line {number}", line[:4096])
+            if len(builder) >= chunk_size:
+                yield _flush(builder)
+    yield _flush(builder)
+
+
+def _avro(path: Path, chunk_size: int) -> Iterator[Chunk]:
+    import fastavro
+
+    builder = EventBuilder(str(path))
+    number = 0
+    with path.open("rb") as handle:
+        try:
+            for number, record in enumerate(fastavro.reader(handle), start=1):
+                builder.add(_from_avro(record), f"record {number}")
+                if len(builder) >= chunk_size:
+                    yield _flush(builder)
+        except Exception as exc:  # fastavro raises many types on corrupt bytes; all mean "cannot read on"
+            builder.reject(f"after record {number}", "decode", exc)
+    yield _flush(builder)
+
+
+def _from_avro(record: dict[str, Any]) -> dict[str, Any]:
+    event_time = record.get("event_time")
+    if hasattr(event_time, "timestamp"):  # timestamp-millis arrives as an aware datetime
+        record["event_time"] = round(event_time.timestamp() * 1000)
+    return record
+
+
+def _parquet(path: Path, chunk_size: int) -> Iterator[Chunk]:
+    builder = EventBuilder(str(path))
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        yield Events.empty(), [BadEvent(str(path), "decode", type(exc).__name__, str(exc))]
+        return
+    names = parquet.schema_arrow.names
+    flat = [n for n in names if n not in ENVELOPE and n != "features"]
+    number = 0
+    for batch in parquet.iter_batches(batch_size=chunk_size):
+        for record in batch.to_pylist():
+            number += 1
+            if "features" in record:
+                features = record["features"]
+                if isinstance(features, list):  # a Parquet map arrives as (key, value) pairs
+                    record["features"] = dict(features)
+            else:
+                record["features"] = {n: record.pop(n) for n in flat}
+            event_time = record.get("event_time")
+            if isinstance(event_time, datetime) and event_time.tzinfo is None:
+                record["event_time"] = event_time.replace(tzinfo=UTC)  # Parquet timestamps are UTC
+            builder.add(record, f"row {number}")
+        yield _flush(builder)

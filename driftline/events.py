@@ -1,0 +1,230 @@
+"""Canonical scoring events, columnar: what every source decodes into.
+
+A scoring event has ``request_id``, ``model``, ``model_version``, ``event_time`` (ISO-8601 or epoch
+milliseconds on the wire, epoch milliseconds here), ``features`` (name → number, string or null),
+``score`` and ``decision``. A *request* carries features, a *response* carries score/decision, a
+*combined* event both (schemas: ``schemas/scoring_*.avsc``; JSON has the same shape).
+
+Sources hand decoded records (dicts) to an :class:`EventBuilder`, which validates each one, turns the
+bad ones into :class:`BadEvent` (with where it came from and why) and builds one columnar
+:class:`Events` batch from the rest.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+COMBINED, REQUEST, RESPONSE = 0, 1, 2
+KIND_NAMES = {"combined": COMBINED, "request": REQUEST, "response": RESPONSE}
+MIN_EVENT_TIME_MS = 946_684_800_000  # 2000-01-01: smaller values are seconds, not milliseconds
+MAX_EVENT_TIME_MS = 4_102_444_800_000  # 2100-01-01
+
+
+@dataclass(frozen=True)
+class BadEvent:
+    """An input that could not be used, and why. Nothing is dropped without one."""
+
+    origin: str
+    """Where it came from: ``events.jsonl line 12``, ``events.avro record 5``, ``scoring[3]@42``."""
+    stage: str
+    """``decode``, ``validate``, ``join`` or ``engine``."""
+    error_class: str
+    reason: str
+    payload: bytes | None = None
+
+    def describe(self) -> str:
+        return f"{self.origin}: {self.stage}: {self.reason}"
+
+
+@dataclass
+class Events:
+    """A columnar batch of canonical events (one numpy array per field, one per feature)."""
+
+    kind: NDArray[np.int8]
+    request_id: NDArray[np.object_]
+    model: NDArray[np.object_]
+    model_version: NDArray[np.object_]
+    event_time: NDArray[np.int64]
+    score: NDArray[np.float64]
+    decision: NDArray[np.object_]
+    features: dict[str, NDArray[np.object_]] = field(default_factory=dict)
+    """Raw feature values as sent (None where absent or null); typed against the profile later."""
+    position: NDArray[np.object_] = field(default_factory=lambda: np.zeros(0, dtype=object))
+    """Where each event came from (``events.jsonl line 12``), for the error report of a later stage."""
+
+    def __len__(self) -> int:
+        return len(self.kind)
+
+    @classmethod
+    def empty(cls) -> Events:
+        return cls(np.zeros(0, np.int8), *(np.zeros(0, object) for _ in range(3)), np.zeros(0, np.int64),
+                   np.zeros(0, np.float64), np.zeros(0, object), {}, np.zeros(0, object))
+
+    def take(self, index: NDArray[Any]) -> Events:
+        return Events(self.kind[index], self.request_id[index], self.model[index], self.model_version[index],
+                      self.event_time[index], self.score[index], self.decision[index],
+                      {k: v[index] for k, v in self.features.items()}, self.position[index])
+
+    @classmethod
+    def concat(cls, parts: Sequence[Events]) -> Events:
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return cls.empty()
+        if len(parts) == 1:
+            return parts[0]
+        names = list(dict.fromkeys(k for p in parts for k in p.features))
+        features = {name: np.concatenate([p.features.get(name, np.full(len(p), None, dtype=object)) for p in parts])
+                    for name in names}
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in
+                     ("kind", "request_id", "model", "model_version", "event_time", "score", "decision")),
+                   features=features, position=np.concatenate([p.position for p in parts]))
+
+
+class EventBuilder:
+    """Validates decoded records one by one and builds a columnar batch of the good ones."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.bad: list[BadEvent] = []
+        self._rows: list[tuple[int, str, str, str, int, float, Any, Mapping[str, Any] | None, str]] = []
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def add(self, record: Any, position: str, payload: bytes | None = None) -> bool:
+        """Validate one record; keep it, or record why not. Returns whether it was kept."""
+        try:
+            self._rows.append((*_validate(record), f"{self.source} {position}"))
+            return True
+        except InvalidEvent as exc:
+            self.bad.append(BadEvent(f"{self.source} {position}", "validate", exc.error_class, str(exc), payload))
+            return False
+
+    def reject(self, position: str, stage: str, error: BaseException | str, payload: bytes | None = None) -> None:
+        error_class = type(error).__name__ if isinstance(error, BaseException) else "DecodeError"
+        self.bad.append(BadEvent(f"{self.source} {position}", stage, error_class, str(error), payload))
+
+    def build(self) -> Events:
+        rows, self._rows = self._rows, []
+        n = len(rows)
+        if n == 0:
+            return Events.empty()
+        names = list(dict.fromkeys(k for r in rows if r[7] is not None for k in r[7]))
+        features = {name: _object_array([r[7].get(name) if r[7] is not None else None for r in rows])
+                    for name in names}
+        return Events(
+            kind=np.fromiter((r[0] for r in rows), dtype=np.int8, count=n),
+            request_id=_object_array([r[1] for r in rows]),
+            model=_object_array([r[2] for r in rows]),
+            model_version=_object_array([r[3] for r in rows]),
+            event_time=np.fromiter((r[4] for r in rows), dtype=np.int64, count=n),
+            score=np.fromiter((r[5] for r in rows), dtype=np.float64, count=n),
+            decision=_object_array([r[6] for r in rows]),
+            features=features,
+            position=_object_array([r[8] for r in rows]),
+        )
+
+
+class InvalidEvent(ValueError):
+    def __init__(self, reason: str, error_class: str = "ValidationError") -> None:
+        super().__init__(reason)
+        self.error_class = error_class
+
+
+def _object_array(values: Iterable[Any]) -> NDArray[np.object_]:
+    items = list(values)
+    array = np.empty(len(items), dtype=object)
+    array[:] = items
+    return array
+
+
+def _validate(record: Any) -> tuple[int, str, str, str, int, float, Any, Mapping[str, Any] | None]:
+    if not isinstance(record, Mapping):
+        raise InvalidEvent(f"expected a JSON object, got {type(record).__name__}", "SchemaMismatch")
+    request_id = _text(record, "request_id")
+    model = _text(record, "model")
+    version = _text(record, "model_version")
+    event_time = parse_event_time(record.get("event_time"))
+    features = record.get("features")
+    if features is not None:
+        if not isinstance(features, Mapping):
+            raise InvalidEvent(f"features must be an object of name → value, got {type(features).__name__}",
+                               "SchemaMismatch")
+        for name, value in features.items():
+            if value is not None and not isinstance(value, (int, float, str, bool)):
+                raise InvalidEvent(f"feature {name!r} must be a number, string or null, got {type(value).__name__}",
+                                   "SchemaMismatch")
+    has_output = "score" in record or "decision" in record
+    score = record.get("score")
+    if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):
+        raise InvalidEvent(f"score must be a number or null, got {score!r}", "SchemaMismatch")
+    score_value = math.nan if score is None else float(score)
+    decision = record.get("decision")
+    if decision is not None and not isinstance(decision, (str, int, bool)):
+        raise InvalidEvent(f"decision must be a string or null, got {type(decision).__name__}", "SchemaMismatch")
+    declared = record.get("kind")
+    if declared is not None:
+        if declared not in KIND_NAMES:
+            raise InvalidEvent(f"kind must be one of {', '.join(KIND_NAMES)}, got {declared!r}")
+        kind = KIND_NAMES[declared]
+    elif features is not None:
+        kind = COMBINED if has_output else REQUEST
+    elif has_output:
+        kind = RESPONSE
+    else:
+        raise InvalidEvent("neither features (a request) nor score/decision (a response)")
+    if kind in (COMBINED, REQUEST) and features is None:
+        raise InvalidEvent(f"a {declared} event needs features")
+    return kind, request_id, model, version, event_time, score_value, \
+        None if decision is None else str(decision), features
+
+
+def _text(record: Mapping[str, Any], name: str) -> str:
+    value = record.get(name)
+    if value is None or value == "":
+        raise InvalidEvent(f"missing {name}", "SchemaMismatch")
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise InvalidEvent(f"{name} must be a string, got {type(value).__name__}", "SchemaMismatch")
+    return str(value)
+
+
+def parse_event_time(value: Any) -> int:
+    """Epoch milliseconds from epoch milliseconds or an ISO-8601 string with a time zone.
+
+    >>> parse_event_time("2026-01-01T00:00:00Z"), parse_event_time(1767225600000)
+    (1767225600000, 1767225600000)
+    """
+    if value is None:
+        raise InvalidEvent("missing event_time", "SchemaMismatch")
+    if isinstance(value, bool):
+        raise InvalidEvent(f"event_time must be epoch milliseconds or ISO-8601, got {value!r}", "SchemaMismatch")
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise InvalidEvent("event_time has no time zone", "SchemaMismatch")
+        millis = round(value.timestamp() * 1000)
+    elif isinstance(value, (int, float)):
+        if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+            raise InvalidEvent(f"event_time must be whole epoch milliseconds, got {value!r}", "SchemaMismatch")
+        millis = int(value)
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise InvalidEvent(f"event_time {value!r} is not ISO-8601", "SchemaMismatch") from None
+        if parsed.tzinfo is None:
+            raise InvalidEvent(f"event_time {value!r} has no time zone (add Z or +00:00)", "SchemaMismatch")
+        millis = round(parsed.timestamp() * 1000)
+    else:
+        raise InvalidEvent(f"event_time must be epoch milliseconds or ISO-8601, got {type(value).__name__}",
+                           "SchemaMismatch")
+    if not MIN_EVENT_TIME_MS <= millis < MAX_EVENT_TIME_MS:
+        hint = " (epoch seconds? send milliseconds)" if 946_684_800 <= millis < 4_102_444_800 else ""
+        raise InvalidEvent(f"event_time {millis} is outside 2000–2100 in epoch milliseconds{hint}", "SchemaMismatch")
+    return millis

@@ -1,0 +1,120 @@
+"""Join scoring requests and responses by request id, within a bounded event time, columnar.
+
+Each :meth:`Joiner.push` adds a batch to what is pending, matches requests with responses by
+``request_id`` (a sort-based intersection, no per-event Python), emits combined events (the
+request's time, model and version; the response's score and decision) and keeps the rest pending.
+Combined events pass straight through.
+
+Bounded: a half that waited longer than ``max_wait_ms`` of event time behind the newest event seen,
+or that would push the pending count over ``max_pending`` (oldest first), leaves as *unmatched*:
+counted per side and returned, never silently dropped. A repeated request id on the same side is a
+duplicate (a producer retry): the first one is kept, the others are counted and returned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from driftline.events import COMBINED, REQUEST, RESPONSE, Events
+
+
+@dataclass
+class JoinResult:
+    joined: Events
+    unmatched_requests: Events = field(default_factory=Events.empty)
+    unmatched_responses: Events = field(default_factory=Events.empty)
+    duplicates: Events = field(default_factory=Events.empty)
+    mismatched: Events = field(default_factory=Events.empty)
+    """Responses whose model or version differs from their request's."""
+
+
+class Joiner:
+    def __init__(self, max_wait_ms: int, max_pending: int) -> None:
+        self.max_wait_ms = max_wait_ms
+        self.max_pending = max_pending
+        self.pending = Events.empty()
+        self.max_event_time: int | None = None
+
+    def push(self, events: Events) -> JoinResult:
+        if len(events):
+            newest = int(events.event_time.max())
+            self.max_event_time = newest if self.max_event_time is None else max(self.max_event_time, newest)
+        combined = events.take(np.flatnonzero(events.kind == COMBINED))
+        halves = Events.concat([self.pending, events.take(np.flatnonzero(events.kind != COMBINED))])
+        halves, duplicates = _drop_duplicates(halves)
+        requests = np.flatnonzero(halves.kind == REQUEST)
+        responses = np.flatnonzero(halves.kind == RESPONSE)
+        ids_req = halves.request_id[requests].astype(str)
+        ids_resp = halves.request_id[responses].astype(str)
+        _, at_req, at_resp = np.intersect1d(ids_req, ids_resp, assume_unique=True, return_indices=True)
+        req_rows, resp_rows = requests[at_req], responses[at_resp]
+        agree = ((halves.model[req_rows] == halves.model[resp_rows])
+                 & (halves.model_version[req_rows] == halves.model_version[resp_rows]))
+        joined = halves.take(req_rows[agree])
+        joined.kind[:] = COMBINED
+        joined.score = halves.score[resp_rows[agree]]
+        joined.decision = halves.decision[resp_rows[agree]]
+        mismatched = halves.take(resp_rows[~agree])
+        matched = np.zeros(len(halves), dtype=bool)
+        matched[req_rows] = True
+        matched[resp_rows] = True
+        waiting = halves.take(np.flatnonzero(~matched))
+        self.pending, expired = self._expire(waiting)
+        return JoinResult(
+            joined=Events.concat([combined, joined]),
+            unmatched_requests=expired.take(np.flatnonzero(expired.kind == REQUEST)),
+            unmatched_responses=expired.take(np.flatnonzero(expired.kind == RESPONSE)),
+            duplicates=duplicates,
+            mismatched=mismatched,
+        )
+
+    def flush(self) -> JoinResult:
+        """End of input: everything still pending is unmatched."""
+        expired, self.pending = self.pending, Events.empty()
+        return JoinResult(Events.empty(), expired.take(np.flatnonzero(expired.kind == REQUEST)),
+                          expired.take(np.flatnonzero(expired.kind == RESPONSE)))
+
+    def _expire(self, waiting: Events) -> tuple[Events, Events]:
+        if not len(waiting) or self.max_event_time is None:
+            return waiting, Events.empty()
+        stale = waiting.event_time < self.max_event_time - self.max_wait_ms
+        overflow = int((~stale).sum()) - self.max_pending
+        if overflow > 0:
+            fresh = np.flatnonzero(~stale)
+            oldest = fresh[np.argsort(waiting.event_time[fresh], kind="stable")[:overflow]]
+            stale[oldest] = True
+        return waiting.take(np.flatnonzero(~stale)), waiting.take(np.flatnonzero(stale))
+
+
+def _drop_duplicates(halves: Events) -> tuple[Events, Events]:
+    """Keep the first request and the first response of each id."""
+    if not len(halves):
+        return halves, Events.empty()
+    key = np.char.add(halves.kind.astype(str), halves.request_id.astype(str))
+    _, first = np.unique(key, return_index=True)
+    keep = np.zeros(len(halves), dtype=bool)
+    keep[first] = True
+    return halves.take(np.flatnonzero(keep)), halves.take(np.flatnonzero(~keep))
+
+
+def count_by_model(events: Events) -> dict[tuple[str, str], int]:
+    if not len(events):
+        return {}
+    keys, counts = np.unique(np.char.add(np.char.add(events.model.astype(str), "\x1f"),
+                                         events.model_version.astype(str)), return_counts=True)
+    return {tuple(k.split("\x1f", 1)): int(c) for k, c in zip(keys.tolist(), counts.tolist(), strict=True)}
+
+
+def group_indices(events: Events) -> dict[tuple[str, str], NDArray[np.intp]]:
+    """Row indices of each (model, version) in the batch, in arrival order."""
+    if not len(events):
+        return {}
+    keys = np.char.add(np.char.add(events.model.astype(str), "\x1f"), events.model_version.astype(str))
+    unique, inverse = np.unique(keys, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(len(unique) + 1))
+    return {tuple(k.split("\x1f", 1)): order[bounds[i]:bounds[i + 1]]  # type: ignore[misc]
+            for i, k in enumerate(unique.tolist())}

@@ -1,0 +1,235 @@
+"""The service pipeline: decode → join → engine → decide → persist. The one place that wires them.
+
+:class:`Pipeline` takes columnar event batches from any source (files today, Kafka next) and, per
+batch: joins requests with responses, types each (model, version)'s events against its reference
+profile, feeds the model's monitor, folds closed windows through the decider in order of window end,
+and writes windows, late counts, alerts, rollback requests and audit entries to the store.
+
+Delivery order, per batch (the store is written before anything is reported as done):
+1. windows, late counts; 2. alerts, rollback requests; 3. audit entries; 4. the caller may then
+commit its source position. Every insert is idempotent, so a batch replayed after a crash between
+1 and 4 leaves one copy.
+
+Nothing is dropped: an event that fails validation, belongs to a model version without a reference
+profile, is unmatched by the join, or is refused by the window bounds comes back as a
+:class:`~driftline.events.BadEvent` or a counted, reported figure.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from driftline.config import Config, ModelConfig
+from driftline.connectors.clickhouse import AuditEntry, ClickHouseStore
+from driftline.connectors.profiles import load_profile
+from driftline.engine.assess import AssessmentPolicy, Threshold
+from driftline.engine.bins import as_float
+from driftline.engine.monitor import ModelMonitor, WindowReport
+from driftline.engine.policy import AlertEvent, AlertPolicy, Decider, DeciderState, RollbackPolicy, RollbackRequest
+from driftline.engine.profile import ReferenceProfile
+from driftline.engine.window import WindowSpec
+from driftline.events import BadEvent, Events
+from driftline.join import Joiner, group_indices
+
+
+@dataclass
+class StepResult:
+    reports: list[WindowReport] = field(default_factory=list)
+    alerts: list[AlertEvent] = field(default_factory=list)
+    rollbacks: list[RollbackRequest] = field(default_factory=list)
+    bad: list[BadEvent] = field(default_factory=list)
+
+
+@dataclass
+class Totals:
+    events: int = 0
+    accepted: int = 0
+    windows: int = 0
+    late: int = 0
+    alerts: int = 0
+    rollbacks: int = 0
+    bad: Counter[str] = field(default_factory=Counter)
+    """Per stage: decode, validate, join, engine."""
+    unmatched_requests: int = 0
+    unmatched_responses: int = 0
+    duplicates: int = 0
+
+
+class Pipeline:
+    def __init__(self, config: Config, store: ClickHouseStore | None,
+                 profiles: dict[tuple[str, str], ReferenceProfile] | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.joiner = Joiner(config.join.max_wait, config.join.max_pending)
+        self.monitors: dict[tuple[str, str], ModelMonitor] = {}
+        self.deciders: dict[str, Decider] = {}
+        self.totals = Totals()
+        state = DeciderState()  # shared: the circuit breaker is fleet-wide
+        spec = WindowSpec(size_ms=config.windows.size, hop_ms=config.windows.hop,
+                          allowed_lateness_ms=config.windows.allowed_lateness,
+                          max_open_panes=config.windows.max_open_panes, max_future_ms=config.windows.max_future)
+        for model in config.models:
+            self.deciders[model.name] = Decider(*_policies(config, model), state=state)
+            for version, path in model.references.items():
+                profile = (profiles or {}).get((model.name, version)) or load_profile(path)
+                if (profile.model, profile.model_version) != (model.name, version):
+                    from driftline.config import ConfigError
+
+                    raise ConfigError(f"models.{model.name}.references.{version}: {path} profiles "
+                                      f"{profile.model} {profile.model_version}, not {model.name} {version}")
+                self.monitors[(model.name, version)] = ModelMonitor(profile, spec, _assessment_policy(model))
+        self.batches = 0
+
+    def process(self, events: Events, bad: list[BadEvent] | None = None, now_ms: int | None = None) -> StepResult:
+        """Run one batch through the pipeline and persist what it produced."""
+        self.batches += 1
+        step = StepResult(bad=list(bad or []))
+        self.totals.events += len(events) + len(step.bad)
+        joined = self.joiner.push(events)
+        self._unjoined(joined.unmatched_requests, joined.unmatched_responses, joined.duplicates, joined.mismatched,
+                       step)
+        self._feed(joined.joined, step, now_ms)
+        self._decide_and_persist(step)
+        return step
+
+    def finish(self) -> StepResult:
+        """End of input: unmatched halves are reported, every open window closes."""
+        step = StepResult()
+        rest = self.joiner.flush()
+        self._unjoined(rest.unmatched_requests, rest.unmatched_responses, rest.duplicates, rest.mismatched, step)
+        for monitor in self.monitors.values():
+            step.reports.extend(monitor.flush())
+        self._decide_and_persist(step)
+        return step
+
+    # -- stages ---------------------------------------------------------------------------------------
+
+    def _unjoined(self, requests: Events, responses: Events, duplicates: Events, mismatched: Events,
+                  step: StepResult) -> None:
+        wait = f"{self.config.join.max_wait // 1000}s"
+        for events, reason in ((requests, f"request without a response within {wait}"),
+                               (responses, f"response without a request within {wait}"),
+                               (duplicates, "duplicate request_id (first one kept)"),
+                               (mismatched, "response model/version differs from its request's")):
+            step.bad.extend(BadEvent(str(origin), "join", "Unmatched", reason) for origin in events.position)
+        self.totals.unmatched_requests += len(requests)
+        self.totals.unmatched_responses += len(responses)
+        self.totals.duplicates += len(duplicates)
+
+    def _feed(self, events: Events, step: StepResult, now_ms: int | None) -> None:
+        for key, rows in sorted(group_indices(events).items()):
+            group = events.take(rows)
+            monitor = self.monitors.get(key)
+            if monitor is None:
+                step.bad.extend(BadEvent(str(origin), "engine", "UnknownModel",
+                                         f"no reference profile configured for model {key[0]} version {key[1]}")
+                                for origin in group.position)
+                continue
+            columns, invalid = typed_columns(monitor.profile, group)
+            for row, reason in invalid.items():
+                step.bad.append(BadEvent(str(group.position[row]), "validate", "SchemaMismatch", reason))
+            if invalid:
+                keep = np.setdiff1d(np.arange(len(group)), np.fromiter(invalid, dtype=np.intp))
+                group = group.take(keep)
+                columns = {name: values[keep] for name, values in columns.items()}
+            update = monitor.update(group.event_time, columns, now_ms)
+            for row in update.rejected.tolist():
+                step.bad.append(BadEvent(str(group.position[row]), "engine", "OutOfWindow",
+                                         "event time too far ahead, or too many open windows"))
+            self.totals.accepted += update.accepted
+            self.totals.late += sum(c.count for c in update.late)
+            if self.store is not None and update.late:
+                self.store.write_late(key[0], key[1], update.late, batch_id=f"{self.batches}")
+            step.reports.extend(update.reports)
+
+    def _decide_and_persist(self, step: StepResult) -> None:
+        step.reports.sort(key=lambda r: (r.window.end_ms, r.window.model, r.window.model_version))
+        for report in step.reports:
+            alerts, rollbacks = self.deciders[report.window.model].step(report.ref, report.assessment)
+            step.alerts.extend(alerts)
+            step.rollbacks.extend(rollbacks)
+        self.totals.windows += len(step.reports)
+        self.totals.alerts += len(step.alerts)
+        self.totals.rollbacks += len(step.rollbacks)
+        for bad in step.bad:
+            self.totals.bad[bad.stage] += 1
+        if self.store is None:
+            return
+        for key in sorted({(r.window.model, r.window.model_version) for r in step.reports}):
+            self.store.write_windows(self.monitors[key].features,
+                                     [r for r in step.reports if (r.window.model, r.window.model_version) == key])
+        self.store.write_alerts(step.alerts)
+        self.store.write_rollbacks(step.rollbacks)
+        self.store.audit(audit_entries(step))
+
+
+def typed_columns(profile: ReferenceProfile, events: Events) -> tuple[dict[str, NDArray[Any]], dict[int, str]]:
+    """The engine's columns for one model version's events, and the rows whose values have the wrong type."""
+    columns: dict[str, NDArray[Any]] = {}
+    invalid: dict[int, str] = {}
+    absent = np.full(len(events), None, dtype=object)
+    for name, feature in profile.features.items():
+        if feature.role == "score":
+            columns[name] = events.score
+            continue
+        raw = events.decision if feature.role == "decision" else events.features.get(name, absent)
+        if feature.kind == "categorical":
+            columns[name] = raw
+            continue
+        try:
+            columns[name] = as_float(raw)
+        except ValueError:
+            values = np.full(len(raw), np.nan)
+            for row, value in enumerate(raw.tolist()):
+                if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+                    values[row] = np.nan if value is None else float(value)
+                else:
+                    invalid.setdefault(row, f"feature {name!r} must be a number, got {value!r}")
+            columns[name] = values
+    return columns, invalid
+
+
+def audit_entries(step: StepResult) -> list[AuditEntry]:
+    entries = [AuditEntry("window.closed", r.window.end_ms, r.window.model, r.window.model_version,
+                          r.window.window_id, r.window.window_id,
+                          json.dumps({"rows": r.window.rows, "severity": r.assessment.severity,
+                                      "drifted": [n for n, f in r.assessment.features.items() if f.severity != "ok"]},
+                                     sort_keys=True), r.window.reference_hash) for r in step.reports]
+    entries += [AuditEntry(f"alert.{a.kind}", a.window.end_ms, a.window.model, a.window.model_version,
+                           a.window.window_id, a.alert_id,
+                           json.dumps({"subject": a.subject, "severity": a.severity,
+                                       "breaches": [b.__dict__ for b in a.breaches]}, sort_keys=True),
+                           a.window.reference_hash) for a in step.alerts]
+    entries += [AuditEntry(f"rollback.{r.status}", r.window.end_ms, r.model, r.model_version, r.window.window_id,
+                           r.request_id,
+                           json.dumps({"alert_id": r.alert_id, "subject": r.subject, "severity": r.severity,
+                                       "suppressed_by": r.suppressed_by}, sort_keys=True),
+                           r.window.reference_hash) for r in step.rollbacks]
+    return entries
+
+
+def _assessment_policy(model: ModelConfig) -> AssessmentPolicy:
+    p = model.policy
+    kwargs: dict[str, Any] = {"min_samples": p.min_samples, "drift_share": p.drift_share,
+                              "pvalue_correction": p.pvalue_correction}
+    if p.thresholds is not None:
+        kwargs["thresholds"] = tuple(Threshold(**t.model_dump()) for t in p.thresholds)
+    return AssessmentPolicy(**kwargs)
+
+
+def _policies(config: Config, model: ModelConfig) -> tuple[AlertPolicy, RollbackPolicy]:
+    p, fleet = model.policy, config.rollback
+    return (AlertPolicy(consecutive=p.consecutive, resolve_after=p.resolve_after),
+            RollbackPolicy(triggers=dict(p.rollback_on), cooldown_ms=p.cooldown, daily_cap=p.daily_cap,
+                           breaker_models=fleet.breaker_models, breaker_window_ms=fleet.breaker_window,
+                           dry_run=fleet.dry_run, kill_switch=fleet.kill_switch))
+
+
+ProgressCallback = Callable[[StepResult, Totals], None]
