@@ -37,6 +37,12 @@ NUMERIC: tuple[str, ...] = (
 CATEGORICAL: tuple[str, ...] = ("country", "channel", "product", "employment_type", "housing", "education")
 SCORE = "score"
 DECISION = "decision"
+CONTINUOUS: tuple[str, ...] = (
+    "income", "age", "bureau_score", "debt_to_income", "tx_amount_30d", "credit_utilization", "loan_amount",
+    "payment_to_income", "cc_limit", "savings_balance", "account_age_months", "income_change_pct",
+    "spend_volatility", "device_risk", "distance_home_km", "loan_to_value",
+)
+"""The numeric features that are not integer-valued."""
 WITH_MISSING: tuple[str, ...] = ("employment_years", "cc_limit", "savings_balance", "residence_years",
                                  "months_since_delinquency")
 MISSING_RATE = 0.01
@@ -76,6 +82,11 @@ def generate(rows: int, seed: int, drifted: bool = False) -> Columns:
 def event_times(rows: int, start_ms: int, events_per_second: float) -> NDArray[np.int64]:
     """Non-decreasing event times (epoch ms) at a steady rate."""
     return start_ms + (np.arange(rows) * (1_000.0 / events_per_second)).astype(np.int64)
+
+
+def scaled(columns: Columns, factor: float) -> Columns:
+    """Every continuous feature multiplied by ``factor`` (a mild, broad drift); the rest unchanged."""
+    return {name: np.multiply(v, factor) if name in CONTINUOUS else v for name, v in columns.items()}
 
 
 def as_objects(columns: Columns) -> Columns:

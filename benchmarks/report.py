@@ -110,7 +110,7 @@ def render(results: dict[str, Any]) -> str:
 
 def _flagged(window: dict[str, Any]) -> str:
     flagged = ", ".join(f"{name} ({f['severity']})" for name, f in window["flagged"].items())
-    line = f"   {window['rows']:,} rows, flagged by driftline: {flagged or 'none'}"
+    line = f"   {window['label']}: flagged by driftline: {flagged or 'none'}"
     evidently = window.get("evidently") or {}
     if "drifted" in evidently:
         line += f"; by Evidently: {', '.join(evidently['drifted']) or 'none'}"
@@ -121,6 +121,6 @@ def _evaluation_row(window: dict[str, Any]) -> list[str]:
     stages = window["stages"]
     evidently = window.get("evidently") or {}
     peer = seconds(evidently["median_s"]) if "median_s" in evidently else evidently.get("error", "not run")[:20]
-    return [f"{window['rows']:,}", seconds(window["median_s"]), spread(window), seconds(stages["count"]["median_s"]),
+    return [window["label"], seconds(window["median_s"]), spread(window), seconds(stages["count"]["median_s"]),
             seconds(stages["compare"]["median_s"]), seconds(stages["assess"]["median_s"]), rate(window["rows_per_s"]),
             peer, times(window.get("evidently_ratio")), times(window.get("evidently_ratio_incl_profile"))]
