@@ -52,13 +52,18 @@ class ScoreChangeWatch:
                  page_hinkley_threshold: float = 50.0, page_hinkley_min_instances: int = 30) -> None:
         if chunk_size < 1:
             raise InvalidInput(f"chunk_size must be >= 1, got {chunk_size}")
+        self.chunk_size = chunk_size
+        self._settings = (adwin_delta, page_hinkley_threshold, page_hinkley_min_instances)
+        self.reset()
+
+    def reset(self) -> None:
+        """Fresh detectors, no carried values: the state of a new watch."""
         from river import drift  # river is imported only when a watch is built (nothing at import time)
 
-        self.chunk_size = chunk_size
+        delta, threshold, min_instances = self._settings
         self._detectors: dict[str, Any] = {
-            "adwin": drift.ADWIN(delta=adwin_delta),  # type: ignore[no-untyped-call]
-            "page_hinkley": drift.PageHinkley(
-                threshold=page_hinkley_threshold, min_instances=page_hinkley_min_instances),
+            "adwin": drift.ADWIN(delta=delta),  # type: ignore[no-untyped-call]
+            "page_hinkley": drift.PageHinkley(threshold=threshold, min_instances=min_instances),
         }
         self._carry = np.zeros(0)
         self.chunks_seen = 0

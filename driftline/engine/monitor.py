@@ -89,12 +89,19 @@ class ModelMonitor:
         detections: list[ChangeDetection] = []
         scores = columns.get(self._score_name) if self._score_name is not None else None
         if self.watch is not None and scores is not None and result.accepted:
-            detections = self.watch.update(scores).detections
+            detections = self.watch.update(np.asarray(scores)[result.accepted_rows]).detections
         reports = [self.evaluate(w) for w in result.closed]
         return MonitorUpdate(result.accepted, reports, result.late, result.rejected, detections)
 
     def flush(self) -> list[WindowReport]:
         return [self.evaluate(w) for w in self.state.flush()]
+
+    def reset(self) -> None:
+        """The state of a fresh monitor: no panes, no previous window, a new score watch."""
+        self.state.reset()
+        self.previous = None
+        if self.watch is not None:
+            self.watch.reset()
 
     def evaluate(self, window: ClosedWindow) -> WindowReport:
         skew = self.features.compare(self._reference, window.counts)

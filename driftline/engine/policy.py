@@ -168,6 +168,10 @@ class Decider:
         self.state = state or DeciderState()
         self.guards = guards
 
+    def reset(self) -> None:
+        """Forget the window history: the state of a fresh decider with the same policies."""
+        self.state = DeciderState()
+
     def step(self, window: WindowRef, assessment: Assessment) -> tuple[list[AlertEvent], list[RollbackRequest]]:
         """Fold one assessed window into the state; return the alert events and rollback requests."""
         subjects: list[tuple[str, str, str, bool, tuple[Breach, ...]]] = [

@@ -130,6 +130,8 @@ class UpdateResult:
     """Events that arrived after a window containing them had closed, per closed window."""
     rejected: NDArray[np.intp] = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
     """Indices (into the batch) of events rejected as too far in the future or over the pane bound."""
+    accepted_rows: NDArray[np.intp] = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
+    """Indices (into the batch) of the events added to a pane."""
 
 
 class WindowState:
@@ -189,8 +191,15 @@ class WindowState:
         if len(accepted):
             candidate = int(times[accepted].max()) - self.spec.allowed_lateness_ms
             if self.watermark is None or candidate > self.watermark:
-                return UpdateResult(len(accepted), self._advance(candidate), late, rejected)
-        return UpdateResult(len(accepted), [], late, rejected)
+                return UpdateResult(len(accepted), self._advance(candidate), late, rejected, accepted)
+        return UpdateResult(len(accepted), [], late, rejected, accepted)
+
+    def reset(self) -> None:
+        """Forget every pane, the watermark and the counters: the state of a fresh instance."""
+        self.panes = {}
+        self.watermark = None
+        self.late_events = 0
+        self.rejected_events = 0
 
     def flush(self) -> list[ClosedWindow]:
         """Close every open window (end of input)."""
