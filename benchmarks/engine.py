@@ -98,7 +98,9 @@ def metadata(args: argparse.Namespace, cpu: int | None) -> dict[str, Any]:
         "engine_uncommitted_changes": bool(git("status", "--porcelain", "--", "driftline")),
         "python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
         "pyarrow": pyarrow.__version__, "platform": platform.platform(), "cpu_model": cpu_model,
-        "cpus": os.cpu_count(), "pinned_cpu": cpu, "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
+        "cpus": os.cpu_count(), "pinned_cpu": cpu, "load_average_at_end": list(os.getloadavg()),
+        "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
+        "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
         "command": " ".join([Path(sys.executable).name, "-m", "benchmarks.engine", *sys.argv[1:]]),
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
     }
@@ -150,7 +152,7 @@ def evaluate_windows(args: argparse.Namespace, features: FeatureSet, reference: 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     cpu = default_cpu(args.cpu)
-    started = time.perf_counter()
+    started, load_at_start = time.perf_counter(), list(os.getloadavg())
     log(f"generating {args.reference_rows:,} reference and {args.rows:,} drifted current rows (seed {args.seed}) ...")
     reference = generate(args.reference_rows, seed=args.seed)
     current = generate(args.rows, seed=args.seed + 1, drifted=True)
@@ -176,7 +178,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 window["evidently_ratio_incl_profile"] = ratio(
                     peer["median_s"], window["median_s"] + profile_build["median_s"])
     return {
-        "meta": {**metadata(args, cpu), "wall_s": time.perf_counter() - started},
+        "meta": {**metadata(args, cpu), "load_average_at_start": load_at_start,
+                 "wall_s": time.perf_counter() - started},
         "data": {"reference_rows": args.reference_rows, "current_rows": args.rows,
                  "monitored_columns": len(features.names), "numeric_columns": ingest_result["numeric_columns"],
                  "categorical_columns": ingest_result["categorical_columns"], "feature_set_size": features.size,

@@ -60,7 +60,8 @@ def render(results: dict[str, Any]) -> str:
     meta, data, ingest, memory = results["meta"], results["data"], results["ingest"], results["memory"]
     out = [
         f"driftline engine benchmarks — {meta['timestamp']}, commit {meta['git_commit'][:12]}, "
-        f"CPU pinned to {meta['pinned_cpu']}, Python {meta['python']}, numpy {meta['numpy']}",
+        f"CPU pinned to {meta['pinned_cpu']}, Python {meta['python']}, numpy {meta['numpy']}, "
+        f"load average {meta['load_average_at_start'][0]:.2f} at start, {meta['load_average_at_end'][0]:.2f} at end",
         f"data: reference {data['reference_rows']:,} rows, current {data['current_rows']:,} rows (drifted), "
         f"{data['monitored_columns']} monitored columns ({data['numeric_columns']} numeric incl. score, "
         f"{data['categorical_columns']} categorical incl. decision), plan {data['feature_set_size']:,} cells",
