@@ -150,15 +150,9 @@ class CategoricalLayout:
     def encode(self, values: NDArray[np.generic]) -> NDArray[np.intp]:
         """Codes of a batch of categorical values.
 
-        Strings (numpy ``str``/``object`` arrays) are looked up in the vocabulary; ``None`` and
-        NaN are missing. An integer array is taken as codes already produced by this layout.
+        Values are labels (see :func:`category_strings`), looked up in the vocabulary; ``None`` and
+        NaN are missing.
         """
-        values = np.asarray(values)
-        if values.dtype.kind in "iu":
-            codes = values.astype(np.intp, copy=False)
-            if len(codes) and (codes.min() < 0 or codes.max() >= self.n_cells):
-                raise ValueError(f"category codes must lie in 0..{self.n_cells - 1}")
-            return codes
         strings, present = category_strings(values)
         codes = np.full(len(values), self.missing_cell, dtype=np.intp)
         codes[present] = self._lookup(strings)
@@ -176,12 +170,18 @@ class CategoricalLayout:
         return np.where(found, self.vocabulary_codes[clipped], self.unseen_code)
 
 
+_TYPE_OF = np.frompyfunc(type, 1, 1)
+
+
 def as_float(values: NDArray[Any]) -> NDArray[np.float64]:
     """Values of a numeric column as float64, ``None`` as NaN; anything else non-numeric is an error."""
     array = np.asarray(values)
     if array.dtype.kind in "fiub":
         return array.astype(np.float64, copy=False)
     if array.dtype.kind == "O":
+        text = _TYPE_OF(array) == str
+        if text.any():
+            raise ValueError(f"expected numbers, found a non-numeric value: text such as {array[text][0]!r}")
         missing = np.asarray(array == None)  # noqa: E711  (elementwise on object arrays)
         if missing.any():
             array = np.where(missing, np.nan, array)
@@ -202,7 +202,7 @@ def category_strings(values: NDArray[np.generic]) -> tuple[NDArray[np.str_], NDA
     kind = values.dtype.kind
     if kind == "O":
         present = ~((values == None) | (values != values))  # noqa: E711  (None and NaN are missing)
-        return values[present].astype(str), present
+        return _integral_labels(values[present].astype(str)), present
     if kind in "UST":
         return values.astype(str, copy=False), np.ones(len(values), dtype=bool)
     if kind == "f":
@@ -211,6 +211,19 @@ def category_strings(values: NDArray[np.generic]) -> tuple[NDArray[np.str_], NDA
     if kind in "iub":
         return values.astype(str), np.ones(len(values), dtype=bool)
     raise ValueError(f"categorical values must be strings or labels, got dtype {values.dtype}")
+
+
+def _integral_labels(strings: NDArray[np.str_]) -> NDArray[np.str_]:
+    """``"3.0"`` → ``"3"`` (a float label from JSON), as :func:`_float_labels` prints float arrays."""
+    candidates = np.flatnonzero(np.strings.endswith(strings, ".0"))
+    if len(candidates) == 0:
+        return strings
+    strings = strings.copy()
+    for i in candidates.tolist():
+        head = str(strings[i])[:-2]
+        if head.lstrip("-").isdigit():
+            strings[i] = head
+    return strings
 
 
 def _float_labels(values: NDArray[np.float64]) -> NDArray[np.str_]:

@@ -30,6 +30,11 @@ from numpy.typing import NDArray
 from driftline.errors import InvalidInput
 
 
+MAX_PLAUSIBLE_MEAN = 1e100
+"""Chunk means beyond this are skipped (and counted): no score is that large, and ADWIN's variance of
+such values overflows for good."""
+
+
 @dataclass(frozen=True)
 class ChangeDetection:
     detector: str
@@ -67,15 +72,20 @@ class ScoreChangeWatch:
         }
         self._carry = np.zeros(0)
         self.chunks_seen = 0
+        self.implausible_chunks = 0
 
     def update(self, scores: NDArray[np.float64]) -> WatchResult:
         values = np.asarray(scores, dtype=np.float64)
         values = np.concatenate((self._carry, values[np.isfinite(values)]))
         whole = len(values) // self.chunk_size * self.chunk_size
         self._carry = values[whole:]
-        means = values[:whole].reshape(-1, self.chunk_size).mean(axis=1)
+        # Sum of scaled values: a chunk of huge (corrupt) finite scores cannot overflow to inf.
+        means = (values[:whole] / self.chunk_size).reshape(-1, self.chunk_size).sum(axis=1)
         detections = []
         for offset, mean in enumerate(means.tolist()):
+            if not abs(mean) <= MAX_PLAUSIBLE_MEAN:
+                self.implausible_chunks += 1  # a corrupt chunk must not poison the detectors' state
+                continue
             for name, detector in self._detectors.items():
                 detector.update(mean)
                 if detector.drift_detected:

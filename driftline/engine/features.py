@@ -130,5 +130,5 @@ def _count(feature: FeatureProfile, values: NDArray[Any]) -> Counts:
 def _positive_codes(decision: CategoricalProfile | None) -> NDArray[np.intp] | None:
     if decision is None:
         return None
-    positive = set(decision.positive_values)
+    positive = {value.lower() for value in decision.positive_values}
     return np.array([i for i, value in enumerate(decision.top) if value.lower() in positive], dtype=np.intp)

@@ -232,9 +232,11 @@ class Decider:
             self.state.fleet_requests.append((window.end_ms, request.model))
             since = window.end_ms - self.rollback.breaker_window_ms
             self.state.fleet_requests = [r for r in self.state.fleet_requests if r[0] > since]
+            # Forget this model's older days (other models may lag behind and still need theirs).
             today = window.end_ms // DAY_MS
-            self.state.requests_per_day = {d: n for d, n in self.state.requests_per_day.items()
-                                           if int(d.rsplit("\x1f", 1)[1]) >= today - 1}
+            self.state.requests_per_day = {
+                key: n for key, n in self.state.requests_per_day.items()
+                if key.rsplit("\x1f", 1)[0] != request.model or int(key.rsplit("\x1f", 1)[1]) >= today - 1}
         return request
 
 

@@ -36,7 +36,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from driftline.engine.bins import CategoricalLayout, NumericLayout, category_strings
+from driftline.engine.bins import CategoricalLayout, NumericLayout, as_float, category_strings
 from driftline.errors import InvalidInput, ProfileError
 
 FORMAT_VERSION = 1
@@ -144,7 +144,8 @@ class ReferenceProfile:
     model: str
     model_version: str
     features: dict[str, FeatureProfile]
-    """Every monitored column by name, the score and decision included (see ``role``)."""
+    """Every monitored column by name, the score and decision included (see ``role``), sorted by name:
+    the layout of every count vector follows this order."""
     settings: dict[str, int] = field(default_factory=dict)
     rows: int = 0
     content_hash: str = ""
@@ -174,7 +175,7 @@ class ReferenceProfile:
             version = data["format_version"]
             if version != FORMAT_VERSION:
                 raise ProfileError(f"unsupported profile format_version {version!r}; this driftline reads {FORMAT_VERSION}")
-            features = {name: _feature_from_dict(name, f) for name, f in data["features"].items()}
+            features = {name: _feature_from_dict(name, f) for name, f in sorted(data["features"].items())}
             profile = cls(
                 model=str(data["model"]),
                 model_version=str(data["model_version"]),
@@ -238,9 +239,10 @@ def build_profile(
         if name == decision_column or (name in categorical or array.dtype.kind in "OUSTb") and role != "score":
             features[name] = _categorical_profile(
                 name, role, array, top_k, max_vocabulary,
-                tuple(positive_decisions) if role == "decision" else ())
+                tuple(p.lower() for p in positive_decisions) if role == "decision" else ())
         else:
             features[name] = _numeric_profile(name, role, array, bins, grid_levels)
+    features = dict(sorted(features.items()))  # canonical order: the count-vector layout depends on it
     profile = ReferenceProfile(model=model, model_version=model_version, features=features,
                                settings={"bins": bins, "grid_points": grid_levels, "top_k": top_k,
                                          "max_vocabulary": max_vocabulary},
@@ -250,10 +252,9 @@ def build_profile(
 
 def _numeric_profile(name: str, role: Role, values: NDArray[Any], bins: int, grid_levels: int) -> NumericProfile:
     try:
-        x = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"expected numbers ({exc}); declare it categorical if it holds labels",
-                           column=name) from exc
+        x = as_float(values)
+    except ValueError as exc:
+        raise InvalidInput(f"{exc}; declare it categorical if it holds labels", column=name) from exc
     missing = int(np.isnan(x).sum())
     infinite = np.isinf(x)
     finite = x[~np.isnan(x) & ~infinite]
@@ -270,14 +271,26 @@ def _numeric_profile(name: str, role: Role, values: NDArray[Any], bins: int, gri
     tails = np.quantile(finite, np.concatenate((tail, 1.0 - tail)), method="inverted_cdf")
     grid = np.unique(np.concatenate((quantiles, tails)))
     edges = np.unique(quantiles[grid_levels // bins :: grid_levels // bins][: bins - 1])
+    mean, std = _moments(finite)
+    if not (np.isfinite(mean) and np.isfinite(std)):
+        raise InvalidInput(f"values up to {np.abs(finite).max():.3g} are too large for a finite mean and standard "
+                           "deviation; rescale the column", column=name)
     ordered = np.sort(finite)
     at_or_below = np.searchsorted(ordered, grid, side="right")
     grid_counts = np.diff(at_or_below, prepend=0).astype(np.int64)
     return NumericProfile(
         name, role, len(x), missing, int(infinite.sum()),
-        float(ordered[0]), float(ordered[-1]), float(finite.mean()), float(finite.std()),
+        float(ordered[0]), float(ordered[-1]), mean, std,
         edges, grid, grid_counts,
     )
+
+
+def _moments(values: NDArray[np.float64]) -> tuple[float, float]:
+    """Mean and population std, computed on values scaled to at most 1 so that squares cannot overflow."""
+    scale = float(np.abs(values).max()) or 1.0
+    scaled = values / scale
+    with np.errstate(over="ignore"):
+        return float(scaled.mean() * scale), float(scaled.std() * scale)
 
 
 def _categorical_profile(name: str, role: Role, values: NDArray[Any], top_k: int, max_vocabulary: int,

@@ -240,8 +240,6 @@ def test_strings_in_a_numeric_column_are_refused_naming_the_column(state_factory
     assert "'with_nan'" in str(error.value) and "number" in str(error.value)
 
 
-@pytest.mark.xfail(reason="BUG: bins.as_float converts an object array with numeric strings ('2.5') to floats "
-                          "silently, while a str array of the same strings is refused", strict=True)
 def test_numeric_strings_in_an_object_column_are_refused_too(state_factory: Any) -> None:
     columns = good_columns(3) | {"normal": np.array([1.0, "2.5", 3.0], dtype=object)}
     with pytest.raises(InvalidInput, match="'normal'"):
@@ -332,9 +330,6 @@ def test_profile_refusals_are_invalid_input(call: Any) -> None:
 # -- known bugs --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(reason="BUG: CategoricalLayout.encode takes any integer array as layout codes, so a "
-                          "categorical column profiled from integer labels is miscounted (or refused) "
-                          "when serving sends the same integers", strict=True)
 def test_integer_labels_count_as_the_same_labels_at_serving() -> None:
     labels = np.array([5, 5, 5, 7, 7, 9])
     profile = build_profile({"code": labels}, model="m", model_version="1", categorical=("code",))
@@ -342,8 +337,6 @@ def test_integer_labels_count_as_the_same_labels_at_serving() -> None:
     assert stats.psi == 0.0 and stats.unseen_share == 0.0
 
 
-@pytest.mark.xfail(reason="BUG: an integer 0/1 decision column is read as layout codes at serving: code 0 is "
-                          "the most frequent label, so the approval rate is inverted", strict=True)
 def test_integer_decisions_keep_their_approval_rate() -> None:
     rng = np.random.default_rng(0)
     decisions = (rng.random(1_000) < 0.7).astype(np.int64)
@@ -353,9 +346,6 @@ def test_integer_decisions_keep_their_approval_rate() -> None:
     assert stats.approval_rate_shift == 0.0
 
 
-@pytest.mark.xfail(reason="BUG: category_strings prints floats in object arrays as '1.0' while float arrays "
-                          "print '1', so numeric labels that arrive with a null (object array) are all unseen",
-                   strict=True)
 def test_float_labels_in_object_arrays_match_the_reference() -> None:
     profile = build_profile({"c": np.array([1.0, 2.0, 2.0, np.nan])}, model="m", model_version="1",
                             categorical=("c",))
@@ -363,9 +353,6 @@ def test_float_labels_in_object_arrays_match_the_reference() -> None:
     assert stats.unseen_share == 0.0
 
 
-@pytest.mark.xfail(reason="BUG: finite reference values beyond ~1.3e154 overflow the std (and beyond ~9e307 the "
-                          "mean) to inf; build_profile then fails with a bare ValueError from json "
-                          "('Out of range float values are not JSON compliant') naming no column", strict=True)
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 @pytest.mark.parametrize("reference", [[0.0, 2e154], [9e307, 9e307]], ids=["std_overflow", "mean_overflow"])
 def test_huge_finite_reference_values_are_profiled_or_refused_by_name(reference: list[float]) -> None:
@@ -377,9 +364,6 @@ def test_huge_finite_reference_values_are_profiled_or_refused_by_name(reference:
     evaluate(profile, {"amount": np.array(reference)}, len(reference))
 
 
-@pytest.mark.xfail(reason="BUG: ScoreChangeWatch.update drops non-finite scores but not finite ones whose chunk "
-                          "sum overflows: the chunk mean is inf, and ADWIN and Page-Hinkley never fire again",
-                   strict=True)
 def test_huge_finite_scores_do_not_blind_the_score_watch() -> None:
     rng = np.random.default_rng(0)
     watch = ScoreChangeWatch(chunk_size=32)
