@@ -215,8 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     partial = args.output.with_suffix(".json.tmp")
     partial.write_text(json.dumps(results, indent=1) + "\n")
     partial.replace(args.output)
-    print(render(results))
-    print(f"\nresults written to {args.output}")
+    text = render(results)
+    args.output.with_suffix(".txt").write_text(text + "\n")
+    print(text)
+    print(f"\nresults written to {args.output} (table: {args.output.with_suffix('.txt').name})")
     return 0
 
 
