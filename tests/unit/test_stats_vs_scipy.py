@@ -211,16 +211,27 @@ def test_ks_error_bound_is_about_one_grid_cell_for_continuous_data(kind: str, se
     assert case.stats.ks_error_bound <= 0.01
 
 
+def assert_close_to_kstwo(pvalue: float | None, statistic: float | None, effective_n: int) -> None:
+    """The documented accuracy of the Stephens-corrected p-value against scipy's ``kstwo``: 2 % where
+    decisions are made (p ≥ 1e-4); both tiny below that."""
+    assert pvalue is not None and statistic is not None
+    expected = sps.kstwo.sf(statistic, effective_n)
+    if expected >= 1e-4:
+        assert pvalue == pytest.approx(expected, rel=0.02)
+    else:
+        assert pvalue < 1e-3
+
+
 def test_ks_pvalue_is_the_asymptotic_pvalue_of_the_reported_statistic(case: Case) -> None:
     n, m = len(case.reference), len(case.current)
     effective = round(n * m / (n + m))
-    assert case.stats.ks_pvalue == pytest.approx(sps.kstwo.sf(case.stats.ks_statistic, effective), rel=1e-12)
-    # scipy's p-value of the exact statistic lies between those of the bound's two ends
+    assert_close_to_kstwo(case.stats.ks_pvalue, case.stats.ks_statistic, effective)
+    # scipy's p-value of the exact statistic lies between those of the bound's two ends (within the 2 %)
     assert case.stats.ks_statistic is not None and case.stats.ks_error_bound is not None
     assert case.stats.ks_pvalue is not None
     scipy_p = sps.ks_2samp(case.reference, case.current, method="asymp").pvalue
     lowest = sps.kstwo.sf(case.stats.ks_statistic + case.stats.ks_error_bound, effective)
-    assert lowest * (1 - 1e-9) <= scipy_p <= case.stats.ks_pvalue * (1 + 1e-9) + 1e-300
+    assert lowest * (1 - 1e-9) <= scipy_p <= max(case.stats.ks_pvalue * 1.02, 1e-3)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -238,7 +249,8 @@ def test_ks_pvalue_equals_scipy_asymp_when_the_statistic_is_exact(kind: str, see
     stats = features.compare(features.reference(), features.count({"x": current}, rows=len(current)))["x"]
     scipy_result = sps.ks_2samp(reference, current, method="asymp")
     assert stats.ks_statistic == pytest.approx(scipy_result.statistic, abs=1e-12)
-    assert stats.ks_pvalue == pytest.approx(scipy_result.pvalue, rel=1e-9, abs=1e-300)
+    n, m = len(reference), len(current)
+    assert_close_to_kstwo(stats.ks_pvalue, float(scipy_result.statistic), round(n * m / (n + m)))
 
 
 def test_ks_between_two_windows_brackets_the_exact_statistic() -> None:
