@@ -145,6 +145,8 @@ class WindowState:
         self.watermark: int | None = None
         self.late_events = 0
         self.rejected_events = 0
+        self._running: tuple[int, Counts] | None = None
+        """(start pane of the next window to close, the sum of its panes so far): derived, not state."""
 
     @property
     def model(self) -> str:
@@ -200,6 +202,7 @@ class WindowState:
         self.watermark = None
         self.late_events = 0
         self.rejected_events = 0
+        self._running = None
 
     def flush(self) -> list[ClosedWindow]:
         """Close every open window (end of input)."""
@@ -291,6 +294,8 @@ class WindowState:
             self._add(pane, self.features.count(columns, len(panes), index=order[lo:hi]))
 
     def _add(self, pane: int, counts: Counts) -> None:
+        if self._running is not None and 0 <= pane - self._running[0] < self.spec.panes_per_window:
+            self._running[1][:] += counts
         current = self.panes.get(pane)
         if current is None:
             self.panes[pane] = counts
@@ -317,24 +322,54 @@ class WindowState:
         """Move the watermark forward; emit windows whose end it reached; drop panes no window needs."""
         previous = self.watermark
         self.watermark = watermark
+        closed = [self._close(start_pane) for start_pane in self._closing_starts(previous, watermark)]
+        hop, size = self.spec.hop, self.spec.size_ms
+        for pane in [p for p in self.panes if p * hop + size <= watermark]:
+            del self.panes[pane]
+        return closed
+
+    def _closing_starts(self, previous: int | None, watermark: int) -> list[int]:
+        """Start panes of the windows that hold data and whose end is in ``(previous, watermark]``,
+        in order: arithmetic over the merged runs of ``[p - w + 1, p]`` for the open panes ``p``."""
+        if not self.panes:
+            return []
         hop, size, per_window = self.spec.hop, self.spec.size_ms, self.spec.panes_per_window
-        starts: set[int] = set()
-        for pane in self.panes:
-            for start_pane in range(pane - per_window + 1, pane + 1):
-                end = start_pane * hop + size
-                if end <= watermark and (previous is None or end > previous):
-                    starts.add(start_pane)
-        closed = []
-        for start_pane in sorted(starts):
+        last = (watermark - size) // hop  # the newest window start whose end the watermark reached
+        first = None if previous is None else (previous - size) // hop + 1
+        starts: list[int] = []
+        run_start = run_end = None
+        for pane in sorted(self.panes):
+            lo, hi = pane - per_window + 1, pane
+            if run_end is not None and lo <= run_end + 1:
+                run_end = hi
+                continue
+            if run_start is not None and run_end is not None:
+                starts.extend(range(max(run_start, first if first is not None else run_start), min(run_end, last) + 1))
+            run_start, run_end = lo, hi
+        if run_start is not None and run_end is not None:
+            starts.extend(range(max(run_start, first if first is not None else run_start), min(run_end, last) + 1))
+        return starts
+
+    def _close(self, start_pane: int) -> ClosedWindow:
+        """The window starting at ``start_pane``: the running sum slides one pane at a time (two vector
+        operations) instead of adding ``size / hop`` panes for every window."""
+        per_window = self.spec.panes_per_window
+        if self._running is None or self._running[0] != start_pane:
             vector = self.features.empty()
             for pane in range(start_pane, start_pane + per_window):
                 counts = self.panes.get(pane)
                 if counts is not None:
                     vector += counts
-            start, end = self.window_bounds(start_pane)
-            closed.append(ClosedWindow(self.model, self.model_version, start, end,
-                                       window_id(self.model, self.model_version, start, end),
-                                       vector, self.features.profile.content_hash))
-        for pane in [p for p in self.panes if p * hop + size <= watermark]:
-            del self.panes[pane]
-        return closed
+            self._running = (start_pane, vector)
+        vector = self._running[1]
+        window = vector.copy()
+        leaving, entering = self.panes.get(start_pane), self.panes.get(start_pane + per_window)
+        if leaving is not None:
+            vector -= leaving
+        if entering is not None:
+            vector += entering
+        self._running = (start_pane + 1, vector)
+        start, end = self.window_bounds(start_pane)
+        return ClosedWindow(self.model, self.model_version, start, end,
+                            window_id(self.model, self.model_version, start, end),
+                            window, self.features.profile.content_hash)
