@@ -150,6 +150,8 @@ def load_config(path: str | Path | None, environ: Mapping[str, str] | None = Non
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except FileNotFoundError:
             raise ConfigError(f"{path}: no such configuration file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read the configuration file: {exc}") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
         if not isinstance(data, dict):
@@ -165,31 +167,47 @@ def load_config(path: str | Path | None, environ: Mapping[str, str] | None = Non
 
 
 def apply_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> None:
+    """Set ``section.field`` from every ``DRIFTLINE__SECTION__FIELD`` variable (see module docstring)."""
     for key, raw in sorted(environ.items()):
         if not key.startswith("DRIFTLINE__"):
             continue
         parts = [p.lower() for p in key[len("DRIFTLINE__"):].split("__") if p]
         if not parts:
-            continue
-        target: Any = data
-        for i, part in enumerate(parts[:-1]):
-            nxt_is_index = parts[i + 1].isdigit()
-            if isinstance(target, list):
-                index = int(part)
-                while len(target) <= index:
-                    target.append({})
-                target = target[index]
-            else:
-                target = target.setdefault(part, [] if nxt_is_index else {})
+            raise ConfigError(f"{key}: names no configuration field")
+        try:
+            _set_path(data, parts, _scalar(raw))
+        except (ValueError, TypeError, IndexError, AttributeError):
+            raise ConfigError(f"{key}: does not fit the configuration's shape at {'.'.join(parts)}") from None
+
+
+def _scalar(raw: str) -> Any:
+    """A YAML scalar (``true``, ``12``, ``5m``), or the text itself when it is not one."""
+    try:
         value = yaml.safe_load(raw) if raw.strip() else raw
-        last = parts[-1]
+    except yaml.YAMLError:
+        return raw
+    return raw if isinstance(value, (dict, list)) else value
+
+
+def _set_path(data: Any, parts: list[str], value: Any) -> None:
+    target = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
         if isinstance(target, list):
-            index = int(last)
+            index = int(part)
             while len(target) <= index:
                 target.append({})
-            target[index] = value
+            if last:
+                target[index] = value
+            else:
+                target = target[index]
+        elif isinstance(target, dict):
+            if last:
+                target[part] = value
+            else:
+                target = target.setdefault(part, [] if parts[i + 1].isdigit() else {})
         else:
-            target[last] = value
+            raise TypeError(f"{part} is inside a value, not a section")
 
 
 def _resolve_paths(config: Config, base: Path) -> Config:

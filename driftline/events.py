@@ -165,13 +165,16 @@ def _validate(record: Any) -> tuple[int, str, str, str, int, float, Any, Mapping
     score = record.get("score")
     if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):
         raise InvalidEvent(f"score must be a number or null, got {score!r}", "SchemaMismatch")
-    score_value = math.nan if score is None else float(score)
+    try:
+        score_value = math.nan if score is None else float(score)
+    except OverflowError:
+        raise InvalidEvent(f"score {score} is too large for a float", "SchemaMismatch") from None
     decision = record.get("decision")
     if decision is not None and not isinstance(decision, (str, int, bool)):
         raise InvalidEvent(f"decision must be a string or null, got {type(decision).__name__}", "SchemaMismatch")
     declared = record.get("kind")
     if declared is not None:
-        if declared not in KIND_NAMES:
+        if not isinstance(declared, str) or declared not in KIND_NAMES:
             raise InvalidEvent(f"kind must be one of {', '.join(KIND_NAMES)}, got {declared!r}")
         kind = KIND_NAMES[declared]
     elif features is not None:

@@ -28,7 +28,7 @@ class JoinResult:
     unmatched_responses: Events = field(default_factory=Events.empty)
     duplicates: Events = field(default_factory=Events.empty)
     mismatched: Events = field(default_factory=Events.empty)
-    """Responses whose model or version differs from their request's."""
+    """Both halves of every pair whose response names another model or version than its request."""
 
 
 class Joiner:
@@ -57,7 +57,7 @@ class Joiner:
         joined.kind[:] = COMBINED
         joined.score = halves.score[resp_rows[agree]]
         joined.decision = halves.decision[resp_rows[agree]]
-        mismatched = halves.take(resp_rows[~agree])
+        mismatched = halves.take(np.concatenate((req_rows[~agree], resp_rows[~agree])))
         matched = np.zeros(len(halves), dtype=bool)
         matched[req_rows] = True
         matched[resp_rows] = True

@@ -117,7 +117,7 @@ class Pipeline:
         for events, reason in ((requests, f"request without a response within {wait}"),
                                (responses, f"response without a request within {wait}"),
                                (duplicates, "duplicate request_id (first one kept)"),
-                               (mismatched, "response model/version differs from its request's")):
+                               (mismatched, "request and response name different models or versions")):
             step.bad.extend(BadEvent(str(origin), "join", "Unmatched", reason) for origin in events.position)
         self.totals.unmatched_requests += len(requests)
         self.totals.unmatched_responses += len(responses)
