@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test unit integration typecheck bench clean
+.PHONY: install demo test unit integration typecheck bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,9 @@ typecheck: install
 
 bench: install  ## engine benchmarks; Evidently runs in its own venv (.venv-bench), created on first use
 	$(BIN)/python -m benchmarks.engine
+
+bench-quick: install  ## smoke run in seconds: 200k rows, 2 repeats, no Evidently
+	$(BIN)/python -m benchmarks.engine --quick --no-evidently
 
 clean:
 	rm -rf $(VENV) .venv-bench .pytest_cache .mypy_cache .hypothesis
