@@ -163,7 +163,7 @@ def load_config(path: str | Path | None, environ: Mapping[str, str] | None = Non
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
                              for e in exc.errors())
         raise ConfigError(f"invalid configuration{f' in {path}' if path else ''}: {problems}") from None
-    return _resolve_paths(config, Path(path).parent if path is not None else Path.cwd())
+    return _resolve_paths(config, Path(path).resolve().parent if path is not None else Path.cwd())
 
 
 def apply_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> None:
