@@ -62,13 +62,24 @@ MODELS = (
 
 def run_demo(workdir: str | Path = "driftline-demo", events_per_hour: int = 3_000, seed: int = 7,
              incidents: bool = True, quiet: bool = False) -> ReplayOutcome:
+    say = (lambda *_: None) if quiet else print
+    say(f"driftline demo: 3 models, 24 hours of traffic, {events_per_hour:,} events per model per hour, in {workdir}/")
+    config_path, files = prepare(workdir, events_per_hour, seed, incidents, say)
+    say("\n3. replay through decode → join → windows → statistics → policy → ClickHouse (chDB)")
+    outcome = replay(load_config(config_path, environ={}), files, on_step=None if quiet else _live)
+    if not quiet:
+        _summary(outcome, Path(workdir))
+    return outcome
+
+
+def prepare(workdir: str | Path, events_per_hour: int, seed: int = 7, incidents: bool = True,
+            say: Callable[..., None] = lambda *_: None) -> tuple[Path, list[Path]]:
+    """Profiles, a configuration and a day of traffic in ``workdir`` (emptied first)."""
     root = Path(workdir)
     if root.exists():
         shutil.rmtree(root)
     (root / "traffic").mkdir(parents=True)
     rng = np.random.default_rng(seed)
-    say = (lambda *_: None) if quiet else print
-    say(f"driftline demo: 3 models, 24 hours of traffic, {events_per_hour:,} events per model per hour, in {root}/")
     say("\n1. profile each model's training data (100,000 rows)")
     for model in MODELS:
         profile = build_profile(model.generate(rng, 100_000, Incident()), model=model.name,
@@ -83,11 +94,7 @@ def run_demo(workdir: str | Path = "driftline-demo", events_per_hour: int = 3_00
         if incidents:
             say(f"   {model.name}: hours {model.incident_hours.start:02d}–{model.incident_hours.stop - 1:02d} "
                 f"{model.incident_label}")
-    say("\n3. replay through decode → join → windows → statistics → policy → ClickHouse (chDB)")
-    outcome = replay(load_config(config_path, environ={}), files, on_step=None if quiet else _live)
-    if not quiet:
-        _summary(outcome, root)
-    return outcome
+    return config_path, files
 
 
 def _write_config(root: Path) -> Path:
