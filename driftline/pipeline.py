@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from driftline.config import Config, ModelConfig
+from driftline.config import Config, ConfigError, ModelConfig
 from driftline.connectors.clickhouse import AuditEntry, ClickHouseStore
 from driftline.connectors.profiles import load_profile
 from driftline.engine.assess import AssessmentPolicy, Threshold
@@ -80,8 +79,6 @@ class Pipeline:
             for version, path in model.references.items():
                 profile = (profiles or {}).get((model.name, version)) or load_profile(path)
                 if (profile.model, profile.model_version) != (model.name, version):
-                    from driftline.config import ConfigError
-
                     raise ConfigError(f"models.{model.name}.references.{version}: {path} profiles "
                                       f"{profile.model} {profile.model_version}, not {model.name} {version}")
                 self.monitors[(model.name, version)] = ModelMonitor(profile, spec, _assessment_policy(model))
@@ -231,5 +228,3 @@ def _policies(config: Config, model: ModelConfig) -> tuple[AlertPolicy, Rollback
                            breaker_models=fleet.breaker_models, breaker_window_ms=fleet.breaker_window,
                            dry_run=fleet.dry_run, kill_switch=fleet.kill_switch))
 
-
-ProgressCallback = Callable[[StepResult, Totals], None]
