@@ -1,0 +1,335 @@
+"""The request/response join: matches across batches, combined pass-through, bounded waiting (event
+time and count), duplicates, model/version mismatches, flush; and nothing is ever lost."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import event as note, given, settings
+from hypothesis import strategies as st
+
+from driftline.events import COMBINED, REQUEST, RESPONSE, EventBuilder, Events
+from driftline.join import JoinResult, Joiner, count_by_model, group_indices
+
+T0 = 1_767_225_600_000
+MINUTE = 60_000
+_serial = iter(range(10 ** 9))
+
+
+def event(kind: int, request_id: str, t: int = 0, *, model: str = "m", version: str = "1",
+          score: float = 0.5, decision: str = "approve", features: dict[str, Any] | None = None) -> dict[str, Any]:
+    r: dict[str, Any] = {"request_id": request_id, "model": model, "model_version": version, "event_time": T0 + t,
+                         "position": f"line {next(_serial)}"}
+    if kind in (REQUEST, COMBINED):
+        r["features"] = features if features is not None else {"x": float(t)}
+    if kind in (RESPONSE, COMBINED):
+        r["score"], r["decision"] = score, decision
+    return r
+
+
+def batch(*records: dict[str, Any]) -> Events:
+    builder = EventBuilder("src")
+    for r in records:
+        r = dict(r)
+        position = r.pop("position")
+        assert builder.add(r, position), builder.bad
+    return builder.build()
+
+
+def positions(events: Events) -> list[str]:
+    return [p.split(" ", 1)[1] for p in events.position.tolist()]
+
+
+def pos(r: dict[str, Any]) -> str:
+    return str(r["position"])
+
+
+def test_request_and_response_in_one_batch_are_joined() -> None:
+    joiner = Joiner(max_wait_ms=MINUTE, max_pending=100)
+    req = event(REQUEST, "a", 0, features={"income": 1.0, "country": "DE"})
+    resp = event(RESPONSE, "a", 40, score=0.9, decision="decline")
+    out = joiner.push(batch(req, resp))
+    assert len(out.joined) == 1
+    j = out.joined
+    assert j.kind.tolist() == [COMBINED]
+    assert j.request_id.tolist() == ["a"]
+    assert j.event_time.tolist() == [T0]  # the request's time
+    assert j.score.tolist() == [0.9] and j.decision.tolist() == ["decline"]  # the response's output
+    assert j.features["income"].tolist() == [1.0] and j.features["country"].tolist() == ["DE"]
+    assert positions(j) == [pos(req)]  # errors later point at the request's line
+    assert len(joiner.pending) == 0
+    assert all(len(e) == 0 for e in (out.unmatched_requests, out.unmatched_responses, out.duplicates, out.mismatched))
+
+
+@pytest.mark.parametrize("response_first", [False, True])
+def test_halves_are_joined_across_batches(response_first: bool) -> None:
+    joiner = Joiner(max_wait_ms=MINUTE, max_pending=100)
+    req, resp = event(REQUEST, "a", 0), event(RESPONSE, "a", 30_000, score=0.25)
+    first, second = (resp, req) if response_first else (req, resp)
+    out1 = joiner.push(batch(first, event(REQUEST, "b", 1)))
+    assert len(out1.joined) == 0 and len(joiner.pending) == 2
+    out2 = joiner.push(batch(second))
+    assert out2.joined.request_id.tolist() == ["a"] and out2.joined.score.tolist() == [0.25]
+    assert out2.joined.event_time.tolist() == [T0]
+    assert joiner.pending.request_id.tolist() == ["b"]
+
+
+def test_many_pairs_across_batches_in_any_order() -> None:
+    joiner = Joiner(max_wait_ms=10 * MINUTE, max_pending=1_000)
+    ids = [f"id{i:03d}" for i in range(200)]
+    rng = np.random.default_rng(3)
+    halves = [event(REQUEST, i, k) for k, i in enumerate(ids)] + \
+             [event(RESPONSE, i, k + 5, score=k / 1000) for k, i in enumerate(ids)]
+    order = rng.permutation(len(halves))
+    joined = []
+    for chunk in np.array_split(order, 7):
+        joined.append(joiner.push(batch(*(halves[i] for i in chunk))).joined)
+    all_joined = Events.concat(joined)
+    assert sorted(all_joined.request_id.tolist()) == ids
+    by_id = dict(zip(all_joined.request_id.tolist(), all_joined.score.tolist(), strict=True))
+    assert all(by_id[i] == k / 1000 for k, i in enumerate(ids))
+    assert len(joiner.pending) == 0
+
+
+def test_combined_events_pass_straight_through() -> None:
+    joiner = Joiner(max_wait_ms=MINUTE, max_pending=100)
+    pending_request = event(REQUEST, "a", 0)
+    joiner.push(batch(pending_request))
+    combined = [event(COMBINED, "a", 10, score=0.7), event(COMBINED, "c", 20), event(COMBINED, "c", 30)]
+    out = joiner.push(batch(*combined))
+    assert positions(out.joined) == [pos(c) for c in combined]  # even a repeated id, even one that is pending
+    assert out.joined.kind.tolist() == [COMBINED] * 3
+    assert out.joined.score.tolist()[0] == 0.7
+    assert positions(joiner.pending) == [pos(pending_request)]  # a combined event never consumes a half
+    assert len(out.duplicates) == 0
+
+
+def test_a_half_older_than_max_wait_behind_the_newest_event_is_unmatched() -> None:
+    joiner = Joiner(max_wait_ms=MINUTE, max_pending=100)
+    req, resp = event(REQUEST, "a", 0), event(RESPONSE, "b", 10)
+    joiner.push(batch(req, resp))
+    out = joiner.push(batch(event(COMBINED, "z", MINUTE)))  # exactly max_wait behind: still waits
+    assert len(out.unmatched_requests) == 0 and len(joiner.pending) == 2
+    out = joiner.push(batch(event(COMBINED, "z", MINUTE + 1)))  # a combined event advances event time too
+    assert positions(out.unmatched_requests) == [pos(req)]
+    assert len(out.unmatched_responses) == 0 and len(joiner.pending) == 1
+    out = joiner.push(batch(event(REQUEST, "q", MINUTE + 11)))
+    assert positions(out.unmatched_responses) == [pos(resp)]
+    assert joiner.pending.request_id.tolist() == ["q"]
+
+
+def test_expiry_follows_event_time_not_arrival() -> None:
+    joiner = Joiner(max_wait_ms=MINUTE, max_pending=100)
+    # a late response (event time far behind) still joins with a pending request in the same push
+    joiner.push(batch(event(REQUEST, "a", 0), event(REQUEST, "new", 10 * MINUTE)))
+    assert joiner.pending.request_id.tolist() == ["new"]  # "a" expired on this very push
+    out = joiner.push(batch(event(RESPONSE, "late", 0), event(REQUEST, "late", 1)))
+    assert out.joined.request_id.tolist() == ["late"]  # matched before expiry
+    out = joiner.push(batch(event(RESPONSE, "a", 5)))
+    assert out.unmatched_responses.request_id.tolist() == ["a"]  # arrives already stale: unmatched at once
+    assert joiner.max_event_time == T0 + 10 * MINUTE
+
+
+def test_max_pending_bounds_what_waits_and_the_oldest_leave_first() -> None:
+    joiner = Joiner(max_wait_ms=10 ** 12, max_pending=3)
+    halves = [event(REQUEST, f"r{t}", t) for t in (4, 0, 3)] + [event(RESPONSE, f"s{t}", t) for t in (1, 2)]
+    out = joiner.push(batch(*halves))
+    assert sorted(out.unmatched_requests.request_id.tolist() + out.unmatched_responses.request_id.tolist()) == \
+        ["r0", "s1"]
+    assert sorted(joiner.pending.request_id.tolist()) == ["r3", "r4", "s2"]
+    out = joiner.push(batch(event(REQUEST, "r9", 9)))
+    assert out.unmatched_responses.request_id.tolist() == ["s2"]
+    assert sorted(joiner.pending.request_id.tolist()) == ["r3", "r4", "r9"]
+    # a match frees its slot before the bound is applied
+    out = joiner.push(batch(event(RESPONSE, "r3", 10), event(REQUEST, "r10", 10)))
+    assert out.joined.request_id.tolist() == ["r3"]
+    assert len(out.unmatched_requests) == 0 and len(joiner.pending) == 3
+
+
+def test_duplicates_keep_the_first_and_return_the_rest() -> None:
+    joiner = Joiner(max_wait_ms=MINUTE, max_pending=100)
+    first, retry = event(REQUEST, "a", 0, features={"x": 1.0}), event(REQUEST, "a", 5, features={"x": 2.0})
+    out = joiner.push(batch(first, retry))
+    assert positions(out.duplicates) == [pos(retry)]
+    retry2 = event(REQUEST, "a", 6, features={"x": 3.0})
+    resp, resp_retry = event(RESPONSE, "a", 7, score=0.1), event(RESPONSE, "a", 8, score=0.2)
+    out = joiner.push(batch(retry2, resp, resp_retry))
+    assert sorted(positions(out.duplicates)) == sorted([pos(retry2), pos(resp_retry)])
+    assert positions(out.joined) == [pos(first)]  # the first request, pending from the previous batch
+    assert out.joined.features["x"].tolist() == [1.0] and out.joined.score.tolist() == [0.1]
+    assert len(joiner.pending) == 0
+
+
+def test_same_id_on_both_sides_is_not_a_duplicate() -> None:
+    out = Joiner(MINUTE, 100).push(batch(event(REQUEST, "a", 0), event(RESPONSE, "a", 1)))
+    assert len(out.duplicates) == 0 and len(out.joined) == 1
+
+
+def test_model_or_version_mismatch_is_returned_not_joined() -> None:
+    joiner = Joiner(max_wait_ms=MINUTE, max_pending=100)
+    responses = [event(RESPONSE, "a", 1, model="other"), event(RESPONSE, "b", 1, version="2")]
+    out = joiner.push(batch(event(REQUEST, "a", 0), event(REQUEST, "b", 0), event(REQUEST, "c", 0),
+                            *responses, event(RESPONSE, "c", 1)))
+    assert out.joined.request_id.tolist() == ["c"]
+    mismatched = out.mismatched
+    assert sorted(zip(mismatched.request_id.tolist(), mismatched.kind.tolist(), strict=True)) == \
+        [("a", REQUEST), ("a", RESPONSE), ("b", REQUEST), ("b", RESPONSE)]  # both halves of each pair
+    assert {pos(r) for r in responses} <= set(positions(mismatched))
+    assert len(joiner.pending) == 0
+
+
+def test_the_request_of_a_mismatched_pair_is_not_lost() -> None:
+    joiner = Joiner(max_wait_ms=MINUTE, max_pending=100)
+    req = event(REQUEST, "a", 0, model="credit")
+    out = joiner.push(batch(req, event(RESPONSE, "a", 1, model="fraud")))
+    rest = joiner.flush()
+    seen = [*positions(out.joined), *positions(out.unmatched_requests), *positions(out.mismatched),
+            *positions(out.duplicates), *positions(rest.unmatched_requests)]
+    assert pos(req) in seen
+
+
+@pytest.mark.xfail(reason="BUG: join.py compares request ids as numpy fixed-width str (`request_id.astype(str)` in "
+                          "Joiner.push and _drop_duplicates), which drops trailing NUL characters: 'a' and 'a\\x00' "
+                          "are taken for the same id (a request joins another id's response; a request is called a "
+                          "duplicate of another)", raises=AssertionError, strict=True)
+def test_ids_that_differ_by_a_trailing_nul_are_different_ids() -> None:
+    builder = EventBuilder("src")
+    kept = [builder.add({k: v for k, v in event(kind, rid, 0).items() if k != "position"}, f"line {i}")
+            for i, (kind, rid) in enumerate([(REQUEST, "a"), (RESPONSE, "a\x00"), (REQUEST, "b"), (REQUEST, "b\x00")])]
+    joiner = Joiner(max_wait_ms=MINUTE, max_pending=100)
+    out = joiner.push(builder.build())
+    if all(kept):  # (refusing such ids at validation would do as well)
+        assert len(out.joined) == 0 and len(out.duplicates) == 0
+        assert len(joiner.pending) == 4
+
+
+def test_flush_returns_everything_pending_as_unmatched() -> None:
+    joiner = Joiner(max_wait_ms=MINUTE, max_pending=100)
+    req, resp = event(REQUEST, "a", 0), event(RESPONSE, "b", 0)
+    joiner.push(batch(req, resp))
+    rest = joiner.flush()
+    assert isinstance(rest, JoinResult)
+    assert positions(rest.unmatched_requests) == [pos(req)]
+    assert positions(rest.unmatched_responses) == [pos(resp)]
+    assert len(rest.joined) == 0 and len(rest.duplicates) == 0 and len(rest.mismatched) == 0
+    assert len(joiner.pending) == 0
+    assert len(joiner.flush().unmatched_requests) == 0  # flushing twice returns nothing more
+
+
+def test_empty_pushes_are_harmless() -> None:
+    joiner = Joiner(max_wait_ms=MINUTE, max_pending=100)
+    out = joiner.push(Events.empty())
+    assert len(out.joined) == 0 and joiner.max_event_time is None
+    joiner.push(batch(event(REQUEST, "a", 0)))
+    joiner.push(Events.empty())
+    assert len(joiner.pending) == 1
+
+
+def test_group_and_count_by_model_version() -> None:
+    events = batch(event(COMBINED, "1", model="a", version="1"), event(COMBINED, "2", model="b", version="1"),
+                   event(COMBINED, "3", model="a", version="2"), event(COMBINED, "4", model="a", version="1"))
+    assert count_by_model(events) == {("a", "1"): 2, ("a", "2"): 1, ("b", "1"): 1}
+    groups = group_indices(events)
+    assert {k: v.tolist() for k, v in groups.items()} == {("a", "1"): [0, 3], ("a", "2"): [2], ("b", "1"): [1]}
+    assert count_by_model(Events.empty()) == {} and group_indices(Events.empty()) == {}
+
+
+# -- nothing is lost -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Item:
+    kind: int
+    rid: int
+    t: int
+    wrong_model: bool = False
+
+
+def items(mismatch: bool) -> st.SearchStrategy[list[Item]]:
+    ids = st.integers(0, 2) if mismatch else st.integers(0, 7)  # few ids: a mismatched pair is likely
+    return st.lists(st.builds(Item, st.sampled_from([REQUEST, RESPONSE, COMBINED]), ids,
+                              st.integers(0, 10 * MINUTE), st.booleans() if mismatch else st.just(False)),
+                    min_size=2 if mismatch else 0, max_size=40)
+
+
+def run_interleaving(stream: list[Item], cuts: list[int], max_wait: int, max_pending: int) -> None:
+    records = []
+    for k, it in enumerate(stream):
+        model = "other" if it.wrong_model and it.kind == RESPONSE else "m"
+        records.append(event(it.kind, f"id{it.rid}", it.t, model=model, score=k / 100))
+    score_of = {pos(r): r.get("score") for r in records}
+    by_pos = {pos(r): r for r in records}
+    joiner = Joiner(max_wait, max_pending)
+    outputs: dict[str, list[str]] = {"joined": [], "unmatched": [], "duplicates": [], "mismatched": [], "pending": []}
+    joined_scores: list[tuple[str, float]] = []
+    bounds = sorted({0, len(records), *(c % (len(records) + 1) for c in cuts)})
+    for lo, hi in zip(bounds, bounds[1:], strict=False):
+        newest_before = joiner.max_event_time
+        out = joiner.push(batch(*records[lo:hi]))
+        assert len(joiner.pending) <= max_pending
+        outputs["joined"] += positions(out.joined)
+        joined_scores += list(zip(positions(out.joined), out.joined.score.tolist(), strict=True))
+        expired = Events.concat([out.unmatched_requests, out.unmatched_responses])
+        outputs["unmatched"] += positions(expired)
+        outputs["duplicates"] += positions(out.duplicates)
+        outputs["mismatched"] += positions(out.mismatched)
+        assert set(out.unmatched_requests.kind.tolist()) <= {REQUEST}
+        assert set(out.unmatched_responses.kind.tolist()) <= {RESPONSE}
+        assert set(out.joined.kind.tolist()) <= {COMBINED}
+        # a half leaves unmatched only when stale by event time or pushed out by the count bound
+        if len(expired) and joiner.max_event_time is not None:
+            stale = expired.event_time < joiner.max_event_time - max_wait
+            assert stale.all() or len(joiner.pending) == max_pending, (newest_before, expired.event_time)
+        assert not (set(positions(joiner.pending)) & set(positions(expired)))
+    outputs["pending"] = positions(joiner.pending)
+
+    everything = [p for where in outputs.values() for p in where]
+    counts = Counter(everything)
+    assert all(c == 1 for c in counts.values()), counts  # nothing twice
+    assert set(everything) <= set(by_pos)
+    # every joined row is a combined event or a request; what is missing is exactly the joined requests' responses
+    for p in outputs["joined"]:
+        assert by_pos[p].get("features") is not None
+    consumed = set(by_pos) - set(everything)
+    assert all("features" not in by_pos[p] for p in consumed), "only responses may be consumed by a join"
+    joined_requests = [p for p in outputs["joined"] if "score" not in by_pos[p]]
+    assert len(consumed) == len(joined_requests)
+    consumed_ids = Counter(by_pos[p]["request_id"] for p in consumed)
+    assert consumed_ids == Counter(by_pos[p]["request_id"] for p in joined_requests)
+    consumed_scores = {(by_pos[p]["request_id"], score_of[p]) for p in consumed}
+    for p, score in joined_scores:
+        if p in joined_requests:
+            assert (by_pos[p]["request_id"], score) in consumed_scores
+        else:
+            assert score == score_of[p]  # combined: its own score
+
+    for where, found in outputs.items():  # what the examples exercised (--hypothesis-show-statistics)
+        note(f"{where}: {'some' if found else 'none'}")
+
+    # and after flush, nothing waits: every input is accounted for
+    rest = joiner.flush()
+    assert sorted(positions(Events.concat([rest.unmatched_requests, rest.unmatched_responses]))) == \
+        sorted(outputs["pending"])
+
+
+settings_ = settings(max_examples=50, deadline=None)
+
+
+@given(items(mismatch=False), st.lists(st.integers(0, 40), max_size=6),
+       st.sampled_from([0, 1_000, MINUTE, 10 ** 12]), st.sampled_from([1, 2, 5, 1_000]))
+@settings_
+def test_nothing_is_lost_in_any_interleaving(stream: list[Item], cuts: list[int], max_wait: int,
+                                             max_pending: int) -> None:
+    run_interleaving(stream, cuts, max_wait, max_pending)
+
+
+@given(items(mismatch=True), st.lists(st.integers(0, 40), max_size=6),
+       st.sampled_from([0, 1_000, MINUTE, 10 ** 12]), st.sampled_from([1, 2, 5, 1_000]))
+@settings_
+def test_nothing_is_lost_with_mismatched_models(stream: list[Item], cuts: list[int], max_wait: int,
+                                                max_pending: int) -> None:
+    run_interleaving(stream, cuts, max_wait, max_pending)
