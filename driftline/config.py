@@ -84,7 +84,10 @@ class JoinConfig(_Strict):
 
 
 class ThresholdConfig(_Strict):
-    metric: str
+    metric: Literal[
+        "psi", "psi_pvalue", "js_distance", "ks_statistic", "ks_pvalue", "wasserstein_normed", "out_of_range_share",
+        "chi2_pvalue", "l_infinity", "unseen_share", "missing_rate", "missing_rate_shift", "approval_rate",
+        "approval_rate_shift"]
     warn: float | None = None
     critical: float | None = None
     direction: Literal["above", "below"] = "above"
@@ -107,7 +110,7 @@ class PolicyConfig(_Strict):
 
 class ModelConfig(_Strict):
     name: str = Field(min_length=1)
-    references: dict[str, Path]
+    references: dict[Annotated[str, BeforeValidator(str)], Path]
     """Model version → reference profile JSON."""
     policy: PolicyConfig = PolicyConfig()
 
@@ -180,6 +183,9 @@ def apply_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> None:
             raise ConfigError(f"{key}: does not fit the configuration's shape at {'.'.join(parts)}") from None
 
 
+_LISTS = {"models", "thresholds"}
+
+
 def _scalar(raw: str) -> Any:
     """A YAML scalar (``true``, ``12``, ``5m``), or the text itself when it is not one."""
     try:
@@ -204,8 +210,8 @@ def _set_path(data: Any, parts: list[str], value: Any) -> None:
         elif isinstance(target, dict):
             if last:
                 target[part] = value
-            else:
-                target = target.setdefault(part, [] if parts[i + 1].isdigit() else {})
+            else:  # the configuration's lists are the models and the thresholds; any other digits are keys
+                target = target.setdefault(part, [] if part in _LISTS and parts[i + 1].isdigit() else {})
         else:
             raise TypeError(f"{part} is inside a value, not a section")
 

@@ -161,7 +161,7 @@ def _validate(record: Any) -> tuple[int, str, str, str, int, float, Any, Mapping
             if value is not None and not isinstance(value, (int, float, str, bool)):
                 raise InvalidEvent(f"feature {name!r} must be a number, string or null, got {type(value).__name__}",
                                    "SchemaMismatch")
-    has_output = "score" in record or "decision" in record
+    has_output = record.get("score") is not None or record.get("decision") is not None
     score = record.get("score")
     if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):
         raise InvalidEvent(f"score must be a number or null, got {score!r}", "SchemaMismatch")
@@ -177,7 +177,7 @@ def _validate(record: Any) -> tuple[int, str, str, str, int, float, Any, Mapping
         if not isinstance(declared, str) or declared not in KIND_NAMES:
             raise InvalidEvent(f"kind must be one of {', '.join(KIND_NAMES)}, got {declared!r}")
         kind = KIND_NAMES[declared]
-    elif features is not None:
+    elif features is not None:  # null outputs count as absent: send kind "combined" when a score can be null
         kind = COMBINED if has_output else REQUEST
     elif has_output:
         kind = RESPONSE
@@ -195,7 +195,10 @@ def _text(record: Mapping[str, Any], name: str) -> str:
         raise InvalidEvent(f"missing {name}", "SchemaMismatch")
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise InvalidEvent(f"{name} must be a string, got {type(value).__name__}", "SchemaMismatch")
-    return str(value)
+    text = str(value)
+    if "\x00" in text:
+        raise InvalidEvent(f"{name} contains a NUL character", "SchemaMismatch")
+    return text
 
 
 def parse_event_time(value: Any) -> int:

@@ -182,13 +182,18 @@ def typed_columns(profile: ReferenceProfile, events: Events) -> tuple[dict[str, 
             continue
         try:
             columns[name] = as_float(raw)
-        except ValueError:
+        except (ValueError, OverflowError):  # find the rows at fault, keep the others
             values = np.full(len(raw), np.nan)
             for row, value in enumerate(raw.tolist()):
-                if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
-                    values[row] = np.nan if value is None else float(value)
-                else:
-                    invalid.setdefault(row, f"feature {name!r} must be a number, got {value!r}")
+                if value is None:
+                    continue
+                if isinstance(value, (str, bytes)) or not isinstance(value, (int, float)):
+                    invalid.setdefault(row, f"feature {name!r} must be a number, got {str(value)[:40]!r}")
+                    continue
+                try:
+                    values[row] = float(value)
+                except OverflowError:
+                    invalid.setdefault(row, f"feature {name!r} is too large for a float")
             columns[name] = values
     return columns, invalid
 

@@ -38,7 +38,17 @@ def open_store(config: Config) -> ClickHouseStore:
 
 def replay(config: Config, paths: Sequence[str | Path], store: ClickHouseStore | None = None,
            on_step: Callable[[Path, StepResult, Totals], None] | None = None, chunk_size: int = 20_000) -> ReplayOutcome:
+    owned = store is None
     store = store if store is not None else open_store(config)
+    try:
+        return _replay(config, paths, store, on_step, chunk_size)
+    finally:
+        if owned:
+            store.close()
+
+
+def _replay(config: Config, paths: Sequence[str | Path], store: ClickHouseStore,
+            on_step: Callable[[Path, StepResult, Totals], None] | None, chunk_size: int) -> ReplayOutcome:
     pipeline = Pipeline(config, store)
     outcome = ReplayOutcome(pipeline.totals)
 

@@ -26,8 +26,9 @@ Chunk = tuple[Events, list[BadEvent]]
 def read_events(path: str | Path, chunk_size: int = 20_000) -> Iterator[Chunk]:
     path = Path(path)
     name = path.name.lower()
-    if not path.exists():
-        yield Events.empty(), [BadEvent(str(path), "decode", "FileNotFoundError", "no such file")]
+    if not path.is_file():
+        reason = "is a directory, not a file" if path.is_dir() else "no such file"
+        yield Events.empty(), [BadEvent(str(path), "decode", "FileNotFoundError", reason)]
         return
     if name.endswith((".jsonl", ".ndjson", ".json")):
         yield from _jsonl(path, chunk_size)
@@ -54,7 +55,7 @@ def _jsonl(path: Path, chunk_size: int) -> Iterator[Chunk]:
                 continue
             try:
                 record = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, a number past Python's digit limit
                 builder.reject(f"line {number}", "decode", exc, line[:4096])
                 continue
             builder.add(record, f"line {number}", line[:4096])
@@ -96,17 +97,25 @@ def _parquet(path: Path, chunk_size: int) -> Iterator[Chunk]:
     names = parquet.schema_arrow.names
     flat = [n for n in names if n not in ENVELOPE and n != "features"]
     number = 0
-    for batch in parquet.iter_batches(batch_size=chunk_size):
-        for record in batch.to_pylist():
-            number += 1
-            if "features" in record:
-                features = record["features"]
-                if isinstance(features, list):  # a Parquet map arrives as (key, value) pairs
-                    record["features"] = dict(features)
-            else:
-                record["features"] = {n: record.pop(n) for n in flat}
-            event_time = record.get("event_time")
-            if isinstance(event_time, datetime) and event_time.tzinfo is None:
-                record["event_time"] = event_time.replace(tzinfo=UTC)  # Parquet timestamps are UTC
-            builder.add(record, f"row {number}")
+    try:
+        for batch in parquet.iter_batches(batch_size=chunk_size):
+            for record in batch.to_pylist():
+                number += 1
+                _parquet_record(record, flat)
+                builder.add(record, f"row {number}")
+            yield _flush(builder)
+    except (pa.ArrowException, OSError) as exc:  # a damaged page: report the rest of the file, keep what was read
+        builder.reject(f"after row {number}", "decode", exc)
         yield _flush(builder)
+
+
+def _parquet_record(record: dict[str, Any], flat: list[str]) -> None:
+    if "features" in record:
+        features = record["features"]
+        if isinstance(features, list):  # a Parquet map arrives as (key, value) pairs
+            record["features"] = dict(features)
+    else:
+        record["features"] = {n: record.pop(n) for n in flat}
+    event_time = record.get("event_time")
+    if isinstance(event_time, datetime) and event_time.tzinfo is None:
+        record["event_time"] = event_time.replace(tzinfo=UTC)  # Parquet timestamps are UTC

@@ -153,10 +153,6 @@ def test_the_three_formats_give_the_same_windows(tmp_path: Path, profiles: Profi
             assert result.rows[table] == baseline.rows[table], (name, table)
 
 
-@pytest.mark.xfail(reason="BUG: a Parquet file of split requests/responses does not join: Parquet rows carry every "
-                          "column, so a request row has score=None/decision=None keys and events._validate "
-                          "(`has_output = \"score\" in record or \"decision\" in record`) makes it a COMBINED "
-                          "event with a NaN score, and every response is unmatched", strict=True)
 def test_parquet_requests_and_responses_join_like_jsonl(tmp_path: Path, profiles: Profiles) -> None:
     fraud = [r for r in scoring_events(hours=3, per_hour=300) if r["model"] == FRAUD[0]]
     jsonl = replayed(load(write_config(tmp_path / "j", profiles)), [write_jsonl(fraud, tmp_path / "f.jsonl")])
@@ -278,10 +274,6 @@ def test_a_corrupt_avro_file_is_read_up_to_the_damage(tmp_path: Path, profiles: 
     assert outcome.totals.accepted + outcome.totals.late == read + 10  # and the next file still lands
 
 
-@pytest.mark.xfail(reason="BUG: connectors/sources._parquet guards only pq.ParquetFile(path) (the footer); a damaged "
-                          "data page raises OSError ('Corrupt snappy compressed data') from parquet.iter_batches, "
-                          "which nothing catches: the whole replay dies instead of reporting the file",
-                   raises=OSError, strict=True)
 def test_a_corrupt_parquet_file_is_reported_not_a_crash(tmp_path: Path, profiles: Profiles,
                                                         traffic: dict[str, Any]) -> None:
     import pyarrow.parquet as pq
@@ -317,15 +309,8 @@ HOSTILE = {
 @pytest.mark.parametrize("name", [
     "kind is a list",
     "a score too large for a float",
-    pytest.param("a number of 5000 digits", marks=pytest.mark.xfail(
-        reason="BUG: json.loads raises a plain ValueError ('Exceeds the limit (4300 digits) for integer string "
-               "conversion') that connectors/sources._jsonl does not catch (it catches only JSONDecodeError and "
-               "UnicodeDecodeError): the whole replay dies on one line", raises=ValueError, strict=True)),
-    pytest.param("a feature too large for a float", marks=pytest.mark.xfail(
-        reason="BUG: a 400-digit integer feature passes EventBuilder (ints are numbers) and then "
-               "pipeline.typed_columns calls as_float(raw), whose astype(float64) raises OverflowError; "
-               "typed_columns catches only ValueError (and its per-row fallback float(value) overflows too): "
-               "the whole replay dies on one line", raises=OverflowError, strict=True)),
+    "a number of 5000 digits",
+    "a feature too large for a float",
 ])
 def test_a_hostile_line_is_reported_not_a_crash(tmp_path: Path, profiles: Profiles, name: str) -> None:
     good = [json.dumps({**_line(request_id=f"g{i}"), "event_time": DAY_START_MS + i}).encode() for i in range(2)]

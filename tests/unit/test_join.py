@@ -192,10 +192,6 @@ def test_the_request_of_a_mismatched_pair_is_not_lost() -> None:
     assert pos(req) in seen
 
 
-@pytest.mark.xfail(reason="BUG: join.py compares request ids as numpy fixed-width str (`request_id.astype(str)` in "
-                          "Joiner.push and _drop_duplicates), which drops trailing NUL characters: 'a' and 'a\\x00' "
-                          "are taken for the same id (a request joins another id's response; a request is called a "
-                          "duplicate of another)", raises=AssertionError, strict=True)
 def test_ids_that_differ_by_a_trailing_nul_are_different_ids() -> None:
     builder = EventBuilder("src")
     kept = [builder.add({k: v for k, v in event(kind, rid, 0).items() if k != "position"}, f"line {i}")
