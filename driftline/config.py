@@ -128,8 +128,32 @@ class RollbackConfig(_Strict):
     breaker_window: DurationMs = 3_600_000
 
 
+class TopicConfig(_Strict):
+    topic: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    format: Literal["json", "avro", "avro-confluent"] = "json"
+    avro_schema: Literal["scoring_event.avsc", "scoring_request.avsc", "scoring_response.avsc"] = "scoring_event.avsc"
+    """For raw ``avro``: which of driftline's schemas the topic carries."""
+
+
+class KafkaConfig(_Strict):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    group_id: str = "driftline"
+    topics: tuple[TopicConfig, ...] = ()
+    dead_letter_topic: str = "driftline.dead-letter"
+    control_topic: str = "driftline.control"
+    schema_registry_url: str | None = None
+    batch_size: int = Field(5_000, ge=1, le=1_000_000)
+    """Messages per consume call; one batch is decoded, processed, persisted and committed together."""
+    poll_timeout: DurationMs = 1_000
+    max_message_bytes: int = Field(1_048_576, ge=1)
+    """Larger messages go to the dead-letter topic unread."""
+    client: dict[str, str] = Field(default_factory=dict)
+    """Extra librdkafka settings for every client (security.protocol, sasl.*, ssl.*, …)."""
+
+
 class Config(_Strict):
     store: StoreConfig = StoreConfig()
+    kafka: KafkaConfig = KafkaConfig()
     windows: WindowConfig = WindowConfig()
     join: JoinConfig = JoinConfig()
     rollback: RollbackConfig = RollbackConfig()
@@ -183,7 +207,7 @@ def apply_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> None:
             raise ConfigError(f"{key}: does not fit the configuration's shape at {'.'.join(parts)}") from None
 
 
-_LISTS = {"models", "thresholds"}
+_LISTS = {"models", "thresholds", "topics"}
 
 
 def _scalar(raw: str) -> Any:

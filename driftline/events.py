@@ -99,17 +99,25 @@ class EventBuilder:
         return len(self._rows)
 
     def add(self, record: Any, position: str, payload: bytes | None = None) -> bool:
-        """Validate one record; keep it, or record why not. Returns whether it was kept."""
+        """Validate one record from ``position`` of this source; keep it, or record why not."""
+        return self.add_at(record, f"{self.source} {position}", payload)
+
+    def add_at(self, record: Any, origin: str, payload: bytes | None = None) -> bool:
+        """Validate one record named by its full ``origin``; returns whether it was kept."""
         try:
-            self._rows.append((*_validate(record), f"{self.source} {position}"))
+            self._rows.append((*_validate(record), origin))
             return True
         except InvalidEvent as exc:
-            self.bad.append(BadEvent(f"{self.source} {position}", "validate", exc.error_class, str(exc), payload))
+            self.bad.append(BadEvent(origin, "validate", exc.error_class, str(exc), payload))
             return False
 
     def reject(self, position: str, stage: str, error: BaseException | str, payload: bytes | None = None) -> None:
-        error_class = type(error).__name__ if isinstance(error, BaseException) else "DecodeError"
-        self.bad.append(BadEvent(f"{self.source} {position}", stage, error_class, str(error), payload))
+        self.reject_at(f"{self.source} {position}", stage, error, payload)
+
+    def reject_at(self, origin: str, stage: str, error: BaseException | str, payload: bytes | None = None) -> None:
+        error_class = getattr(error, "error_class", None) or (
+            type(error).__name__ if isinstance(error, BaseException) else "DecodeError")
+        self.bad.append(BadEvent(origin, stage, error_class, str(error), payload))
 
     def build(self) -> Events:
         rows, self._rows = self._rows, []

@@ -161,7 +161,7 @@ def test_duration_error_says_how_to_write_one(tmp_path: Path) -> None:
     ({"store": {"database": "1risk"}}, "store.database"),
     ({"store": {"ttl_days": 0}}, "store.ttl_days"),
     ({"store": {"audit_ttl_days": -1}}, "store.audit_ttl_days"),
-    ({"kafka": {"brokers": "x"}}, "kafka"),
+    ({"kafak": {"brokers": "x"}}, "kafak"),
     ({"store": "chdb:store"}, "store"),
 ])
 def test_a_bad_value_names_its_field(tmp_path: Path, data: dict[str, Any], named: str) -> None:

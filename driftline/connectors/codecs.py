@@ -1,0 +1,130 @@
+"""Message decoders: one Kafka message value (bytes) → one scoring record (dict), or a DecodeError.
+
+Formats (chosen per topic in the configuration):
+
+``json``
+    driftline's JSON scoring event (docs/events.md).
+``avro``
+    driftline's Avro schemas without framing (``schemas/scoring_*.avsc``; the topic names which).
+``avro-confluent``
+    The Confluent Schema Registry wire format: magic byte 0, a 4-byte big-endian schema id, then Avro
+    binary. Writer schemas are fetched from the registry by id once and cached.
+
+A decoder never lets an exception other than :class:`DecodeError` escape: whatever the bytes, the
+caller gets a record or a reason for the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+import fastavro
+
+from driftline.errors import DriftlineError
+from driftline.schemas import schema_text
+
+Record = dict[str, Any]
+Decoder = Callable[[bytes], Record]
+CONFLUENT_MAGIC = 0
+
+
+class DecodeError(DriftlineError):
+    """Bytes that are not a record of the topic's format; ``error_class`` goes into the dead-letter headers."""
+
+    def __init__(self, reason: str, error_class: str = "DecodeError") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.error_class = error_class
+
+
+def decode_json(value: bytes) -> Record:
+    try:
+        record = json.loads(value)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, numbers past Python's digit limit
+        raise DecodeError(f"not JSON: {exc}", type(exc).__name__) from None
+    if not isinstance(record, dict):
+        raise DecodeError(f"expected a JSON object, got {type(record).__name__}", "SchemaMismatch")
+    return record
+
+
+def avro_decoder(schema_name: str = "scoring_event.avsc") -> Decoder:
+    """Raw Avro binary of one of driftline's scoring schemas."""
+    schema = fastavro.parse_schema(json.loads(schema_text(schema_name)))
+
+    def decode(value: bytes) -> Record:
+        return _read_avro(value, schema)
+
+    return decode
+
+
+def _read_avro(value: bytes, schema: Any) -> Record:
+    buffer = io.BytesIO(value)
+    try:
+        record = fastavro.schemaless_reader(buffer, schema)
+    except EOFError:
+        raise DecodeError("truncated Avro record", "TruncatedAvro") from None
+    except Exception as exc:  # fastavro raises many types on bad bytes; all mean "not this schema"
+        raise DecodeError(f"not Avro of the topic's schema: {type(exc).__name__}: {exc}", "AvroDecodeError") from None
+    if buffer.tell() != len(value):
+        raise DecodeError(f"{len(value) - buffer.tell()} bytes left after the Avro record", "AvroDecodeError")
+    if not isinstance(record, dict):
+        raise DecodeError("the Avro value is not a record", "SchemaMismatch")
+    event_time = record.get("event_time")
+    if hasattr(event_time, "timestamp"):
+        record["event_time"] = round(event_time.timestamp() * 1000)
+    return record
+
+
+class SchemaRegistry:
+    """Writer schemas by id from a Confluent-compatible Schema Registry, cached for the process."""
+
+    def __init__(self, url: str, timeout_s: float = 5.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
+        self._schemas: dict[int, Any] = {}
+
+    def schema(self, schema_id: int) -> Any:
+        cached = self._schemas.get(schema_id)
+        if cached is not None:
+            return cached
+        request = urllib.request.Request(f"{self.url}/schemas/ids/{schema_id}",
+                                         headers={"Accept": "application/vnd.schemaregistry.v1+json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310 (configured URL)
+                body = json.load(response)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                raise DecodeError(f"schema id {schema_id} is unknown to the registry", "UnknownSchemaId") from None
+            raise
+        schema = fastavro.parse_schema(json.loads(body["schema"]))
+        self._schemas[schema_id] = schema
+        return schema
+
+
+def confluent_avro_decoder(registry: SchemaRegistry) -> Decoder:
+    def decode(value: bytes) -> Record:
+        if len(value) < 5 or value[0] != CONFLUENT_MAGIC:
+            raise DecodeError("not in the Confluent wire format (magic byte 0 and a 4-byte schema id)",
+                              "WireFormatError")
+        (schema_id,) = struct.unpack(">I", value[1:5])
+        return _read_avro(value[5:], registry.schema(schema_id))
+
+    return decode
+
+
+def make_decoder(fmt: str, registry: SchemaRegistry | None = None, schema_name: str = "scoring_event.avsc") -> Decoder:
+    if fmt == "json":
+        return decode_json
+    if fmt == "avro":
+        return avro_decoder(schema_name)
+    if fmt == "avro-confluent":
+        if registry is None:
+            raise DriftlineError("format avro-confluent needs kafka.schema_registry_url")
+        return confluent_avro_decoder(registry)
+    raise DriftlineError(f"unknown message format {fmt!r}")

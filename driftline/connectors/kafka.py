@@ -1,0 +1,162 @@
+"""Kafka I/O on confluent-kafka (librdkafka): the batch consumer, the dead-letter topic, the control topic.
+
+Dead-letter records keep the original bytes as their value and say where they came from and why in
+headers: ``driftline.source.topic``, ``driftline.source.partition``, ``driftline.source.offset``,
+``driftline.stage`` (decode, validate, join, engine), ``driftline.error.class``,
+``driftline.error.reason``.
+
+Control-topic records (docs/control-topic.md) are Avro values (``schemas/control_*.avsc``) with
+CloudEvents binary-mode headers (``ce_specversion``, ``ce_id``, ``ce_source``, ``ce_type``,
+``ce_time``, ``ce_subject``, ``content-type``), keyed by model; ``ce_id`` is the deterministic
+alert or request id, so a consumer can deduplicate.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import fastavro
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+
+from driftline import __version__
+from driftline.config import KafkaConfig
+from driftline.engine.policy import AlertEvent, RollbackRequest
+from driftline.events import BadEvent
+from driftline.schemas import schema_text
+
+ALERT_TYPE = "io.driftline.alert.v1"
+ROLLBACK_TYPE = "io.driftline.rollback.requested.v1"
+ORIGIN = re.compile(r"^(?P<topic>.+)\[(?P<partition>\d+)\]@(?P<offset>\d+)$")
+
+
+def origin(topic: str, partition: int, offset: int) -> str:
+    """How a Kafka message is named in bad-event reports: ``topic[partition]@offset``."""
+    return f"{topic}[{partition}]@{offset}"
+
+
+def client_settings(config: KafkaConfig) -> dict[str, Any]:
+    return {"bootstrap.servers": config.bootstrap_servers, "client.id": f"driftline-{__version__}", **config.client}
+
+
+class KafkaSource:
+    """A consumer-group member that hands out batches and commits only what the caller says is safe."""
+
+    def __init__(self, config: KafkaConfig) -> None:
+        self.config = config
+        self.consumer = Consumer({
+            **client_settings(config),
+            "group.id": config.group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "partition.assignment.strategy": "cooperative-sticky",
+        })
+        self.consumer.subscribe([t.topic for t in config.topics])
+
+    def poll_batch(self) -> list[Message]:
+        return list(self.consumer.consume(self.config.batch_size, self.config.poll_timeout / 1000))
+
+    def commit(self, messages: Sequence[Message]) -> None:
+        """Commit, synchronously, the offset after the last message of each partition in ``messages``."""
+        positions: dict[tuple[str, int], int] = {}
+        for message in messages:
+            if message.error() is None:
+                key = (message.topic(), message.partition())
+                positions[key] = max(positions.get(key, -1), message.offset())
+        if positions:
+            self.consumer.commit(offsets=[TopicPartition(t, p, o + 1) for (t, p), o in positions.items()],
+                                 asynchronous=False)
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+class Publisher:
+    """Dead letters and control events through one idempotent producer."""
+
+    def __init__(self, config: KafkaConfig) -> None:
+        self.config = config
+        self.producer = Producer({**client_settings(config), "enable.idempotence": True, "linger.ms": 5,
+                                  "message.max.bytes": max(config.max_message_bytes + 65_536, 1_000_000)})
+        self._alert_schema = fastavro.parse_schema(json.loads(schema_text("control_alert.avsc")))
+        self._rollback_schema = fastavro.parse_schema(json.loads(schema_text("control_rollback.avsc")))
+        self._errors: list[str] = []
+
+    def dead_letter(self, bad: BadEvent, payload: bytes | None = None, key: bytes | None = None) -> None:
+        where = ORIGIN.match(bad.origin)
+        headers = [
+            ("driftline.stage", bad.stage.encode()),
+            ("driftline.error.class", bad.error_class.encode()),
+            ("driftline.error.reason", bad.reason[:1000].encode()),
+            ("driftline.origin", bad.origin.encode()),
+        ]
+        if where is not None:
+            headers += [("driftline.source.topic", where["topic"].encode()),
+                        ("driftline.source.partition", where["partition"].encode()),
+                        ("driftline.source.offset", where["offset"].encode())]
+        self._produce(self.config.dead_letter_topic, payload if payload is not None else bad.payload, key, headers)
+
+    def alert(self, event: AlertEvent) -> None:
+        w = event.window
+        record = {"alert_id": event.alert_id, "kind": event.kind, "model": w.model, "model_version": w.model_version,
+                  "subject": event.subject, "role": event.role, "severity": event.severity,
+                  "window_id": w.window_id, "window_start": w.start_ms, "window_end": w.end_ms,
+                  "reference_hash": w.reference_hash,
+                  "breaches": [{"metric": b.metric, "value": b.value, "threshold": b.threshold,
+                                "severity": b.severity} for b in event.breaches]}
+        self._produce(self.config.control_topic, _avro(self._alert_schema, record), w.model.encode(),
+                      _cloudevent(ALERT_TYPE, event.alert_id, w.model, f"{w.model}/{w.model_version}/{event.subject}",
+                                  w.end_ms))
+
+    def rollback(self, request: RollbackRequest) -> None:
+        w = request.window
+        record = {"request_id": request.request_id, "model": request.model, "model_version": request.model_version,
+                  "alert_id": request.alert_id, "subject": request.subject, "severity": request.severity,
+                  "status": request.status, "suppressed_by": request.suppressed_by, "window_id": w.window_id,
+                  "window_end": w.end_ms, "reference_hash": w.reference_hash}
+        self._produce(self.config.control_topic, _avro(self._rollback_schema, record), request.model.encode(),
+                      _cloudevent(ROLLBACK_TYPE, request.request_id, request.model,
+                                  f"{request.model}/{request.model_version}", w.end_ms))
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Wait until every record is acknowledged; raise if any was not (the caller must not commit)."""
+        remaining = self.producer.flush(timeout_s)
+        errors, self._errors = self._errors, []
+        if remaining or errors:
+            raise KafkaException(f"{remaining} records unacknowledged, {len(errors)} failed: {errors[:3]}")
+
+    def _produce(self, topic: str, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]]) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=self._delivered)
+                return
+            except BufferError:  # local queue full: serve delivery callbacks, then retry
+                self.producer.poll(0.5)
+
+    def _delivered(self, error: Any, message: Message) -> None:
+        if error is not None:
+            self._errors.append(f"{message.topic()}: {error}")
+
+
+def _avro(schema: Any, record: dict[str, Any]) -> bytes:
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, schema, record)
+    return out.getvalue()
+
+
+def _cloudevent(kind: str, event_id: str, model: str, subject: str, time_ms: int) -> list[tuple[str, bytes]]:
+    return [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", event_id.encode()),
+        ("ce_source", f"/driftline/models/{model}".encode()),
+        ("ce_type", kind.encode()),
+        ("ce_subject", subject.encode()),
+        ("ce_time", datetime.fromtimestamp(time_ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z").encode()),
+        ("content-type", b"application/avro"),
+        ("ce_dataschema", f"/schemas/{'control_alert' if kind == ALERT_TYPE else 'control_rollback'}.avsc".encode()),
+    ]
