@@ -69,6 +69,10 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     replay.set_defaults(run=_replay)
 
+    run = commands.add_parser("run", help="the Kafka service: consume, evaluate, persist, alert (SIGTERM stops cleanly)")
+    run.add_argument("--config", required=True, help="driftline.yaml with a kafka section")
+    run.set_defaults(run=_run)
+
     query = commands.add_parser("query", help="run SQL against the store and print the result")
     query.add_argument("sql")
     query.add_argument("--config", default=None, help="driftline.yaml (default: the embedded store here)")
@@ -185,6 +189,17 @@ def _replay(args: argparse.Namespace) -> int:
         print(f"  {bad.describe()}", file=sys.stderr)
     if sum(t.bad.values()) > 20:
         print(f"  … and {sum(t.bad.values()) - 20} more (driftline replay --json lists 100)", file=sys.stderr)
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    from driftline.config import load_config
+    from driftline.service import describe, run_service
+
+    config = load_config(args.config)
+    if not config.kafka.topics:
+        raise InvalidInput(f"{args.config}: kafka.topics is empty; name at least one topic to consume")
+    run_service(config, on_batch=lambda report: print(json.dumps(describe(report)), file=sys.stderr))
     return EXIT_OK
 
 
