@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test unit integration typecheck bench bench-quick clean
+.PHONY: install kafka demo test unit integration typecheck bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,16 +14,19 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+kafka:  ## Kafka 4 broker jars from Maven Central into .cache/kafka/libs (a no-op once there); tests start the broker
+	bash scripts/kafka-broker install
+
 demo: install  ## the main job on the embedded default (no servers)
 	$(BIN)/driftline demo
 
-test: install typecheck  ## every test: unit, integration, doctests, and mypy --strict on the engine
+test: install kafka typecheck  ## every test: unit, integration (real Kafka broker, chDB), doctests, mypy --strict on the engine
 	$(BIN)/python -m pytest
 
 unit: install
 	$(BIN)/python -m pytest tests/unit driftline
 
-integration: install
+integration: install kafka
 	$(BIN)/python -m pytest tests/integration
 
 typecheck: install
