@@ -17,6 +17,7 @@ profile, is unmatched by the join, or is refused by the window bounds comes back
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -82,11 +83,9 @@ class Pipeline:
                     raise ConfigError(f"models.{model.name}.references.{version}: {path} profiles "
                                       f"{profile.model} {profile.model_version}, not {model.name} {version}")
                 self.monitors[(model.name, version)] = ModelMonitor(profile, spec, _assessment_policy(model))
-        self.batches = 0
 
     def process(self, events: Events, bad: list[BadEvent] | None = None, now_ms: int | None = None) -> StepResult:
         """Run one batch through the pipeline and persist what it produced."""
-        self.batches += 1
         step = StepResult(bad=list(bad or []))
         self.totals.events += len(events) + len(step.bad)
         joined = self.joiner.push(events)
@@ -143,7 +142,7 @@ class Pipeline:
             self.totals.accepted += update.accepted
             self.totals.late += sum(c.count for c in update.late)
             if self.store is not None and update.late:
-                self.store.write_late(key[0], key[1], update.late, batch_id=f"{self.batches}")
+                self.store.write_late(key[0], key[1], update.late, batch_id=_batch_id(group))
             step.reports.extend(update.reports)
 
     def _decide_and_persist(self, step: StepResult) -> None:
@@ -196,6 +195,16 @@ def typed_columns(profile: ReferenceProfile, events: Events) -> tuple[dict[str, 
                     invalid.setdefault(row, f"feature {name!r} is too large for a float")
             columns[name] = values
     return columns, invalid
+
+
+def _batch_id(events: Events) -> str:
+    """Names a batch by its request ids: the same events give the same id on a replay, a restart or in
+    another file format, and two batches never share one (late counts are keyed by it)."""
+    digest = hashlib.blake2b(digest_size=12)
+    for request_id in events.request_id.tolist():
+        digest.update(request_id.encode())
+        digest.update(b"\x1f")
+    return digest.hexdigest()
 
 
 def audit_entries(step: StepResult) -> list[AuditEntry]:
