@@ -13,6 +13,7 @@ bad ones into :class:`BadEvent` (with where it came from and why) and builds one
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,6 +24,7 @@ from numpy.typing import NDArray
 
 COMBINED, REQUEST, RESPONSE = 0, 1, 2
 KIND_NAMES = {"combined": COMBINED, "request": REQUEST, "response": RESPONSE}
+_FEATURE_TYPES = frozenset((int, float, str, bool, type(None)))
 MIN_EVENT_TIME_MS = 946_684_800_000  # 2000-01-01: smaller values are seconds, not milliseconds
 MAX_EVENT_TIME_MS = 4_102_444_800_000  # 2100-01-01
 
@@ -124,9 +126,6 @@ class EventBuilder:
         n = len(rows)
         if n == 0:
             return Events.empty()
-        names = list(dict.fromkeys(k for r in rows if r[7] is not None for k in r[7]))
-        features = {name: _object_array([r[7].get(name) if r[7] is not None else None for r in rows])
-                    for name in names}
         return Events(
             kind=np.fromiter((r[0] for r in rows), dtype=np.int8, count=n),
             request_id=_object_array([r[1] for r in rows]),
@@ -135,9 +134,28 @@ class EventBuilder:
             event_time=np.fromiter((r[4] for r in rows), dtype=np.int64, count=n),
             score=np.fromiter((r[5] for r in rows), dtype=np.float64, count=n),
             decision=_object_array([r[6] for r in rows]),
-            features=features,
+            features=_feature_columns([r[7] for r in rows]),
             position=_object_array([r[8] for r in rows]),
         )
+
+
+def _feature_columns(maps: list[Mapping[str, Any] | None]) -> dict[str, NDArray[np.object_]]:
+    """Rows of feature maps → one object array per feature (None where a row lacks it)."""
+    first = next((m for m in maps if m is not None), None)
+    if first is None:
+        return {}
+    names = list(first)
+    if names and all(m is not None and len(m) == len(names) for m in maps):
+        getter = operator.itemgetter(*names)
+        try:  # the common case: every row has the same features; one pass, then a transpose
+            rows = [getter(m) for m in maps]
+        except KeyError:
+            pass
+        else:
+            columns = zip(*rows) if len(names) > 1 else [rows]
+            return {name: _object_array(column) for name, column in zip(names, columns, strict=True)}
+    names = list(dict.fromkeys(k for m in maps if m is not None for k in m))
+    return {name: _object_array([m.get(name) if m is not None else None for m in maps]) for name in names}
 
 
 class InvalidEvent(ValueError):
@@ -165,10 +183,11 @@ def _validate(record: Any) -> tuple[int, str, str, str, int, float, Any, Mapping
         if not isinstance(features, Mapping):
             raise InvalidEvent(f"features must be an object of name → value, got {type(features).__name__}",
                                "SchemaMismatch")
-        for name, value in features.items():
-            if value is not None and not isinstance(value, (int, float, str, bool)):
-                raise InvalidEvent(f"feature {name!r} must be a number, string or null, got {type(value).__name__}",
-                                   "SchemaMismatch")
+        if not _FEATURE_TYPES.issuperset(map(type, features.values())):  # fast path: exact types
+            for name, value in features.items():
+                if value is not None and not isinstance(value, (int, float, str, bool)):
+                    raise InvalidEvent(f"feature {name!r} must be a number, string or null, "
+                                       f"got {type(value).__name__}", "SchemaMismatch")
     has_output = record.get("score") is not None or record.get("decision") is not None
     score = record.get("score")
     if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):

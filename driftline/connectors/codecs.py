@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 import fastavro
+import orjson
 
 from driftline.errors import DriftlineError
 from driftline.schemas import schema_text
@@ -45,7 +46,7 @@ class DecodeError(DriftlineError):
 
 def decode_json(value: bytes) -> Record:
     try:
-        record = json.loads(value)
+        record = orjson.loads(value)
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, numbers past Python's digit limit
         raise DecodeError(f"not JSON: {exc}", type(exc).__name__) from None
     if not isinstance(record, dict):

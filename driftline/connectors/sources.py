@@ -8,7 +8,7 @@ is reported as one bad input.
 
 from __future__ import annotations
 
-import json
+import orjson
 from datetime import UTC, datetime
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,7 +54,7 @@ def _jsonl(path: Path, chunk_size: int) -> Iterator[Chunk]:
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                record = orjson.loads(line)
             except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, a number past Python's digit limit
                 builder.reject(f"line {number}", "decode", exc, line[:4096])
                 continue

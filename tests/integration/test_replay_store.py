@@ -177,7 +177,7 @@ BAD_LINES: list[tuple[bytes, str, str, str]] = [
     # raw line, stage, error class, what the reason says
     (json.dumps(_line())[:70].encode(), "decode", "JSONDecodeError", ""),  # truncated by a broken pipe
     (b'{"request_id": "x", "model": ', "decode", "JSONDecodeError", ""),
-    (b'{"request_id": "bad-1", "model": "credit_scoring"\xff\xfe}', "decode", "UnicodeDecodeError", ""),
+    (b'{"request_id": "bad-1", "model": "credit_scoring"\xff\xfe}', "decode", "JSONDecodeError", "UTF-8"),
     (json.dumps(_line(score="high")).encode(), "validate", "SchemaMismatch", "score must be a number or null"),
     (json.dumps(_line(event_time=(DAY_START_MS + 1_000) // 1000)).encode(), "validate", "SchemaMismatch",
      "(epoch seconds? send milliseconds)"),
