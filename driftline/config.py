@@ -73,6 +73,11 @@ class WindowConfig(_Strict):
             raise ValueError("size must be positive")
         if self.hop is not None and (self.hop <= 0 or self.size % self.hop):
             raise ValueError(f"hop ({self.hop} ms) must be positive and divide size ({self.size} ms)")
+        hop = self.hop or self.size
+        needed = self.size // hop + -(-self.allowed_lateness // hop) + 1
+        if self.max_open_panes < needed:
+            raise ValueError(f"max_open_panes ({self.max_open_panes}) must be at least {needed}: the panes of one "
+                             "window plus those within the allowed lateness, or an in-order stream stalls")
         return self
 
 
@@ -92,6 +97,19 @@ class ThresholdConfig(_Strict):
     critical: float | None = None
     direction: Literal["above", "below"] = "above"
     absolute: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ThresholdConfig:
+        if self.warn is None and self.critical is None:
+            raise ValueError(f"threshold for {self.metric} sets neither warn nor critical")
+        if self.warn is not None and self.critical is not None:
+            if self.direction == "above" and self.critical < self.warn:
+                raise ValueError(f"{self.metric}: critical ({self.critical}) must be >= warn ({self.warn}) "
+                                 "for a metric that breaches above")
+            if self.direction == "below" and self.critical > self.warn:
+                raise ValueError(f"{self.metric}: critical ({self.critical}) must be <= warn ({self.warn}) "
+                                 "for a metric that breaches below")
+        return self
 
 
 class PolicyConfig(_Strict):
@@ -225,7 +243,9 @@ def _set_path(data: Any, parts: list[str], value: Any) -> None:
         last = i == len(parts) - 1
         if isinstance(target, list):
             index = int(part)
-            while len(target) <= index:
+            if index > len(target):
+                raise IndexError(f"list index {index} skips past the {len(target)} items configured")
+            if index == len(target):
                 target.append({})
             if last:
                 target[index] = value

@@ -55,7 +55,8 @@ class WindowSpec:
     hop_ms: int | None = None
     """None for tumbling windows; otherwise ``size_ms`` must be a multiple of it."""
     allowed_lateness_ms: int = 0
-    max_open_panes: int = 10_000
+    max_open_panes: int | None = None
+    """Bound on panes held open; None: ``max(10_000, min_open_panes)``."""
     max_future_ms: int | None = None
     """Reject events later than ``now_ms + max_future_ms`` when the caller hands ``now_ms`` in."""
 
@@ -66,8 +67,9 @@ class WindowSpec:
             raise InvalidInput(f"window hop_ms must divide size_ms={self.size_ms}, got {self.hop_ms}")
         if self.allowed_lateness_ms < 0:
             raise InvalidInput(f"allowed_lateness_ms must be >= 0, got {self.allowed_lateness_ms}")
-        if self.max_open_panes < self.panes_per_window:
-            raise InvalidInput(f"max_open_panes must be >= {self.panes_per_window} (one window)")
+        if self.pane_limit < self.min_open_panes:
+            raise InvalidInput(f"max_open_panes must be at least {self.min_open_panes}: the panes of one window "
+                               f"plus the allowed lateness ((size + lateness) / hop + 1)")
 
     @property
     def hop(self) -> int:
@@ -76,6 +78,15 @@ class WindowSpec:
     @property
     def panes_per_window(self) -> int:
         return self.size_ms // self.hop
+
+    @property
+    def pane_limit(self) -> int:
+        return self.max_open_panes if self.max_open_panes is not None else max(10_000, self.min_open_panes)
+
+    @property
+    def min_open_panes(self) -> int:
+        """Panes an in-order stream keeps open at once: one window's and those within the lateness."""
+        return self.panes_per_window + -(-self.allowed_lateness_ms // self.hop) + 1
 
 
 def window_id(model: str, model_version: str, start_ms: int, end_ms: int) -> str:
@@ -185,7 +196,7 @@ class WindowState:
                 # Keep the event for still-open windows: the newest window holding pane p ends at
                 # p * hop + size.
                 keep &= ~(partly_late & (panes * hop + self.spec.size_ms <= self.watermark))
-        keep &= self._within_pane_bound(panes, keep)
+        keep &= self._within_pane_bound(times, panes, keep)
         rejected = np.flatnonzero(~keep & ~self._fully_late(panes))
         self.rejected_events += len(rejected)
         accepted = np.flatnonzero(keep)
@@ -268,15 +279,25 @@ class WindowState:
             return np.zeros(len(panes), dtype=bool)
         return panes * self.spec.hop + self.spec.size_ms <= self.watermark
 
-    def _within_pane_bound(self, panes: NDArray[np.int64], keep: NDArray[np.bool_]) -> NDArray[np.bool_]:
-        """False for events that would open panes beyond ``max_open_panes`` (the newest go first)."""
+    def _within_pane_bound(self, times: NDArray[np.int64], panes: NDArray[np.int64],
+                           keep: NDArray[np.bool_]) -> NDArray[np.bool_]:
+        """False for events that would leave more than ``max_open_panes`` panes open after the batch
+        (the newest go first). Panes the batch itself closes do not count: a long in-order batch is
+        not refused for its length."""
+        if not keep.any():
+            return np.ones(len(panes), dtype=bool)
+        hop, size = self.spec.hop, self.spec.size_ms
+        watermark = int(times[keep].max()) - self.spec.allowed_lateness_ms
+        if self.watermark is not None:
+            watermark = max(watermark, self.watermark)
+        held = np.fromiter(self.panes, dtype=np.int64, count=len(self.panes))
+        surviving_held = int((held * hop + size > watermark).sum())
         candidates = np.unique(panes[keep])
-        new = candidates[~np.isin(candidates, np.fromiter(self.panes, dtype=np.int64, count=len(self.panes)))]
-        room = self.spec.max_open_panes - len(self.panes)
+        new = candidates[~np.isin(candidates, held) & (candidates * hop + size > watermark)]
+        room = self.spec.pane_limit - surviving_held
         if len(new) <= room:
             return np.ones(len(panes), dtype=bool)
-        refused = new[max(room, 0):]
-        return ~np.isin(panes, refused)
+        return ~np.isin(panes, new[max(room, 0):])
 
     def _accumulate(self, panes: NDArray[np.int64], accepted: NDArray[np.intp],
                     columns: Mapping[str, NDArray[Any]]) -> None:

@@ -269,8 +269,14 @@ def test_overrides_read_the_process_environment_by_default(tmp_path: Path, monke
 
 def test_apply_overrides_on_plain_data() -> None:
     data: dict[str, Any] = {"models": [{"name": "a"}]}
-    apply_overrides(data, {"DRIFTLINE__MODELS__2__NAME": "c", "DRIFTLINE__STORE__TTL_DAYS": "7"})
-    assert data == {"models": [{"name": "a"}, {}, {"name": "c"}], "store": {"ttl_days": 7}}
+    apply_overrides(data, {"DRIFTLINE__MODELS__1__NAME": "c", "DRIFTLINE__STORE__TTL_DAYS": "7"})
+    assert data == {"models": [{"name": "a"}, {"name": "c"}], "store": {"ttl_days": 7}}
+
+
+def test_an_override_index_may_not_skip_items() -> None:
+    """Index 99999999 would otherwise append a hundred million empty models."""
+    with pytest.raises(ConfigError, match="MODELS__99999999"):
+        apply_overrides({"models": [{"name": "a"}]}, {"DRIFTLINE__MODELS__99999999__NAME": "c"})
 
 
 @pytest.mark.parametrize("environ", [

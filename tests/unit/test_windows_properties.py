@@ -381,7 +381,7 @@ def test_rejected_events_are_reported_by_index(stream: Stream, data: st.DataObje
     """Events too far in the future or over the pane bound are rejected by index, never lost."""
     base = stream.spec
     spec = WindowSpec(size_ms=base.size_ms, hop_ms=base.hop_ms, allowed_lateness_ms=base.allowed_lateness_ms,
-                      max_open_panes=data.draw(st.integers(base.panes_per_window, base.panes_per_window + 6)),
+                      max_open_panes=data.draw(st.integers(base.min_open_panes, base.min_open_panes + 6)),
                       max_future_ms=data.draw(st.integers(0, 200)))
     now = data.draw(st.integers(-100, 600))
     state = WindowState(FEATURES, spec)
@@ -402,7 +402,7 @@ def test_rejected_events_are_reported_by_index(stream: Stream, data: st.DataObje
         for i in np.setdiff1d(rejected, np.flatnonzero(too_far)).tolist():
             assert times[i] // spec.hop not in panes_before
         assert result.accepted + int(fully_late.sum()) + len(rejected) == len(times)
-        assert len(state.panes) <= spec.max_open_panes
+        assert len(state.panes) <= spec.pane_limit
         total_accepted += result.accepted
         total_fully_late += int(fully_late.sum())
         total_rejected += len(rejected)
