@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 from driftline.config import load_config
 from driftline.connectors.profiles import save_profile
 from driftline.engine.profile import build_profile
+from driftline.errors import InvalidInput
 from driftline.pipeline import StepResult, Totals
 from driftline.replay import ReplayOutcome, replay
 from driftline.synthetic import (
@@ -76,9 +77,13 @@ def prepare(workdir: str | Path, events_per_hour: int, seed: int = 7, incidents:
             say: Callable[..., None] = lambda *_: None) -> tuple[Path, list[Path]]:
     """Profiles, a configuration and a day of traffic in ``workdir`` (emptied first)."""
     root = Path(workdir)
-    if root.exists():
+    marker = root / ".driftline-demo"
+    if root.exists() and any(root.iterdir()):
+        if not marker.exists():
+            raise InvalidInput(f"{root} is not empty and was not made by driftline demo; choose another --workdir")
         shutil.rmtree(root)
     (root / "traffic").mkdir(parents=True)
+    marker.write_text("made by driftline demo; emptied by the next run\n")
     rng = np.random.default_rng(seed)
     say("\n1. profile each model's training data (100,000 rows)")
     for model in MODELS:

@@ -17,10 +17,9 @@ profile, is unmatched by the join, or is refused by the window bounds comes back
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -34,9 +33,13 @@ from driftline.engine.bins import as_float
 from driftline.engine.monitor import ModelMonitor, WindowReport
 from driftline.engine.policy import AlertEvent, AlertPolicy, Decider, DeciderState, RollbackPolicy, RollbackRequest
 from driftline.engine.profile import ReferenceProfile
-from driftline.engine.window import WindowSpec
+from driftline.engine.window import LateCount, WindowSpec
 from driftline.events import BadEvent, Events
 from driftline.join import Joiner, group_indices
+
+
+MAX_LATE_WINDOWS = 100_000
+"""Windows whose running late count is remembered (the oldest are forgotten first)."""
 
 
 @dataclass
@@ -71,6 +74,8 @@ class Pipeline:
         self.monitors: dict[tuple[str, str], ModelMonitor] = {}
         self.deciders: dict[str, Decider] = {}
         self.totals = Totals()
+        self._newest: int | None = None
+        self._late: dict[tuple[str, str, str], int] = {}
         state = DeciderState()  # shared: the circuit breaker is fleet-wide
         spec = WindowSpec(size_ms=config.windows.size, hop_ms=config.windows.hop,
                           allowed_lateness_ms=config.windows.allowed_lateness,
@@ -88,6 +93,7 @@ class Pipeline:
         """Run one batch through the pipeline and persist what it produced."""
         step = StepResult(bad=list(bad or []))
         self.totals.events += len(events) + len(step.bad)
+        events = self._refuse_future(events, step, now_ms)
         joined = self.joiner.push(events)
         self._unjoined(joined.unmatched_requests, joined.unmatched_responses, joined.duplicates, joined.mismatched,
                        step)
@@ -135,15 +141,48 @@ class Pipeline:
                 keep = np.setdiff1d(np.arange(len(group)), np.fromiter(invalid, dtype=np.intp))
                 group = group.take(keep)
                 columns = {name: values[keep] for name, values in columns.items()}
+            late_before = monitor.state.late_events
             update = monitor.update(group.event_time, columns, now_ms)
             for row in update.rejected.tolist():
                 step.bad.append(BadEvent(str(group.position[row]), "engine", "OutOfWindow",
                                          "event time too far ahead, or too many open windows"))
             self.totals.accepted += update.accepted
-            self.totals.late += sum(c.count for c in update.late)
+            self.totals.late += monitor.state.late_events - late_before
             if self.store is not None and update.late:
-                self.store.write_late(key[0], key[1], update.late, batch_id=_batch_id(group))
+                self.store.write_late(key[0], key[1], self._running_late(key, update.late))
             step.reports.extend(update.reports)
+
+    def _refuse_future(self, events: Events, step: StepResult, now_ms: int | None) -> Events:
+        """Refuse events stamped more than ``windows.max_future`` ahead, before they can move a watermark
+        or expire the join. Ahead of the clock when one is handed in (the service); in a replay, ahead
+        of the newest time seen so far or of the batch's 99th percentile, whichever is later."""
+        limit = self.config.windows.max_future
+        if limit is None or not len(events):
+            return events
+        if now_ms is None:
+            typical = int(np.percentile(events.event_time, 99, method="lower"))
+            now_ms = typical if self._newest is None else max(self._newest, typical)
+        ahead = events.event_time > now_ms + limit
+        if ahead.any():
+            step.bad.extend(BadEvent(str(origin), "engine", "FutureEvent",
+                                     f"event time more than {limit // 1000}s ahead of {now_ms} (epoch ms)")
+                            for origin in events.position[ahead])
+            events = events.take(np.flatnonzero(~ahead))
+        if len(events):
+            newest = int(events.event_time.max())
+            self._newest = newest if self._newest is None else max(self._newest, newest)
+        return events
+
+    def _running_late(self, key: tuple[str, str], late: list[LateCount]) -> list[LateCount]:
+        """Late counts so far per window (the store keeps the largest), remembered for recent windows."""
+        running = []
+        for count in late:
+            total = self._late.pop((*key, count.window_id), 0) + count.count
+            self._late[(*key, count.window_id)] = total
+            running.append(replace(count, count=total))
+        while len(self._late) > MAX_LATE_WINDOWS:
+            del self._late[next(iter(self._late))]
+        return running
 
     def _decide_and_persist(self, step: StepResult) -> None:
         step.reports.sort(key=lambda r: (r.window.end_ms, r.window.model, r.window.model_version))
@@ -195,16 +234,6 @@ def typed_columns(profile: ReferenceProfile, events: Events) -> tuple[dict[str, 
                     invalid.setdefault(row, f"feature {name!r} is too large for a float")
             columns[name] = values
     return columns, invalid
-
-
-def _batch_id(events: Events) -> str:
-    """Names a batch by its request ids: the same events give the same id on a replay, a restart or in
-    another file format, and two batches never share one (late counts are keyed by it)."""
-    digest = hashlib.blake2b(digest_size=12)
-    for request_id in events.request_id.tolist():
-        digest.update(request_id.encode())
-        digest.update(b"\x1f")
-    return digest.hexdigest()
 
 
 def audit_entries(step: StepResult) -> list[AuditEntry]:

@@ -116,9 +116,9 @@ class ClickHouseStore:
         rows = [row for report in reports for row in window_rows(features, report)]
         return self._insert("windows", WINDOW_COLUMNS, rows)
 
-    def write_late(self, model: str, model_version: str, late: Sequence[LateCount], batch_id: str) -> int:
-        rows = [[model, model_version, c.window_id, _time(c.start_ms), _time(c.end_ms), batch_id, c.count]
-                for c in late]
+    def write_late(self, model: str, model_version: str, late: Sequence[LateCount]) -> int:
+        """``late``: the running count of late events per window so far."""
+        rows = [[model, model_version, c.window_id, _time(c.start_ms), _time(c.end_ms), c.count] for c in late]
         return self._insert("late_events", LATE_COLUMNS, rows)
 
     def write_alerts(self, events: Sequence[AlertEvent]) -> int:
@@ -180,9 +180,9 @@ WINDOW_COLUMNS = (
     "window_rows", *STAT_COLUMNS, "ks_pvalue_adjusted", "chi2_pvalue_adjusted", "severity", "insufficient_samples",
     "breaches.metric", "breaches.value", "breaches.threshold", "breaches.severity",
     "bin_labels", "bin_edges", "histogram_expected", "histogram_current", "reference_hash", "dataset_severity",
-    "driftline_version",
+    "baseline_window_id", "driftline_version",
 )
-LATE_COLUMNS = ("model", "model_version", "window_id", "window_start", "window_end", "batch_id", "late_events")
+LATE_COLUMNS = ("model", "model_version", "window_id", "window_start", "window_end", "late_events")
 ALERT_COLUMNS = ("alert_id", "kind", "model", "model_version", "subject", "role", "severity", "window_id",
                  "window_start", "window_end", "breaches.metric", "breaches.value", "breaches.threshold",
                  "breaches.severity", "reference_hash")
@@ -199,17 +199,18 @@ def window_rows(features: FeatureSet, report: WindowReport) -> list[list[Any]]:
     dataset = report.assessment.dataset
     dataset_severity = dataset.severity if dataset is not None else "ok"
     reference = features.reference()
+    previous = report.baseline
     rows = []
-    for baseline, stats, expected in (("reference", report.skew, reference), ("previous", report.drift, None)):
-        if stats is None:
+    for baseline, stats, expected in (("reference", report.skew, reference),
+                                      ("previous", report.drift, previous.counts if previous is not None else None)):
+        if stats is None or expected is None:
             continue
+        judged = baseline == "reference"
         for name, s in stats.items():
             feature = features.profile.features[name]
             assessed = report.assessment.features[name]
-            judged = baseline == "reference"
             breaches = assessed.breaches if judged else ()
             labels, edges = _bins(feature)
-            expected_counts = features.counts(expected, name).tolist() if expected is not None else []
             rows.append([
                 w.model, w.model_version, w.window_id, _time(w.start_ms), _time(w.end_ms), name, feature.kind,
                 feature.role, baseline, w.rows, *[getattr(s, c) for c in STAT_COLUMNS],
@@ -218,8 +219,9 @@ def window_rows(features: FeatureSet, report: WindowReport) -> list[list[Any]]:
                 assessed.severity if judged else "", assessed.insufficient,
                 [b.metric for b in breaches], [b.value for b in breaches], [b.threshold for b in breaches],
                 [b.severity for b in breaches],
-                labels, edges, expected_counts, features.counts(w.counts, name).tolist(), w.reference_hash,
-                dataset_severity, __version__,
+                labels, edges, features.counts(expected, name).tolist(), features.counts(w.counts, name).tolist(),
+                w.reference_hash, dataset_severity, "" if judged or previous is None else previous.window_id,
+                __version__,
             ])
     return rows
 

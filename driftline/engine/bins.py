@@ -196,29 +196,33 @@ def category_strings(values: NDArray[np.generic]) -> tuple[NDArray[np.str_], NDA
     """The present values of a categorical column as strings, and the mask of present rows.
 
     ``None`` and NaN are missing. Numbers used as labels print without a trailing ``.0`` and
-    booleans as ``"True"``/``"False"``, so a reference read from CSV and serving JSON agree.
+    booleans as ``"true"``/``"false"`` (as Arrow and JSON write them, whatever Python's ``str`` says), so a
+    reference read from CSV or Parquet and serving JSON agree.
     """
     values = np.asarray(values)
     kind = values.dtype.kind
     if kind == "O":
         present = ~((values == None) | (values != values))  # noqa: E711  (None and NaN are missing)
-        return _integral_labels(values[present].astype(str)), present
+        return _canonical_labels(values[present].astype(str)), present
     if kind in "UST":
         return values.astype(str, copy=False), np.ones(len(values), dtype=bool)
     if kind == "f":
         present = ~np.isnan(values)
         return _float_labels(values[present]), present
-    if kind in "iub":
+    if kind == "b":
+        return np.where(values, "true", "false"), np.ones(len(values), dtype=bool)
+    if kind in "iu":
         return values.astype(str), np.ones(len(values), dtype=bool)
     raise ValueError(f"categorical values must be strings or labels, got dtype {values.dtype}")
 
 
-def _integral_labels(strings: NDArray[np.str_]) -> NDArray[np.str_]:
-    """``"3.0"`` → ``"3"`` (a float label from JSON), as :func:`_float_labels` prints float arrays."""
+def _canonical_labels(strings: NDArray[np.str_]) -> NDArray[np.str_]:
+    """``"True"`` → ``"true"``, ``"3.0"`` → ``"3"``: labels from Python objects printed as
+    :func:`category_strings` prints typed arrays."""
+    strings = np.where(strings == "True", "true", np.where(strings == "False", "false", strings))
     candidates = np.flatnonzero(np.strings.endswith(strings, ".0"))
     if len(candidates) == 0:
         return strings
-    strings = strings.copy()
     for i in candidates.tolist():
         head = str(strings[i])[:-2]
         if head.lstrip("-").isdigit():

@@ -43,6 +43,7 @@ class FeatureSet:
             offset += width
         self.size = offset
         self._positive_codes = _positive_codes(profile.decision)
+        self._reference: Counts | None = None
 
     @property
     def nbytes_per_vector(self) -> int:
@@ -52,11 +53,15 @@ class FeatureSet:
         return np.zeros(self.size, dtype=np.int64)
 
     def reference(self) -> Counts:
-        """The reference profile's own counts in this plan."""
+        """The reference profile's own counts in this plan (computed once; do not modify)."""
+        if self._reference is not None:
+            return self._reference
         vector = self.empty()
         vector[0] = self.profile.rows
         for name, feature in self.profile.features.items():
             vector[self.slices[name]] = _reference_counts(feature)
+        vector.flags.writeable = False
+        self._reference = vector
         return vector
 
     def counts(self, vector: Counts, name: str) -> Counts:

@@ -32,7 +32,7 @@ from driftline.engine.features import FeatureSet
 from driftline.engine.policy import WindowRef
 from driftline.engine.profile import ReferenceProfile
 from driftline.engine.stats import FeatureStats
-from driftline.engine.window import ClosedWindow, LateCount, WindowSpec, WindowState
+from driftline.engine.window import ClosedWindow, LateCount, WindowSpec, WindowState, window_id
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,8 +41,11 @@ class WindowReport:
     skew: dict[str, FeatureStats]
     """Every monitored column against the reference profile."""
     drift: dict[str, FeatureStats] | None
-    """Every monitored column against the previous closed window (None for the first)."""
+    """Every monitored column against ``baseline``: the window that ended where this one starts (with
+    hopping windows, the adjacent non-overlapping one); None when there was none (the first window, or
+    after a gap in traffic)."""
     assessment: Assessment
+    baseline: ClosedWindow | None = None
 
     @property
     def ref(self) -> WindowRef:
@@ -72,7 +75,8 @@ class ModelMonitor:
         self.features = FeatureSet(profile)
         self.state = WindowState(self.features, spec)
         self.policy = policy or AssessmentPolicy()
-        self.previous: Counts | None = None
+        self.recent: dict[int, ClosedWindow] = {}
+        """Recently closed windows by end time: the drift baselines of the windows still to close."""
         score = profile.score
         self._score_name = score.name if score is not None else None
         self.watch = ScoreChangeWatch() if watch_score and score is not None else None
@@ -99,24 +103,33 @@ class ModelMonitor:
     def reset(self) -> None:
         """The state of a fresh monitor: no panes, no previous window, a new score watch."""
         self.state.reset()
-        self.previous = None
+        self.recent = {}
         if self.watch is not None:
             self.watch.reset()
 
     def evaluate(self, window: ClosedWindow) -> WindowReport:
         skew = self.features.compare(self._reference, window.counts)
-        drift = self.features.compare(self.previous, window.counts) if self.previous is not None else None
-        self.previous = window.counts
-        return WindowReport(window, skew, drift, assess(skew, self._roles, self.policy))
+        baseline = self.recent.get(window.start_ms)
+        drift = self.features.compare(baseline.counts, window.counts) if baseline is not None else None
+        self.recent[window.end_ms] = window
+        horizon = window.end_ms - self.state.spec.size_ms
+        self.recent = {end: w for end, w in self.recent.items() if end >= horizon}
+        return WindowReport(window, skew, drift, assess(skew, self._roles, self.policy), baseline)
 
     def snapshot(self) -> dict[str, Any]:
         return {"window_state": self.state.snapshot(),
-                "previous": None if self.previous is None else self.previous.tolist()}
+                "recent": [{"start_ms": w.start_ms, "end_ms": w.end_ms, "counts": w.counts.tolist()}
+                           for w in self.recent.values()]}
 
     def restore(self, data: Mapping[str, Any]) -> None:
         self.state = WindowState.restore(self.features, data["window_state"])
-        previous = data.get("previous")
-        self.previous = None if previous is None else np.asarray(previous, dtype=np.int64)
+        profile = self.features.profile
+        self.recent = {}
+        for w in data.get("recent", []):
+            start, end = int(w["start_ms"]), int(w["end_ms"])
+            self.recent[end] = ClosedWindow(profile.model, profile.model_version, start, end,
+                                            window_id(profile.model, profile.model_version, start, end),
+                                            np.asarray(w["counts"], dtype=np.int64), profile.content_hash)
 
 
 def _roles(profile: ReferenceProfile) -> dict[str, str]:

@@ -15,8 +15,10 @@ ENGINE = ReplacingMergeTree(applied_at)
 ORDER BY version;
 
 -- One row per model, model_version, window, feature and baseline (reference = training-serving skew,
--- previous = drift against the previous closed window). Deterministic window_id; re-inserting the same
--- window replaces it (ReplacingMergeTree on the full key; read with FINAL for exactly one copy).
+-- previous = drift against the window that ended where this one starts). Deterministic window_id;
+-- re-inserting the same window replaces it (read with FINAL for exactly one copy), and the version
+-- column window_rows makes the fuller copy win: a window recomputed from part of its events after a
+-- crash cannot replace the complete one.
 CREATE TABLE IF NOT EXISTS {database}.windows
 (
     model               LowCardinality(String),
@@ -60,15 +62,17 @@ CREATE TABLE IF NOT EXISTS {database}.windows
     histogram_current   Array(UInt64) CODEC(ZSTD(3)),
     reference_hash      LowCardinality(String),
     dataset_severity    LowCardinality(String),
+    baseline_window_id  String,
     driftline_version   LowCardinality(String)
 )
-ENGINE = ReplacingMergeTree
+ENGINE = ReplacingMergeTree(window_rows)
 PARTITION BY toYYYYMM(window_start)
 ORDER BY (model, model_version, feature, baseline, window_start, window_end)
 TTL toDateTime(window_start) + INTERVAL {ttl_days} DAY
 SETTINGS non_replicated_deduplication_window = 1000;
 
--- Events that arrived after their window had closed, per window (never silently dropped).
+-- Events that arrived after their window had closed: the running count per window (never silently
+-- dropped). Each write carries the count so far; the largest wins.
 CREATE TABLE IF NOT EXISTS {database}.late_events
 (
     model          LowCardinality(String),
@@ -76,12 +80,11 @@ CREATE TABLE IF NOT EXISTS {database}.late_events
     window_id      FixedString(32),
     window_start   DateTime64(3, 'UTC'),
     window_end     DateTime64(3, 'UTC'),
-    batch_id       String,
     late_events    UInt64
 )
-ENGINE = ReplacingMergeTree
+ENGINE = ReplacingMergeTree(late_events)
 PARTITION BY toYYYYMM(window_start)
-ORDER BY (model, model_version, window_start, window_id, batch_id)
+ORDER BY (model, model_version, window_start, window_id)
 TTL toDateTime(window_start) + INTERVAL {ttl_days} DAY
 SETTINGS non_replicated_deduplication_window = 1000;
 
@@ -127,8 +130,8 @@ ORDER BY (model, model_version, window_start, request_id)
 TTL toDateTime(window_start) + INTERVAL {ttl_days} DAY
 SETTINGS non_replicated_deduplication_window = 1000;
 
--- Append-only: what driftline decided and did, with the evidence. Never updated; an insert retried with
--- the same deduplication token is stored once.
+-- What driftline decided and did, with the evidence. Never updated; an entry written again (a retried
+-- batch, a replay) has the same entry_id and collapses into one (read with FINAL).
 CREATE TABLE IF NOT EXISTS {database}.audit_log
 (
     entry_id       FixedString(32),
@@ -144,7 +147,7 @@ CREATE TABLE IF NOT EXISTS {database}.audit_log
     reference_hash LowCardinality(String),
     driftline_version LowCardinality(String)
 )
-ENGINE = MergeTree
+ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(event_time)
 ORDER BY (model, model_version, event_time, entry_id)
 TTL toDateTime(event_time) + INTERVAL {audit_ttl_days} DAY

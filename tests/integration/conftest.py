@@ -41,7 +41,7 @@ FRAUD_INCIDENT = Incident(new_channel="crypto_exchange", new_channel_share=0.08)
 # the tables a replay writes, and an order that makes SELECT * deterministic
 TABLES = {
     "windows": "model, model_version, feature, baseline, window_start, window_end",
-    "late_events": "model, model_version, window_start, window_id, batch_id",
+    "late_events": "model, model_version, window_start, window_id",
     "alerts": "model, model_version, window_start, alert_id",
     "rollback_requests": "model, model_version, window_start, request_id",
 }

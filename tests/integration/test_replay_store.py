@@ -63,7 +63,7 @@ def test_schema_is_created_from_empty_and_reapplied_idempotently(tmp_path: Path,
         engines = dict(store.query("SELECT name, engine FROM system.tables WHERE database = 'driftline'")[1])
         assert engines == {"schema_version": "ReplacingMergeTree", "windows": "ReplacingMergeTree",
                            "late_events": "ReplacingMergeTree", "alerts": "ReplacingMergeTree",
-                           "rollback_requests": "ReplacingMergeTree", "audit_log": "MergeTree"}
+                           "rollback_requests": "ReplacingMergeTree", "audit_log": "ReplacingMergeTree"}
         config = load(write_config(tmp_path / "cfg", profiles, dsn=f"chdb://{path}"))
         events = write_jsonl(scoring_events(hours=2, per_hour=300, fraud=False), tmp_path / "e.jsonl")
         replay(config, [events], store=store)
@@ -456,7 +456,7 @@ def test_cli_config_errors_exit_2_naming_the_field(tmp_path: Path, profiles: Pro
 @pytest.mark.parametrize(("case", "named"), [
     ("missing reference profile", "no such reference profile"),
     ("profile of another model", "profiles credit_scoring 3, not fraud_detection 7"),
-    ("too few panes", "max_open_panes must be >= 12"),
+    ("too few panes", "windows: Value error, max_open_panes"),
 ])
 def test_cli_replay_refuses_a_config_whose_models_cannot_run(tmp_path: Path, profiles: Profiles, case: str,
                                                              named: str, capsys: pytest.CaptureFixture[str]) -> None:

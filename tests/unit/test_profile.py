@@ -241,7 +241,7 @@ def test_decision_profile_and_positive_values(credit: tuple[dict[str, np.ndarray
 @pytest.mark.parametrize("values,expected", [
     (np.array([3.0, 1.0, np.nan]), ["3", "1"]),
     (np.array([3, 1]), ["3", "1"]),
-    (np.array([True, False]), ["True", "False"]),
+    (np.array([True, False]), ["true", "false"]),  # as Arrow and JSON write booleans
     (np.array(["x", "y"]), ["x", "y"]),
     (np.array(["x", None, np.nan, 2], dtype=object), ["x", "2"]),
     (np.array([0.5, np.inf]), ["0.5", "inf"]),
