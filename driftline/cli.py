@@ -25,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     try:
         return int(args.run(args))
-    except DriftlineError as exc:
+    except (DriftlineError, OSError) as exc:  # bad input, or a file that cannot be read or written
         print(f"driftline: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

@@ -30,14 +30,5 @@ class SchemaMismatch(DriftlineError):
         super().__init__(f"field {field!r}: expected {expected}, got {got}")
 
 
-class InsufficientSamples(DriftlineError):
-    """Too few observations for a statistic to mean anything."""
-
-    def __init__(self, needed: int, seen: int) -> None:
-        self.needed = needed
-        self.seen = seen
-        super().__init__(f"needs at least {needed} samples, saw {seen}")
-
-
 class ProfileError(DriftlineError):
     """A reference profile that is malformed, fails its schema, or whose hash does not match."""

@@ -198,7 +198,8 @@ def _validate(record: Any) -> tuple[int, str, str, str, int, float, Any, Mapping
         raise InvalidEvent(f"score {score} is too large for a float", "SchemaMismatch") from None
     decision = record.get("decision")
     if decision is not None and not isinstance(decision, (str, int, bool)):
-        raise InvalidEvent(f"decision must be a string or null, got {type(decision).__name__}", "SchemaMismatch")
+        raise InvalidEvent(f"decision must be a string (or a number or boolean label) or null, "
+                           f"got {type(decision).__name__}", "SchemaMismatch")
     declared = record.get("kind")
     if declared is not None:
         if not isinstance(declared, str) or declared not in KIND_NAMES:

@@ -100,14 +100,6 @@ def _drop_duplicates(halves: Events) -> tuple[Events, Events]:
     return halves.take(np.flatnonzero(keep)), halves.take(np.flatnonzero(~keep))
 
 
-def count_by_model(events: Events) -> dict[tuple[str, str], int]:
-    if not len(events):
-        return {}
-    keys, counts = np.unique(np.char.add(np.char.add(events.model.astype(str), "\x1f"),
-                                         events.model_version.astype(str)), return_counts=True)
-    return {tuple(k.split("\x1f", 1)): int(c) for k, c in zip(keys.tolist(), counts.tolist(), strict=True)}
-
-
 def group_indices(events: Events) -> dict[tuple[str, str], NDArray[np.intp]]:
     """Row indices of each (model, version) in the batch, in arrival order."""
     if not len(events):

@@ -30,6 +30,7 @@ from driftline.connectors.clickhouse import AuditEntry, ClickHouseStore
 from driftline.connectors.profiles import load_profile
 from driftline.engine.assess import AssessmentPolicy, Threshold
 from driftline.engine.bins import as_float
+from driftline.engine.changewatch import ChangeDetection
 from driftline.engine.monitor import ModelMonitor, WindowReport
 from driftline.engine.policy import AlertEvent, AlertPolicy, Decider, DeciderState, RollbackPolicy, RollbackRequest
 from driftline.engine.profile import ReferenceProfile
@@ -48,6 +49,8 @@ class StepResult:
     alerts: list[AlertEvent] = field(default_factory=list)
     rollbacks: list[RollbackRequest] = field(default_factory=list)
     bad: list[BadEvent] = field(default_factory=list)
+    detections: list[tuple[str, str, int, ChangeDetection]] = field(default_factory=list)
+    """Early warnings of the score change watch: (model, version, newest event time of the batch, detection)."""
 
 
 @dataclass
@@ -151,6 +154,9 @@ class Pipeline:
             if self.store is not None and update.late:
                 self.store.write_late(key[0], key[1], self._running_late(key, update.late))
             step.reports.extend(update.reports)
+            if update.detections:
+                newest = int(group.event_time.max())
+                step.detections.extend((key[0], key[1], newest, d) for d in update.detections)
 
     def _refuse_future(self, events: Events, step: StepResult, now_ms: int | None) -> Events:
         """Refuse events stamped more than ``windows.max_future`` ahead, before they can move a watermark
@@ -242,6 +248,9 @@ def audit_entries(step: StepResult) -> list[AuditEntry]:
                           json.dumps({"rows": r.window.rows, "severity": r.assessment.severity,
                                       "drifted": [n for n, f in r.assessment.features.items() if f.severity != "ok"]},
                                      sort_keys=True), r.window.reference_hash) for r in step.reports]
+    entries += [AuditEntry(f"changewatch.{d.detector}", time_ms, model, version, "", f"chunk {d.chunk}",
+                           json.dumps({"chunk": d.chunk, "chunk_mean": d.chunk_mean}, sort_keys=True))
+                for model, version, time_ms, d in step.detections]
     entries += [AuditEntry(f"alert.{a.kind}", a.window.end_ms, a.window.model, a.window.model_version,
                            a.window.window_id, a.alert_id,
                            json.dumps({"subject": a.subject, "severity": a.severity,

@@ -8,7 +8,6 @@ from typing import Any
 
 from driftline.engine.assess import Assessment, FeatureAssessment
 from driftline.engine.profile import ReferenceProfile
-from driftline.engine.stats import FeatureStats
 
 
 def feature_dict(assessed: FeatureAssessment, kind: str) -> dict[str, Any]:
@@ -65,10 +64,6 @@ def evaluation_table(result: Mapping[str, Any]) -> str:
     lines.append(f"model {result['model']} version {result['model_version']}, {result['rows']} rows, "
                  f"reference {result['reference_hash'][:19]}…")
     return "\n".join(lines)
-
-
-def stats_dict(stats: FeatureStats) -> dict[str, Any]:
-    return {k: _finite(v) for k, v in stats.as_dict().items()}
 
 
 def _finite(value: Any) -> Any:

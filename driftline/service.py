@@ -29,12 +29,13 @@ from typing import Any
 
 from driftline.config import Config
 from driftline.connectors.clickhouse import ClickHouseStore
-from driftline.connectors.codecs import DecodeError, Decoder, SchemaRegistry, make_decoder
+from driftline.connectors.codecs import DecodeError, Decoder, RegistryUnavailable, SchemaRegistry, make_decoder
 from driftline.connectors.kafka import KafkaSource, Publisher, origin
 from driftline.events import EventBuilder
 from driftline.pipeline import Pipeline, StepResult
 
 log = logging.getLogger("driftline.service")
+RETRY_S = 5.0
 
 
 @dataclass
@@ -59,6 +60,16 @@ class Service:
 
     def step(self) -> BatchReport:
         messages = self.source.poll_batch()
+        try:
+            builder, payloads = self._decode(messages)
+        except RegistryUnavailable as exc:  # nothing consumed yet: rewind and try the same batch again
+            log.warning("%s; retrying the batch in %.0f s", exc, RETRY_S)
+            self.source.rewind(messages)
+            time.sleep(RETRY_S)
+            return BatchReport(0, StepResult(), 0)
+        return self._process(messages, builder, payloads)
+
+    def _decode(self, messages: list[Any]) -> tuple[EventBuilder, dict[str, tuple[bytes | None, bytes | None]]]:
         builder = EventBuilder("kafka")
         payloads: dict[str, tuple[bytes | None, bytes | None]] = {}
         limit = self.config.kafka.max_message_bytes
@@ -81,6 +92,10 @@ class Service:
                     builder.reject_at(where, "decode", exc)
                 else:
                     builder.add_at(record, where)
+        return builder, payloads
+
+    def _process(self, messages: list[Any], builder: EventBuilder,
+                 payloads: dict[str, tuple[bytes | None, bytes | None]]) -> BatchReport:
         events = builder.build()
         result = self.pipeline.process(events, builder.bad, now_ms=int(self.clock() * 1000))
         for event in result.alerts:

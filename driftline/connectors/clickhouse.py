@@ -37,7 +37,8 @@ STAT_COLUMNS = tuple(FeatureStats.__dataclass_fields__)
 
 
 class StoreError(DriftlineError):
-    """The store is unreachable or refused a statement; the pipeline pauses and retries, nothing is lost."""
+    """The store is unreachable or refused a statement. The batch in hand is not committed, so after a
+    restart it is consumed and written again (every insert is idempotent): nothing is lost."""
 
 
 @dataclass(frozen=True)

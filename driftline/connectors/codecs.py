@@ -82,6 +82,11 @@ def _read_avro(value: bytes, schema: Any) -> Record:
     return record
 
 
+class RegistryUnavailable(DriftlineError):
+    """The schema registry could not be asked (network, 5xx): transient. The batch is not committed and
+    is consumed again; nothing is dead-lettered for it."""
+
+
 class SchemaRegistry:
     """Writer schemas by id from a Confluent-compatible Schema Registry, cached for the process."""
 
@@ -102,8 +107,14 @@ class SchemaRegistry:
         except urllib.error.HTTPError as exc:
             if exc.code == 404:
                 raise DecodeError(f"schema id {schema_id} is unknown to the registry", "UnknownSchemaId") from None
-            raise
-        schema = fastavro.parse_schema(json.loads(body["schema"]))
+            raise RegistryUnavailable(f"schema registry {self.url} answered {exc.code} for id {schema_id}") from None
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise RegistryUnavailable(f"schema registry {self.url} unreachable: {exc}") from None
+        try:
+            schema = fastavro.parse_schema(json.loads(body["schema"]))
+        except Exception as exc:  # a schema driftline cannot use (references, bad JSON): every message fails
+            raise DecodeError(f"schema id {schema_id} cannot be used: {type(exc).__name__}: {exc}",
+                              "UnusableSchema") from None
         self._schemas[schema_id] = schema
         return schema
 

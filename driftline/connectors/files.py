@@ -45,7 +45,13 @@ def read_table(path: str | Path) -> pa.Table:
 def read_columns(path: str | Path, categorical: set[str] | frozenset[str] = frozenset()) -> Columns:
     """Read a file into engine columns; names in ``categorical`` are read as labels whatever their type."""
     table = read_table(path)
-    return {name: to_numpy(table.column(name), as_labels=name in categorical) for name in table.column_names}
+    columns = {}
+    for name in table.column_names:
+        try:
+            columns[name] = to_numpy(table.column(name), as_labels=name in categorical)
+        except InvalidInput as exc:
+            raise InvalidInput(f"{path}: {exc.reason}", column=name) from None
+    return columns
 
 
 def to_numpy(column: pa.ChunkedArray, as_labels: bool = False) -> NDArray[Any]:
@@ -66,11 +72,6 @@ def to_numpy(column: pa.ChunkedArray, as_labels: bool = False) -> NDArray[Any]:
     else:
         raise InvalidInput(f"unsupported column type {kind}; expected numbers or strings")
     return np.asarray(values.to_numpy(zero_copy_only=False), dtype=object)
-
-
-def column_kinds(columns: Columns) -> dict[str, str]:
-    """``numeric`` or ``categorical`` for each column, by its numpy dtype."""
-    return {name: "numeric" if values.dtype.kind == "f" else "categorical" for name, values in columns.items()}
 
 
 def write_parquet(columns: Columns, path: str | Path) -> None:

@@ -72,6 +72,16 @@ class KafkaSource:
             self.consumer.commit(offsets=[TopicPartition(t, p, o + 1) for (t, p), o in positions.items()],
                                  asynchronous=False)
 
+    def rewind(self, messages: Sequence[Message]) -> None:
+        """Seek back to the first message of each partition in ``messages`` (to consume them again)."""
+        first: dict[tuple[str, int], int] = {}
+        for message in messages:
+            if message.error() is None:
+                key = (message.topic(), message.partition())
+                first[key] = min(first.get(key, message.offset()), message.offset())
+        for (topic, partition), offset in first.items():
+            self.consumer.seek(TopicPartition(topic, partition, offset))
+
     def close(self) -> None:
         self.consumer.close()
 

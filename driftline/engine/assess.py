@@ -1,8 +1,8 @@
 """From statistics to severities: one window, no memory (the stateless half of the policy).
 
 An assessment is a chain of small steps, each a plain callable ``(Assessment, Policy) -> Assessment``
-run in order (:data:`ASSESSMENT_STEPS`): the multiple-testing correction, the minimum-sample gate,
-the per-metric thresholds, the dataset-level rule. Each is testable alone.
+run in order (:data:`ASSESSMENT_STEPS`): the minimum-sample gate, the multiple-testing correction over
+the judged features, the per-metric thresholds, the dataset-level rule. Each is testable alone.
 
 Default thresholds and their sources
     =====================  ===========  ===========  ==============================================
@@ -35,6 +35,7 @@ from typing import Literal
 import numpy as np
 
 from driftline.engine.stats import FeatureStats
+from driftline.errors import InvalidInput
 
 Severity = Literal["ok", "warn", "critical"]
 SEVERITY_RANK: dict[str, int] = {"ok": 0, "warn": 1, "critical": 2}
@@ -88,6 +89,14 @@ class AssessmentPolicy:
     pvalue_correction: Literal["holm", "bonferroni", "none"] = "holm"
     drift_share: float = 0.5
 
+    def __post_init__(self) -> None:
+        if self.min_samples < 1:
+            raise InvalidInput(f"min_samples must be at least 1, got {self.min_samples}")
+        if not 0.0 < self.drift_share <= 1.0:
+            raise InvalidInput(f"drift_share must be in (0, 1], got {self.drift_share}")
+        if self.pvalue_correction not in ("holm", "bonferroni", "none"):
+            raise InvalidInput(f"pvalue_correction must be holm, bonferroni or none, got {self.pvalue_correction!r}")
+
 
 @dataclass(frozen=True)
 class Breach:
@@ -137,9 +146,10 @@ Step = Callable[[Assessment, AssessmentPolicy], Assessment]
 
 
 def correct_pvalues(assessment: Assessment, policy: AssessmentPolicy) -> Assessment:
-    """Adjust every p-value of the window as one family (Holm–Bonferroni by default)."""
+    """Adjust the p-values of the window's judged features as one family (Holm–Bonferroni by default);
+    features with too few samples are not judged and do not widen the family."""
     keys = [(name, metric) for name, f in assessment.features.items() for metric in PVALUE_METRICS
-            if getattr(f.stats, metric) is not None]
+            if getattr(f.stats, metric) is not None and not f.insufficient]
     raw = np.array([getattr(assessment.features[name].stats, metric) for name, metric in keys], dtype=np.float64)
     adjusted = adjust_pvalues(raw, policy.pvalue_correction)
     per_feature: dict[str, dict[str, float]] = {}
@@ -206,7 +216,7 @@ def dataset_rule(assessment: Assessment, policy: AssessmentPolicy) -> Assessment
                                                               policy.drift_share))
 
 
-ASSESSMENT_STEPS: tuple[Step, ...] = (correct_pvalues, gate_min_samples, apply_thresholds, dataset_rule)
+ASSESSMENT_STEPS: tuple[Step, ...] = (gate_min_samples, correct_pvalues, apply_thresholds, dataset_rule)
 
 
 def assess(stats: Mapping[str, FeatureStats], roles: Mapping[str, str],

@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 
 from driftline.engine.bins import Counts, as_float
 from driftline.engine.profile import CategoricalProfile, FeatureProfile, NumericProfile, ReferenceProfile
-from driftline.engine.stats import FeatureStats, compare_categorical, compare_numeric
+from driftline.engine.stats import FeatureStats, compare_categorical, compare_numeric, missing_rates
 from driftline.errors import InvalidInput
 
 
@@ -44,10 +44,6 @@ class FeatureSet:
         self.size = offset
         self._positive_codes = _positive_codes(profile.decision)
         self._reference: Counts | None = None
-
-    @property
-    def nbytes_per_vector(self) -> int:
-        return self.size * 8
 
     def empty(self) -> Counts:
         return np.zeros(self.size, dtype=np.int64)
@@ -106,11 +102,7 @@ class FeatureSet:
 def compare_missing_only(expected: Counts, actual: Counts) -> FeatureStats:
     """A numeric feature whose reference has no finite value: only the missing rate is comparable."""
     n_e, n_a = int(expected.sum()), int(actual.sum())
-    rate_e = expected[-1] / n_e if n_e else None
-    rate_a = actual[-1] / n_a if n_a else None
-    shift = rate_a - rate_e if rate_a is not None and rate_e is not None else None
-    return FeatureStats(n=n_a, n_expected=n_e, missing_rate=rate_a, missing_rate_expected=rate_e,
-                        missing_rate_shift=shift)
+    return FeatureStats(n=n_a, n_expected=n_e, **missing_rates(n_e, n_a, int(expected[-1]), int(actual[-1])))
 
 
 def _width(feature: FeatureProfile) -> int:

@@ -217,6 +217,8 @@ def build_profile(
     as is every name in ``categorical``; the rest must be numeric."""
     if bins < 2:
         raise InvalidInput(f"bins must be at least 2, got {bins}")
+    if grid_points < 1:
+        raise InvalidInput(f"grid_points must be at least 1 (it is rounded up to a multiple of bins), got {grid_points}")
     if top_k < 1 or max_vocabulary < top_k:
         raise InvalidInput(f"need 1 <= top_k <= max_vocabulary, got top_k={top_k}, max_vocabulary={max_vocabulary}")
     if not columns:

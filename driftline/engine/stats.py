@@ -164,7 +164,7 @@ def compare_numeric(layout: NumericLayout, expected: Counts, actual: Counts, sca
     """Every numeric statistic of ``actual`` against ``expected`` (full layout counts, missing last)."""
     n_e, n_a = int(expected.sum()), int(actual.sum())
     miss_e, miss_a = int(expected[-1]), int(actual[-1])
-    base = _missing(n_e, n_a, miss_e, miss_a)
+    base = missing_rates(n_e, n_a, miss_e, miss_a)
     present_e, present_a = n_e - miss_e, n_a - miss_a
     if present_e == 0 or present_a == 0:
         return FeatureStats(n=n_a, n_expected=n_e, **base)
@@ -192,7 +192,7 @@ def compare_categorical(
     """Every categorical statistic of ``actual`` against ``expected`` (layout cells, missing last)."""
     n_e, n_a = int(expected.sum()), int(actual.sum())
     miss_e, miss_a = int(expected[-1]), int(actual[-1])
-    base = _missing(n_e, n_a, miss_e, miss_a)
+    base = missing_rates(n_e, n_a, miss_e, miss_a)
     present_e, present_a = n_e - miss_e, n_a - miss_a
     if present_e == 0 or present_a == 0:
         return FeatureStats(n=n_a, n_expected=n_e, **base)
@@ -226,7 +226,7 @@ def chi2_homogeneity_pvalue(expected: Counts, actual: Counts) -> float:
     return float(sps.chi2.sf(statistic, table.shape[1] - 1))
 
 
-def _missing(n_e: int, n_a: int, miss_e: int, miss_a: int) -> dict[str, float | None]:
+def missing_rates(n_e: int, n_a: int, miss_e: int, miss_a: int) -> dict[str, float | None]:
     rate_e = miss_e / n_e if n_e else None
     rate_a = miss_a / n_a if n_a else None
     shift = rate_a - rate_e if rate_a is not None and rate_e is not None else None

@@ -20,7 +20,9 @@ Bounds
 
 Merging
     ``merge`` adds the panes of two states of the same plan (partial windows from different
-    consumers) and keeps the smaller watermark: exact, associative and commutative.
+    consumers) and keeps the smaller watermark: associative and commutative, and exact for every
+    window neither state has closed yet (a state drops the panes of windows it closed, so merge
+    partial states before either closes a window the other still holds).
 
 >>> import numpy as np
 >>> from driftline.engine.profile import build_profile
