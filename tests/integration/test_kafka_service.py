@@ -1,0 +1,944 @@
+"""``driftline run`` against a real Kafka 4 broker (tests/kafka_broker.py): driftline.service.Service with a
+real KafkaSource, Publisher and an embedded chDB store, 1-minute tumbling windows, synthetic credit traffic.
+
+Traffic is produced minute by minute (event time), and the service is stepped until it has consumed each
+minute before the next is produced, as a live stream would be: the window of minute m closes in the step
+that reads the first event of minute m + 1 (allowed lateness 0).
+
+Proves: JSON events on a 3-partition topic land as windows and the group's committed offsets reach the end
+offsets; bad messages go to the dead-letter topic with their original bytes, key and the documented headers
+while the rest lands; raw Avro gives the same windows as JSON; an incident publishes alerts and dry-run
+rollback requests on the control topic (Avro + CloudEvents headers), and a replay with a new group id
+publishes the same ce_ids. Measures (prints) the time from a window-closing poll to the alert being readable.
+
+Known bugs, kept as strict xfails: dead letters whose origin is in an earlier batch (unmatched join halves)
+lose their bytes and key; a message over ~1 MB cannot be dead-lettered and stops the consumer; a re-read of a
+backlog spread over several partitions counts most events as late (one watermark for all partitions).
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import io
+import json
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import numpy as np
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from driftline.config import Config
+from driftline.connectors.clickhouse import ClickHouseStore
+from driftline.connectors.kafka import ALERT_TYPE, ROLLBACK_TYPE, KafkaSource, Publisher
+from driftline.engine.window import window_id
+from driftline.schemas import schema_text
+from driftline.service import BatchReport, Service
+from driftline.synthetic import Incident, credit_applications
+from tests.kafka_broker import KafkaBroker
+
+from .conftest import CREDIT, CREDIT_INCIDENT, DAY_START_MS, load, opened, table_rows, write_config
+
+pytestmark = pytest.mark.integration
+
+Profiles = dict[tuple[str, str], Path]
+MINUTE_MS = 60_000
+PARTITIONS = 3
+BATCH_SIZE = 128
+LIMIT = 4_096  # kafka.max_message_bytes in these tests
+EVENT_SCHEMA = fastavro.parse_schema(json.loads(schema_text("scoring_event.avsc")))
+ALERT_SCHEMA = fastavro.parse_schema(json.loads(schema_text("control_alert.avsc")))
+ROLLBACK_SCHEMA = fastavro.parse_schema(json.loads(schema_text("control_rollback.avsc")))
+DLQ_HEADERS = ("driftline.source.topic", "driftline.source.partition", "driftline.source.offset", "driftline.stage",
+               "driftline.error.class", "driftline.error.reason")
+
+
+# -- the broker and Kafka helpers ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    # never a skip: KafkaBroker raises KafkaBrokerError (an error, so a failure) when it cannot start
+    with KafkaBroker(tmp_path_factory.mktemp("kafka")) as running:
+        yield running
+
+
+def create_topic(bootstrap: str, name: str, partitions: int = PARTITIONS, config: dict[str, str] | None = None) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1,
+                                            config=config or {})], operation_timeout=30, request_timeout=30)
+    futures[name].result(timeout=30)
+    deadline = time.monotonic() + 30
+    while True:  # until every partition has a leader in the metadata
+        topic = admin.list_topics(name, timeout=10).topics[name]
+        if topic.error is None and len(topic.partitions) == partitions and \
+                all(p.leader >= 0 for p in topic.partitions.values()):
+            return
+        assert time.monotonic() < deadline, f"topic {name} not ready: {topic}"
+        time.sleep(0.05)
+
+
+def create_topics(bootstrap: str, kafka: dict[str, Any], source_config: dict[str, str] | None = None) -> None:
+    for t in kafka["topics"]:
+        create_topic(bootstrap, t["topic"], config=source_config)
+    create_topic(bootstrap, kafka["dead_letter_topic"], config=source_config)
+    create_topic(bootstrap, kafka["control_topic"])
+
+
+Outgoing = tuple[bytes | None, bytes | None, int | None]
+"""(key, value, partition or None for the producer's partitioner)"""
+
+
+def produce(bootstrap: str, topic: str, messages: Sequence[Outgoing], max_bytes: int = 1_000_000
+            ) -> list[tuple[int, int]]:
+    """Produce in order and wait for every acknowledgement; the (partition, offset) of each message."""
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
+                         "linger.ms": 2, "message.max.bytes": max_bytes})
+    where: list[tuple[int, int] | None] = [None] * len(messages)
+    failed: list[str] = []
+
+    def delivered(index: int) -> Callable[[KafkaError | None, Message], None]:
+        def callback(error: KafkaError | None, message: Message) -> None:
+            if error is not None:
+                failed.append(str(error))
+            else:
+                partition, offset = message.partition(), message.offset()
+                assert partition is not None and offset is not None
+                where[index] = (partition, offset)
+        return callback
+
+    for i, (key, value, partition) in enumerate(messages):
+        kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": delivered(i)}
+        if partition is not None:
+            kwargs["partition"] = partition
+        producer.produce(topic, **kwargs)
+        producer.poll(0)
+    assert producer.flush(30) == 0 and failed == [], failed
+    assert all(w is not None for w in where)
+    return [w for w in where if w is not None]
+
+
+def end_offsets(bootstrap: str, topic: str, group: str | None = None) -> tuple[dict[int, int], dict[int, int]]:
+    """(high watermarks, the group's committed offsets) of every partition, from a fresh consumer."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group or "driftline-test-inspector",
+                         "enable.auto.commit": False})
+    try:
+        partitions = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+        high = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+        committed = {}
+        if group is not None:
+            committed = {tp.partition: tp.offset for tp in
+                         consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=30)}
+    finally:
+        consumer.close()
+    return high, committed
+
+
+@dataclass
+class Record:
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, bytes]
+    read_at: float = 0.0
+
+
+def _record(m: Message) -> Record:
+    pairs: list[tuple[str, bytes | None]] = list(m.headers() or [])  # type: ignore[arg-type]
+    headers = {k: v for k, v in pairs if isinstance(v, bytes)}
+    assert len(headers) == len(pairs), f"repeated or empty header in {pairs}"
+    partition, offset, key, value = m.partition(), m.offset(), m.key(), m.value()
+    assert partition is not None and offset is not None
+    assert not isinstance(key, str) and not isinstance(value, str)
+    return Record(partition, offset, key, value, headers, time.monotonic())
+
+
+class TopicReader:
+    """Reads a whole topic from the beginning by assignment (no group), and whatever arrives later."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.topic = topic
+        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "driftline-test-reader",
+                                  "enable.auto.commit": False, "fetch.wait.max.ms": 5, "fetch.error.backoff.ms": 5})
+        partitions = sorted(self.consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+        self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        self.partitions = partitions
+        self.records: list[Record] = []
+
+    def poll(self, seconds: float) -> list[Record]:
+        out = []
+        for m in self.consumer.consume(1_000, seconds):
+            if m.error() is not None:
+                raise KafkaException(m.error())
+            out.append(_record(m))
+        self.records += out
+        return out
+
+    def until(self, done: Callable[[list[Record]], bool], timeout: float = 15) -> list[Record]:
+        deadline = time.monotonic() + timeout
+        while not done(self.records):
+            assert time.monotonic() < deadline, f"{self.topic}: condition not met in {timeout} s"
+            self.poll(0.02)
+        return self.records
+
+    def all(self, timeout: float = 15) -> list[Record]:
+        """Everything up to the topic's current end offsets."""
+        high = {p: self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)[1]
+                for p in self.partitions}
+
+        def complete(records: list[Record]) -> bool:
+            seen = Counter(r.partition for r in records)
+            return all(seen[p] >= high[p] for p in self.partitions)
+
+        return sorted(self.until(complete, timeout), key=lambda r: (r.partition, r.offset))
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def read_topic(bootstrap: str, topic: str) -> list[Record]:
+    reader = TopicReader(bootstrap, topic)
+    try:
+        return reader.all()
+    finally:
+        reader.close()
+
+
+# -- traffic -----------------------------------------------------------------------------------------------
+
+
+def minute_events(minute: int, n: int, incident: Incident = Incident(), seed: int = 7) -> list[dict[str, Any]]:
+    """``n`` credit_scoring combined events with event times inside minute ``minute`` after DAY_START_MS,
+    in time order."""
+    rng = np.random.default_rng([seed, minute])
+    data = credit_applications(rng, n, incident)
+    times = np.sort(DAY_START_MS + minute * MINUTE_MS + rng.integers(0, MINUTE_MS, n))
+    names = [k for k in data if k not in ("score", "decision")]
+    columns = {k: data[k].tolist() for k in names}
+    out = []
+    for i in range(n):
+        out.append({
+            "request_id": hashlib.blake2b(f"{seed}:{minute}:{i}".encode(), digest_size=10).hexdigest(),
+            "model": CREDIT[0], "model_version": CREDIT[1], "event_time": int(times[i]),
+            "features": {k: (None if isinstance(v[i], float) and math.isnan(v[i]) else v[i])
+                         for k, v in columns.items()},
+            "score": float(data["score"][i]), "decision": str(data["decision"][i]),
+        })
+    return out
+
+
+def as_json(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, allow_nan=False).encode()
+
+
+def as_avro(record: dict[str, Any]) -> bytes:
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, EVENT_SCHEMA, record)
+    return out.getvalue()
+
+
+def spread(records: Sequence[dict[str, Any]], encode: Callable[[dict[str, Any]], bytes]) -> list[Outgoing]:
+    """Keyed by request id, so the events of a minute spread over the partitions."""
+    return [(r["request_id"].encode(), encode(r), None) for r in records]
+
+
+# -- the service ---------------------------------------------------------------------------------------------
+
+
+def service_config(folder: Path, profiles: Profiles, bootstrap: str, name: str, fmt: str = "json",
+                   min_samples: int = 100, **kafka: Any) -> tuple[Config, dict[str, Any]]:
+    section = {"bootstrap_servers": bootstrap, "group_id": f"{name}-group", "topics": [{"topic": f"{name}.scoring",
+                                                                                         "format": fmt}],
+               "dead_letter_topic": f"{name}.dead-letter", "control_topic": f"{name}.control",
+               "batch_size": BATCH_SIZE, "poll_timeout": "200ms", "max_message_bytes": LIMIT, **kafka}
+    path = write_config(folder, profiles, min_samples=min_samples,
+                        extra={"windows": {"size": "1m", "allowed_lateness": 0}, "kafka": section})
+    return load(path), section
+
+
+@dataclass
+class Step:
+    polled_at: float
+    done_at: float
+    report: BatchReport
+
+
+@dataclass
+class Running:
+    """One Service on a real consumer and producer, stepped by the test."""
+
+    config: Config
+    store: ClickHouseStore
+    source: KafkaSource = field(init=False)
+    publisher: Publisher = field(init=False)
+    service: Service = field(init=False)
+    steps: list[Step] = field(default_factory=list)
+    _polled_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.source = KafkaSource(self.config.kafka)
+        self.publisher = Publisher(self.config.kafka)
+        self.service = Service(self.config, self.store, self.source, self.publisher)
+        poll = self.source.poll_batch
+
+        def timed_poll() -> list[Message]:
+            batch = poll()
+            self._polled_at = time.monotonic()
+            return batch
+
+        self.source.poll_batch = timed_poll  # type: ignore[method-assign]
+
+    def drain(self, count: int, timeout: float = 60, after: Callable[[Step], None] | None = None) -> list[Step]:
+        """Step until ``count`` messages have been consumed (and no more); the steps that had messages."""
+        deadline = time.monotonic() + timeout
+        got, out = 0, []
+        while got < count:
+            assert time.monotonic() < deadline, f"{got} of {count} messages consumed in {timeout} s"
+            report = self.service.step()
+            if report.messages:
+                step = Step(self._polled_at, time.monotonic(), report)
+                out.append(step)
+                got += report.messages
+                if after is not None:
+                    after(step)
+        assert got == count, f"consumed {got} messages, {count} expected"
+        self.steps += out
+        return out
+
+    def close(self) -> None:
+        self.source.close()
+        self.publisher.flush()
+
+
+def paced(running: Running, bootstrap: str, topic: str, minutes: Sequence[list[Outgoing]],
+          after: Callable[[Step], None] | None = None) -> list[list[Step]]:
+    """Produce each minute's messages, then step the service until it has consumed them."""
+    out = []
+    for messages in minutes:
+        produce(bootstrap, topic, messages)
+        out.append(running.drain(len(messages), after=after))
+    return out
+
+
+def windows_of(store: ClickHouseStore, model: str = CREDIT[0]) -> dict[int, int]:
+    """window start (ms) → window rows, from the store."""
+    sql = (f"SELECT DISTINCT toUnixTimestamp64Milli(window_start), window_rows FROM {store.database}.windows FINAL "
+           f"WHERE model = '{model}' AND baseline = 'reference' ORDER BY 1")
+    rows = store.query(sql)[1]
+    starts = [int(s) for s, _ in rows]
+    assert len(starts) == len(set(starts)), f"a window with two row counts: {rows}"
+    return {int(s): int(n) for s, n in rows}
+
+
+def late_rows(store: ClickHouseStore) -> int:
+    return int(store.query(f"SELECT count() FROM {store.database}.late_events")[1][0][0])
+
+
+def minute_start(minute: int) -> int:
+    return DAY_START_MS + minute * MINUTE_MS
+
+
+# -- 1. JSON on a 3-partition topic ---------------------------------------------------------------------------
+
+SCENARIO = [(0, 250, Incident()), (1, 250, Incident()), (2, 250, CREDIT_INCIDENT), (3, 250, CREDIT_INCIDENT),
+            (4, 20, Incident())]
+"""(minute, events, incident): four full minutes, the last two with income sent in thousands, and a few
+events of minute 4 whose only job is to close the window of minute 3."""
+
+
+@dataclass
+class RunResult:
+    config: Config
+    section: dict[str, Any]
+    steps: list[list[Step]]
+    rows: dict[str, list[tuple[Any, ...]]]
+    late: int
+    """Rows in the late_events table."""
+    windows: dict[int, int]
+    high: dict[int, int]
+    committed: dict[int, int]
+    committed_after_close: dict[int, int]
+    dead_letters: list[Record]
+    control: list[Record]
+    seconds: float
+
+
+def scenario_run(root: Path, profiles: Profiles, broker: KafkaBroker, name: str, fmt: str,
+                 extra: Sequence[list[Outgoing]] = ()) -> RunResult:
+    """The SCENARIO in format ``fmt``; ``extra[i]`` are more messages produced with minute i's."""
+    began = time.monotonic()
+    config, section = service_config(root, profiles, broker.bootstrap, name, fmt)
+    create_topics(broker.bootstrap, section)
+    encode = as_json if fmt == "json" else as_avro
+    minutes = [spread(minute_events(m, n, incident), encode) + (list(extra[i]) if i < len(extra) else [])
+               for i, (m, n, incident) in enumerate(SCENARIO)]
+    topic = section["topics"][0]["topic"]
+    with opened(config) as store:
+        running = Running(config, store)
+        try:
+            steps = paced(running, broker.bootstrap, topic, minutes)
+            high, committed = end_offsets(broker.bootstrap, topic, section["group_id"])
+        finally:
+            running.close()
+        _, committed_after_close = end_offsets(broker.bootstrap, topic, section["group_id"])
+        rows = {t: table_rows(store, t) for t in ("windows", "alerts", "rollback_requests")}
+        late = late_rows(store)
+        windows = windows_of(store)
+    gc.collect()
+    return RunResult(config, section, steps, rows, late, windows, high, committed, committed_after_close,
+                     read_topic(broker.bootstrap, section["dead_letter_topic"]),
+                     read_topic(broker.bootstrap, section["control_topic"]), time.monotonic() - began)
+
+
+@pytest.fixture(scope="module")
+def json_run(tmp_path_factory: pytest.TempPathFactory, profiles: Profiles, broker: KafkaBroker) -> RunResult:
+    return scenario_run(tmp_path_factory.mktemp("json-run"), profiles, broker, "json", "json")
+
+
+def test_json_events_land_as_windows_and_offsets_are_committed(json_run: RunResult) -> None:
+    run = json_run
+    print(f"\nJSON scenario: {sum(n for _, n, _ in SCENARIO)} events in "
+          f"{sum(len(s) for s in run.steps)} batches, {run.seconds:.1f} s")
+    # consumed in batches of at most batch_size, several per minute, from every partition
+    reports = [s.report for minute in run.steps for s in minute]
+    assert all(0 < r.messages <= BATCH_SIZE for r in reports)
+    assert sum(r.messages for r in reports) == sum(n for _, n, _ in SCENARIO)
+    assert all(len(minute) >= 2 for minute in run.steps[:4])
+    assert sorted(run.high) == [0, 1, 2] and all(run.high[p] > 0 for p in run.high)
+    # committed offsets = end offsets, while the member is in the group and after it left
+    assert run.committed == run.high
+    assert run.committed_after_close == run.high
+    # the four full minutes are windows with every event; minute 4's window is still open
+    assert run.windows == {minute_start(m): n for m, n, _ in SCENARIO[:4]}
+    assert run.late == 0
+    assert [r.report.dead_letters for minute in run.steps for r in minute] == [0] * len(reports)
+    assert run.dead_letters == []
+    # window m closed in the first step that read minute m + 1
+    for m in range(4):
+        first, *rest = run.steps[m + 1]
+        assert [r.window.start_ms for r in first.report.step.reports] == [minute_start(m)]
+        assert all(r.report.step.reports == [] for r in rest)
+    assert all(s.report.step.reports == [] for s in run.steps[0])
+    # the incident of minutes 2 and 3 fired (two windows in a row) when window 3 closed
+    firing = [(a.subject, a.window.start_ms) for minute in run.steps[4:] for s in minute
+              for a in s.report.step.alerts if a.kind == "firing"]
+    assert ("income", minute_start(3)) in firing, firing
+    assert len(run.rows["alerts"]) == sum(len(s.report.step.alerts) for minute in run.steps for s in minute)
+
+
+# -- 2. bad messages -------------------------------------------------------------------------------------------
+
+
+def _good(minute: int, i: int, **changes: Any) -> dict[str, Any]:
+    record = minute_events(minute, 1, seed=1000 + i)[0]
+    record["request_id"] = f"odd-{i}"
+    record.update(changes)
+    return record
+
+
+@dataclass
+class Bad:
+    name: str
+    key: bytes | None
+    value: bytes | None
+    stage: str | tuple[str, ...]
+    error_class: str | tuple[str, ...]
+    reason: str
+
+
+def bad_messages() -> list[Bad]:
+    oversized = as_json({**_good(0, 8), "request_id": "oversized", "padding": "x" * LIMIT})
+    assert len(oversized) > LIMIT
+    return [
+        Bad("not JSON", b"k-0", b"this is not json", "decode", "JSONDecodeError", "not JSON"),
+        Bad("not UTF-8", b"k-1", b'{"request_id": "r\xff\xfe", "model": "credit_scoring"}', "decode",
+            ("JSONDecodeError", "UnicodeDecodeError"), "not JSON"),
+        Bad("truncated JSON", b"k-2", as_json(_good(0, 2))[:60], "decode", "JSONDecodeError", "not JSON"),
+        # the file replay reports a JSON array at stage validate, the Kafka codec at stage decode: either
+        Bad("a JSON array", b"k-3", b"[1, 2, 3]", ("decode", "validate"), "SchemaMismatch",
+            "expected a JSON object, got list"),
+        Bad("a score that is a string", b"k-4", as_json(_good(0, 4, score="high")), "validate", "SchemaMismatch",
+            "score must be a number or null"),
+        Bad("a feature that is a string", b"k-5",
+            as_json(_good(0, 5, features={**_good(0, 5)["features"], "income": "lots"})), "validate",
+            "SchemaMismatch", "feature 'income' must be a number, got 'lots'"),
+        Bad("event time in seconds", b"k-6", as_json(_good(0, 6, event_time=DAY_START_MS // 1000 + 5)), "validate",
+            "SchemaMismatch", "epoch seconds?"),
+        Bad("an unknown model", b"k-7", as_json(_good(0, 7, model="churn", model_version="1")), "engine",
+            "UnknownModel", "no reference profile configured for model churn version 1"),
+        Bad("an unknown version", b"k-8", as_json(_good(0, 8, model_version="99")), "engine", "UnknownModel",
+            "no reference profile configured for model credit_scoring version 99"),
+        Bad("oversized", b"k-9", oversized, "decode", "OversizedMessage", f"over the {LIMIT}-byte limit"),
+        Bad("a tombstone", b"k-10", None, "decode", "EmptyMessage", "tombstone"),
+        Bad("an event far in the future", None,
+            as_json(_good(0, 11, event_time=int(time.time() * 1000) + 3 * 3_600_000)), "engine",
+            ("OutOfWindow", "FutureEvent"), "ahead"),
+    ]
+
+
+def exactly_at_limit() -> bytes:
+    """A good event padded with JSON whitespace to exactly kafka.max_message_bytes: accepted."""
+    value = as_json(_good(0, 99))
+    return value + b" " * (LIMIT - len(value))
+
+
+def check_dead_letters(dead: list[Record], topic: str, sent: list[tuple[Bad, tuple[int, int]]]) -> None:
+    by_source: dict[tuple[str, int, int], Record] = {}
+    for r in dead:
+        assert set(DLQ_HEADERS) <= set(r.headers), r.headers
+        source = (r.headers["driftline.source.topic"].decode(), int(r.headers["driftline.source.partition"]),
+                  int(r.headers["driftline.source.offset"]))
+        assert source not in by_source, f"{source} dead-lettered twice"
+        by_source[source] = r
+    for bad, (partition, offset) in sent:
+        assert (topic, partition, offset) in by_source, \
+            f"{bad.name} ({topic}[{partition}]@{offset}) is not on the dead-letter topic"
+        r = by_source.pop((topic, partition, offset))
+        assert r.value == bad.value, bad.name
+        assert r.key == bad.key, bad.name
+        stages = (bad.stage,) if isinstance(bad.stage, str) else bad.stage
+        classes = (bad.error_class,) if isinstance(bad.error_class, str) else bad.error_class
+        assert r.headers["driftline.stage"].decode() in stages, (bad.name, r.headers)
+        assert r.headers["driftline.error.class"].decode() in classes, (bad.name, r.headers)
+        assert bad.reason in r.headers["driftline.error.reason"].decode(), (bad.name, r.headers)
+        assert r.headers["driftline.origin"] == f"{topic}[{partition}]@{offset}".encode()
+    assert by_source == {}, f"unexpected dead letters: {by_source}"
+
+
+def test_bad_messages_go_to_the_dead_letter_topic_and_the_rest_lands(tmp_path: Path, profiles: Profiles,
+                                                                     broker: KafkaBroker) -> None:
+    config, section = service_config(tmp_path, profiles, broker.bootstrap, "dirty")
+    create_topics(broker.bootstrap, section)
+    topic = section["topics"][0]["topic"]
+    bad = bad_messages()
+    good = [minute_events(0, 200), minute_events(1, 200), minute_events(2, 5)]
+    # minute 0: the good events with the bad ones between them, on every partition; one event exactly at the limit
+    minute0 = spread(good[0], as_json)
+    at = {len(minute0) * (i + 1) // (len(bad) + 1): b for i, b in enumerate(bad)}
+    messages: list[Outgoing] = []
+    bad_at: list[tuple[Bad, int]] = []  # (bad message, its index in ``messages``)
+    for i, message in enumerate(minute0):
+        if i in at:
+            bad_at.append((at[i], len(messages)))
+            messages.append((at[i].key, at[i].value, i % PARTITIONS))
+        messages.append(message)
+    messages.append((b"at-limit", exactly_at_limit(), 1))
+    # minute 1: a second round of the same bad messages, after the consumer has seen the first
+    second = [(b.key, b.value, (i + 1) % PARTITIONS) for i, b in enumerate(bad)]
+    minutes = [messages, spread(good[1], as_json) + second, spread(good[2], as_json)]
+
+    with opened(config) as store:
+        running = Running(config, store)
+        positions = []
+        try:
+            for batch in minutes:
+                positions.append(produce(broker.bootstrap, topic, batch))
+                running.drain(len(batch))
+            high, committed = end_offsets(broker.bootstrap, topic, section["group_id"])
+        finally:
+            running.close()
+        windows = windows_of(store)
+        late = late_rows(store)
+
+    sent = [(b, positions[0][index]) for b, index in bad_at]
+    sent += [(b, positions[1][len(good[1]) + i]) for i, b in enumerate(bad)]
+    assert [b.name for b, _ in sent] == [b.name for b in bad] * 2
+    check_dead_letters(read_topic(broker.bootstrap, section["dead_letter_topic"]), topic, sent)
+    assert sum(s.report.dead_letters for s in running.steps) == 2 * len(bad)
+    # the consumer never stopped: every message is committed, and the good events are in their windows
+    assert committed == high
+    assert sum(s.report.messages for s in running.steps) == sum(len(m) for m in minutes)
+    assert windows == {minute_start(0): len(good[0]) + 1, minute_start(1): len(good[1])}
+    assert late == 0
+
+
+def test_an_empty_value_is_a_dead_letter_too(tmp_path: Path, profiles: Profiles, broker: KafkaBroker) -> None:
+    """A zero-length value (not a tombstone, which is a null value): not JSON, dead-lettered with its empty
+    bytes, and the empty value stays empty (not null) on the dead-letter topic."""
+    config, section = service_config(tmp_path, profiles, broker.bootstrap, "empty")
+    create_topics(broker.bootstrap, section)
+    topic = section["topics"][0]["topic"]
+    with opened(config) as store:
+        running = Running(config, store)
+        try:
+            messages = [(b"empty", b"", 0), *spread(minute_events(0, 20), as_json)]
+            positions = produce(broker.bootstrap, topic, messages)
+            running.drain(len(messages))
+        finally:
+            running.close()
+    dead = read_topic(broker.bootstrap, section["dead_letter_topic"])
+    assert len(dead) == 1
+    r = dead[0]
+    assert (int(r.headers["driftline.source.partition"]), int(r.headers["driftline.source.offset"])) == positions[0]
+    assert r.headers["driftline.stage"] == b"decode" and r.key == b"empty"
+    assert (r.headers["driftline.error.class"], r.value) == (b"JSONDecodeError", b"")  # b"", not None (a tombstone)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: join-stage dead letters lose the original bytes and key: Service.step (driftline/service.py) keeps "
+    "`payloads` for the current batch only and falls back to `payloads.get(bad.origin, (None, None))`, but a "
+    "request or response left unmatched by the Joiner expires in a later batch than the one it came in, so "
+    "Publisher.dead_letter gets value=None, key=None and writes a tombstone with no key (the headers are right). "
+    "Same for any bad event whose origin is in an earlier batch (e.g. a joined pair failing validation)"))
+def test_an_unmatched_request_is_dead_lettered_with_its_bytes(tmp_path: Path, profiles: Profiles,
+                                                            broker: KafkaBroker) -> None:
+    """A request without its response (and a response without its request) leaves the join as unmatched once
+    join.max_wait (1 minute of event time) has passed, which is in a later batch than its own."""
+    config, section = service_config(tmp_path, profiles, broker.bootstrap, "unmatched")
+    create_topics(broker.bootstrap, section)
+    topic = section["topics"][0]["topic"]
+    lonely = _good(0, 1, request_id="lonely-request")
+    request = {k: v for k, v in lonely.items() if k not in ("score", "decision")}
+    response = {k: v for k, v in _good(0, 2, request_id="lonely-response").items() if k != "features"}
+    bad = [Bad("a request without a response", b"req", as_json(request), "join", "Unmatched",
+               "request without a response within 60s"),
+           Bad("a response without a request", b"resp", as_json(response), "join", "Unmatched",
+               "response without a request within 60s")]
+    # and a pair whose request (minute 0) has a feature of the wrong type, its response a batch later
+    pair = _good(0, 3, request_id="late-pair", features={**lonely["features"], "income": "lots"})
+    bad.append(Bad("a joined pair with a wrong-typed feature", b"pair",
+                   as_json({k: v for k, v in pair.items() if k not in ("score", "decision")}), "validate",
+                   "SchemaMismatch", "feature 'income' must be a number, got 'lots'"))
+    pair_response = (b"pair", as_json({k: v for k, v in pair.items() if k != "features"}), 0)
+    minutes = [[(b.key, b.value, i) for i, b in enumerate(bad)] + spread(minute_events(0, 50), as_json),
+               [pair_response] + spread(minute_events(1, 50), as_json), spread(minute_events(2, 50), as_json)]
+    with opened(config) as store:
+        running = Running(config, store)
+        try:
+            positions = []
+            for batch in minutes:
+                positions.append(produce(broker.bootstrap, topic, batch))
+                running.drain(len(batch))
+        finally:
+            running.close()
+    assert sum(s.report.dead_letters for s in running.steps) == 3
+    dead = read_topic(broker.bootstrap, section["dead_letter_topic"])
+    check_dead_letters(dead, topic, [(b, positions[0][i]) for i, b in enumerate(bad)])
+
+
+@pytest.mark.xfail(strict=True, raises=KafkaException, reason=(
+    "BUG: a source message larger than ~1 MB (kafka.max_message_bytes + 64 KiB, at least 1,000,000) cannot be "
+    "dead-lettered: Publisher's producer has message.max.bytes = max(max_message_bytes + 65_536, 1_000_000) "
+    "(driftline/connectors/kafka.py, Publisher.__init__), so producer.produce() in Publisher._produce raises "
+    "KafkaException MSG_SIZE_TOO_LARGE out of Service.step before the commit; the batch is consumed again on "
+    "every restart (a poison pill), although the topics allow such messages"))
+def test_a_message_larger_than_the_producer_limit_does_not_stop_the_consumer(tmp_path: Path, profiles: Profiles,
+                                                                           broker: KafkaBroker) -> None:
+    big_topic = {"max.message.bytes": str(4_000_000)}
+    config, section = service_config(tmp_path, profiles, broker.bootstrap, "huge", max_message_bytes=1_048_576)
+    create_topics(broker.bootstrap, section, source_config=big_topic)  # the source and the dead-letter topic
+    topic = section["topics"][0]["topic"]
+    huge = b'{"padding": "' + b"x" * 2_000_000 + b'"}'
+    with opened(config) as store:
+        running = Running(config, store)
+        try:
+            produce(broker.bootstrap, topic, [(b"huge", huge, 0)], max_bytes=4_000_000)
+            running.drain(1, timeout=30)
+            messages = spread(minute_events(0, 10), as_json)
+            produce(broker.bootstrap, topic, messages)
+            running.drain(len(messages), timeout=30)
+        finally:
+            running.close()
+    high, committed = end_offsets(broker.bootstrap, topic, section["group_id"])
+    assert committed == high
+    dead = read_topic(broker.bootstrap, section["dead_letter_topic"])
+    assert [(r.headers["driftline.error.class"], r.key) for r in dead] == [(b"OversizedMessage", b"huge")]
+
+
+# -- 3. raw Avro ------------------------------------------------------------------------------------------------
+
+
+def avro_damage() -> list[Bad]:
+    value = as_avro(_good(0, 50))
+    classes = ("TruncatedAvro", "AvroDecodeError")
+    return [
+        Bad("one byte short", b"a-0", value[:-1], "decode", classes, "Avro"),
+        Bad("half a record", b"a-1", value[: len(value) // 2], "decode", classes, "Avro"),
+        Bad("the header only", b"a-2", value[:3], "decode", classes, "Avro"),
+        Bad("JSON on the Avro topic", b"a-3", as_json(_good(0, 51)), "decode", classes, ""),
+        Bad("a trailing byte", b"a-4", value + b"\x00", "decode", "AvroDecodeError", "bytes left after"),
+    ]
+
+
+def test_raw_avro_gives_the_same_windows_as_json(tmp_path: Path, profiles: Profiles, broker: KafkaBroker,
+                                                 json_run: RunResult) -> None:
+    damage = avro_damage()
+    extra: list[list[Outgoing]] = [[(b.key, b.value, i % PARTITIONS) for i, b in enumerate(damage)]]
+    run = scenario_run(tmp_path, profiles, broker, "avro", "avro", extra=extra)
+    print(f"\nAvro scenario: {run.seconds:.1f} s")
+    assert run.windows == json_run.windows
+    assert run.late == json_run.late == 0
+    for table in ("windows", "alerts", "rollback_requests"):
+        assert run.rows[table] == json_run.rows[table], table
+    assert run.committed == run.high
+    # the alerts on the control topic are the same records with the same ids
+    assert [(r.key, r.value, r.headers) for r in run.control] == [(r.key, r.value, r.headers)
+                                                                   for r in json_run.control]
+    # the damaged records are dead letters with their bytes; nothing else is
+    topic = run.section["topics"][0]["topic"]
+    positions: dict[bytes | None, tuple[int, int]] = {}
+    for r in run.dead_letters:
+        positions[r.key] = (int(r.headers["driftline.source.partition"]), int(r.headers["driftline.source.offset"]))
+        assert r.headers["driftline.source.topic"] == topic.encode()
+    assert sorted(positions, key=repr) == sorted((b.key for b in damage), key=repr)
+    check_dead_letters(run.dead_letters, topic, [(b, positions[b.key]) for b in damage])
+    # and the offsets named really hold those bytes
+    source = {(r.partition, r.offset): r.value for r in read_topic(run.config.kafka.bootstrap_servers, topic)}
+    assert all(source[positions[b.key]] == b.value for b in damage)
+
+
+# -- 4. the control topic ---------------------------------------------------------------------------------------
+
+INCIDENT_MINUTES = [(m, 1_000, CREDIT_INCIDENT if 4 <= m <= 6 else Incident()) for m in range(7)] + \
+    [(7, 30, Incident())]
+"""Four normal minutes, three with income in thousands, a few events to close minute 6's window. 1,000 events
+a minute and min_samples 500 (the default): with a few hundred, PSI on the 27 countries is noise over 0.1."""
+
+
+@dataclass
+class Latency:
+    window_end: int
+    alerts: int
+    poll_to_published: float
+    """The poll that returned the window-closing batch → the step returned (persisted, published, committed)."""
+    published_to_readable: float
+    """→ the last of the step's alerts was read from the control topic by another consumer."""
+    produced_to_readable: float
+    """The closing minute's messages were acknowledged to their producer → readable on the control topic."""
+
+
+@dataclass
+class IncidentRun:
+    config: Config
+    section: dict[str, Any]
+    steps: list[Step]
+    control: list[Record]
+    control_high: dict[int, int]
+    latencies: list[Latency]
+    store_alerts: list[tuple[Any, ...]]
+    store_rollbacks: list[tuple[Any, ...]]
+    events: int
+
+
+def _ce_id(r: Record) -> str:
+    return r.headers["ce_id"].decode()
+
+
+@pytest.fixture(scope="module")
+def incident_run(tmp_path_factory: pytest.TempPathFactory, profiles: Profiles, broker: KafkaBroker) -> IncidentRun:
+    root = tmp_path_factory.mktemp("incident")
+    config, section = service_config(root, profiles, broker.bootstrap, "incident", min_samples=500)
+    create_topics(broker.bootstrap, section)
+    topic = section["topics"][0]["topic"]
+    reader = TopicReader(broker.bootstrap, section["control_topic"])
+    latencies: list[Latency] = []
+    produced_at = [0.0]
+
+    def measure(step: Step) -> None:
+        alerts = step.report.step.alerts
+        if not alerts:
+            return
+        wanted = {a.alert_id for a in alerts}
+        reader.until(lambda records: wanted <= {_ce_id(r) for r in records})
+        readable = max(r.read_at for r in reader.records if _ce_id(r) in wanted)
+        latencies.append(Latency(max(a.window.end_ms for a in alerts), len(alerts), step.done_at - step.polled_at,
+                                 readable - step.done_at, readable - produced_at[0]))
+
+    total = 0
+    try:
+        with opened(config) as store:
+            running = Running(config, store)
+            try:
+                for minute, n, incident in INCIDENT_MINUTES:
+                    # keyed by model: one model's events in order on one partition, so that a replay from the
+                    # start sees them in the same order (see the test on spread keys below)
+                    messages = [(CREDIT[0].encode(), as_json(r), None) for r in minute_events(minute, n, incident)]
+                    # the minute's first event alone, as a trickle of traffic would bring it: it closes the
+                    # previous minute's window in a step of one message
+                    for part in (messages[:1], messages[1:]):
+                        produce(broker.bootstrap, topic, part)
+                        produced_at[0] = time.monotonic()
+                        running.drain(len(part), after=measure)
+                    total += len(messages)
+            finally:
+                running.close()
+            store_alerts = table_rows(store, "alerts")
+            store_rollbacks = table_rows(store, "rollback_requests")
+        control = reader.all()
+        high, _ = end_offsets(broker.bootstrap, section["control_topic"])
+    finally:
+        reader.close()
+    gc.collect()
+    return IncidentRun(config, section, running.steps, control, high, latencies, store_alerts, store_rollbacks, total)
+
+
+def _avro_record(record: Record, schema: Any) -> dict[str, Any]:
+    assert record.value is not None
+    value = fastavro.schemaless_reader(io.BytesIO(record.value), schema)
+    assert isinstance(value, dict)
+    return value
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)  # FixedString comes back as bytes
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+def _millis(value: Any) -> int:
+    return round(value.timestamp() * 1000) if isinstance(value, datetime) else int(value)
+
+
+def test_an_incident_publishes_alerts_and_dry_run_rollbacks_on_the_control_topic(incident_run: IncidentRun) -> None:
+    run = incident_run
+    alerts = [a for s in run.steps for a in s.report.step.alerts]
+    rollbacks = [r for s in run.steps for r in s.report.step.rollbacks]
+    assert alerts and rollbacks
+    # nothing before the incident; income fires when the second incident window (minute 5) closes
+    assert all(a.window.start_ms >= minute_start(4) for a in alerts), [(a.subject, a.window.start_ms) for a in alerts]
+    income = [a for a in alerts if a.subject == "income" and a.kind == "firing"]
+    assert [(a.window.start_ms, a.severity) for a in income] == [(minute_start(5), "critical")]
+
+    assert len(run.control) == len(alerts) + len(rollbacks) == sum(run.control_high.values())
+    published_alerts = {a.alert_id: a for a in alerts}
+    published_rollbacks = {r.request_id: r for r in rollbacks}
+    assert len(published_alerts) == len(alerts) and len(published_rollbacks) == len(rollbacks)
+    for record in run.control:
+        h = record.headers
+        assert record.key == CREDIT[0].encode()
+        assert h["ce_specversion"] == b"1.0"
+        assert h["ce_source"] == f"/driftline/models/{CREDIT[0]}".encode()
+        assert h["content-type"] == b"application/avro"
+        if h["ce_type"] == ALERT_TYPE.encode():
+            value = _avro_record(record, ALERT_SCHEMA)
+            a = published_alerts.pop(_ce_id(record))
+            assert value["alert_id"] == a.alert_id == _ce_id(record)
+            assert (value["kind"], value["subject"], value["severity"], value["role"]) == \
+                (a.kind, a.subject, a.severity, a.role)
+            assert (value["model"], value["model_version"]) == CREDIT
+            assert value["window_id"] == a.window.window_id == window_id(*CREDIT, a.window.start_ms, a.window.end_ms)
+            assert (_millis(value["window_start"]), _millis(value["window_end"])) == (a.window.start_ms,
+                                                                                      a.window.end_ms)
+            assert [(b["metric"], b["severity"]) for b in value["breaches"]] == \
+                [(b.metric, b.severity) for b in a.breaches]
+            assert h["ce_subject"] == f"{CREDIT[0]}/{CREDIT[1]}/{a.subject}".encode()
+            assert h["ce_dataschema"] == b"/schemas/control_alert.avsc"
+            assert h["ce_time"] == _iso(a.window.end_ms).encode()
+        else:
+            assert h["ce_type"] == ROLLBACK_TYPE.encode()
+            value = _avro_record(record, ROLLBACK_SCHEMA)
+            r = published_rollbacks.pop(_ce_id(record))
+            assert value["request_id"] == r.request_id == _ce_id(record)
+            assert value["alert_id"] == r.alert_id and value["subject"] == r.subject
+            assert (value["status"], value["suppressed_by"]) == (r.status, r.suppressed_by)
+            assert value["status"] in ("dry_run", "suppressed")  # rollback.dry_run: nothing asks for action
+            assert _millis(value["window_end"]) == r.window.end_ms
+            assert h["ce_subject"] == f"{CREDIT[0]}/{CREDIT[1]}".encode()
+            assert h["ce_dataschema"] == b"/schemas/control_rollback.avsc"
+    assert published_alerts == {} and published_rollbacks == {}
+    statuses = Counter(r.status for r in rollbacks)
+    assert statuses["dry_run"] >= 1, statuses
+    assert any(r.subject in ("score", "decision", "__dataset__") and r.status == "dry_run" for r in rollbacks)
+    # the store holds the same alerts and requests
+    assert sorted(_text(row[0]) for row in run.store_alerts) == sorted(a.alert_id for a in alerts)
+    assert sorted(_text(row[0]) for row in run.store_rollbacks) == sorted(r.request_id for r in rollbacks)
+
+
+def test_a_replay_with_a_new_group_publishes_the_same_ce_ids(incident_run: IncidentRun, broker: KafkaBroker) -> None:
+    run = incident_run
+    first = [(_ce_id(r), r.headers["ce_type"], r.value) for r in run.control]
+    config = run.config.model_copy(update={"kafka": run.config.kafka.model_copy(
+        update={"group_id": "incident-replay", "batch_size": 500})})
+    with opened(config) as store:  # the same store: the replay's inserts are idempotent
+        running = Running(config, store)
+        try:
+            running.drain(run.events)
+        finally:
+            running.close()
+        counts = {t: [int(store.query(f"SELECT count() FROM driftline.{t} {final}")[1][0][0])
+                      for final in ("FINAL", "")] for t in ("alerts", "rollback_requests")}
+        rows = {t: table_rows(store, t) for t in ("alerts", "rollback_requests")}
+    gc.collect()
+    # one logical copy (FINAL); the replay's batches are larger, so its inserts are other blocks
+    assert {t: c[0] for t, c in counts.items()} == {"alerts": len(run.store_alerts),
+                                                    "rollback_requests": len(run.store_rollbacks)}
+    assert rows == {"alerts": run.store_alerts, "rollback_requests": run.store_rollbacks}
+    control = read_topic(broker.bootstrap, run.section["control_topic"])
+    again = [(_ce_id(r), r.headers["ce_type"], r.value) for r in control
+             if r.offset >= run.control_high.get(r.partition, 0)]
+    assert len(control) == 2 * len(first)
+    assert sorted(again) == sorted(first)  # the same records (a step may now close two windows: order differs)
+    # per window, alerts first, then rollback requests, in the same order as live
+    assert [x for x in again if x[1] == ALERT_TYPE.encode()] == [x for x in first if x[1] == ALERT_TYPE.encode()]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: one watermark per (model, version) over all partitions. A consumer that reads a backlog (a new group, "
+    "a restart after a crash, any lag) gets partition 0's messages before partition 1's and 2's (librdkafka hands "
+    "them out partition by partition), so WindowState.update (driftline/engine/window.py: watermark = max event "
+    "time of everything seen - allowed_lateness) runs ahead to partition 0's newest event and the other "
+    "partitions' events of the same minutes become late: the replay's windows hold ~80 of 250 events each "
+    "(~680 late) where the live run's hold 250. Service.step (driftline/service.py) merges the partitions into "
+    "one stream; it needs a per-partition watermark (the minimum over assigned partitions) for windows and "
+    "alert ids to be the same on a re-read"))
+def test_replaying_spread_keys_from_the_start_gives_the_same_windows(tmp_path: Path, json_run: RunResult,
+                                                                     broker: KafkaBroker) -> None:
+    """The JSON scenario's topic has every minute's events spread over three partitions by request id. Read
+    live (minute by minute) that is harmless; a new group reading it from the start must still find the same
+    windows and publish the same alert ids."""
+    base = json_run.config
+    config = base.model_copy(update={
+        "kafka": base.kafka.model_copy(update={"group_id": "json-replay", "control_topic": "json-replay.control"}),
+        "store": base.store.model_copy(update={"dsn": f"chdb://{tmp_path / 'store'}"})})
+    create_topic(broker.bootstrap, "json-replay.control")
+    with opened(config) as store:
+        running = Running(config, store)
+        try:
+            running.drain(sum(n for _, n, _ in SCENARIO))
+        finally:
+            running.close()
+        windows = windows_of(store)
+        late = late_rows(store)
+    gc.collect()
+    control = read_topic(broker.bootstrap, "json-replay.control")
+    assert (windows, late) == (json_run.windows, 0), \
+        f"replay windows {windows} ({sum(json_run.windows.values()) - sum(windows.values())} events missing, " \
+        f"{late} late_events rows), live: {json_run.windows}"
+    assert sorted(_ce_id(r) for r in control) == sorted(_ce_id(r) for r in json_run.control)
+
+
+# -- 5. time to publish -----------------------------------------------------------------------------------------
+
+
+def test_time_from_window_close_to_a_readable_alert(incident_run: IncidentRun) -> None:
+    """Measured, not asserted beyond 'it was measured'. The service consumes with poll_timeout 200 ms and
+    batch_size 128; the control-topic reader fetches with fetch.wait.max.ms 5. The window-closing event comes
+    alone (a trickle), so its consume call waits out poll_timeout for a fuller batch before the step begins:
+    'produced → readable' includes that wait, 'poll → readable' does not."""
+    lines = ["", "time to publish (window-closing step → alert readable on the control topic):"]
+    for lat in incident_run.latencies:
+        lines.append(f"  window ending {_iso(lat.window_end)}: {lat.alerts} alerts; poll → published "
+                     f"{lat.poll_to_published * 1000:.0f} ms, published → readable "
+                     f"{lat.published_to_readable * 1000:.0f} ms, poll → readable "
+                     f"{(lat.poll_to_published + lat.published_to_readable) * 1000:.0f} ms; closing events "
+                     f"produced → readable {lat.produced_to_readable * 1000:.0f} ms")
+    steps = [s.done_at - s.polled_at for s in incident_run.steps]
+    closing = [s.done_at - s.polled_at for s in incident_run.steps if s.report.step.reports]
+    assert all(s.report.messages == 1 for s in incident_run.steps if s.report.step.reports)
+    lines.append(f"  every step (poll → committed): median {np.median(steps) * 1000:.0f} ms, "
+                 f"max {max(steps) * 1000:.0f} ms over {len(steps)} steps; window-closing steps: median "
+                 f"{np.median(closing) * 1000:.0f} ms")
+    print("\n".join(lines))
+    assert incident_run.latencies and all(lat.published_to_readable >= 0 for lat in incident_run.latencies)
