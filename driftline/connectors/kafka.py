@@ -3,7 +3,9 @@
 Dead-letter records keep the original bytes as their value and say where they came from and why in
 headers: ``driftline.source.topic``, ``driftline.source.partition``, ``driftline.source.offset``,
 ``driftline.stage`` (decode, validate, join, engine), ``driftline.error.class``,
-``driftline.error.reason``.
+``driftline.error.reason``. A value over ``kafka.max_message_bytes`` is cut to that size
+(``driftline.truncated: true``, ``driftline.original.bytes``); a half left unmatched by the join in a
+later batch than it arrived in carries the headers only (the source offset locates the original).
 
 Control-topic records (docs/control-topic.md) are Avro values (``schemas/control_*.avsc``) with
 CloudEvents binary-mode headers (``ce_specversion``, ``ce_id``, ``ce_source``, ``ce_type``,
@@ -109,7 +111,12 @@ class Publisher:
             headers += [("driftline.source.topic", where["topic"].encode()),
                         ("driftline.source.partition", where["partition"].encode()),
                         ("driftline.source.offset", where["offset"].encode())]
-        self._produce(self.config.dead_letter_topic, payload if payload is not None else bad.payload, key, headers)
+        value = payload if payload is not None else bad.payload
+        limit = self.config.max_message_bytes
+        if value is not None and len(value) > limit:  # keep what fits; the source offset locates the rest
+            headers += [("driftline.truncated", b"true"), ("driftline.original.bytes", str(len(value)).encode())]
+            value = value[:limit]
+        self._produce(self.config.dead_letter_topic, value, key, headers)
 
     def alert(self, event: AlertEvent) -> None:
         w = event.window

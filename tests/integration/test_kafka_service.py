@@ -11,9 +11,9 @@ while the rest lands; raw Avro gives the same windows as JSON; an incident publi
 rollback requests on the control topic (Avro + CloudEvents headers), and a replay with a new group id
 publishes the same ce_ids. Measures (prints) the time from a window-closing poll to the alert being readable.
 
-Known bugs, kept as strict xfails: dead letters whose origin is in an earlier batch (unmatched join halves)
-lose their bytes and key; a message over ~1 MB cannot be dead-lettered and stops the consumer; a re-read of a
-backlog spread over several partitions counts most events as late (one watermark for all partitions).
+Known gaps, kept as strict xfails: dead letters whose origin is in an earlier batch (unmatched join halves)
+carry headers but not their bytes and key; a re-read of a backlog spread over several partitions counts
+most events as late (one watermark for all partitions).
 """
 
 from __future__ import annotations
@@ -626,12 +626,6 @@ def test_an_unmatched_request_is_dead_lettered_with_its_bytes(tmp_path: Path, pr
     check_dead_letters(dead, topic, [(b, positions[0][i]) for i, b in enumerate(bad)])
 
 
-@pytest.mark.xfail(strict=True, raises=KafkaException, reason=(
-    "BUG: a source message larger than ~1 MB (kafka.max_message_bytes + 64 KiB, at least 1,000,000) cannot be "
-    "dead-lettered: Publisher's producer has message.max.bytes = max(max_message_bytes + 65_536, 1_000_000) "
-    "(driftline/connectors/kafka.py, Publisher.__init__), so producer.produce() in Publisher._produce raises "
-    "KafkaException MSG_SIZE_TOO_LARGE out of Service.step before the commit; the batch is consumed again on "
-    "every restart (a poison pill), although the topics allow such messages"))
 def test_a_message_larger_than_the_producer_limit_does_not_stop_the_consumer(tmp_path: Path, profiles: Profiles,
                                                                            broker: KafkaBroker) -> None:
     big_topic = {"max.message.bytes": str(4_000_000)}
@@ -653,6 +647,9 @@ def test_a_message_larger_than_the_producer_limit_does_not_stop_the_consumer(tmp
     assert committed == high
     dead = read_topic(broker.bootstrap, section["dead_letter_topic"])
     assert [(r.headers["driftline.error.class"], r.key) for r in dead] == [(b"OversizedMessage", b"huge")]
+    assert dead[0].headers["driftline.truncated"] == b"true"
+    assert dead[0].headers["driftline.original.bytes"] == str(len(huge)).encode()
+    assert dead[0].value == huge[:1_048_576]
 
 
 # -- 3. raw Avro ------------------------------------------------------------------------------------------------
