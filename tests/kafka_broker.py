@@ -178,3 +178,21 @@ class KafkaBroker:
 
     def __repr__(self) -> str:
         return f"KafkaBroker(bootstrap={self.bootstrap!r}, directory={str(self.directory)!r}, pid={self.pid})"
+
+
+def create_topic(bootstrap: str, name: str, partitions: int = 1, config: dict[str, str] | None = None) -> None:
+    """Create a topic and wait until every partition has a leader."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1,
+                                            config=config or {})], operation_timeout=30, request_timeout=30)
+    futures[name].result(timeout=30)
+    deadline = time.monotonic() + 30
+    while True:  # until every partition has a leader in the metadata
+        topic = admin.list_topics(name, timeout=10).topics[name]
+        if topic.error is None and len(topic.partitions) == partitions and \
+                all(p.leader >= 0 for p in topic.partitions.values()):
+            return
+        assert time.monotonic() < deadline, f"topic {name} not ready: {topic}"
+        time.sleep(0.05)

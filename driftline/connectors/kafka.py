@@ -3,7 +3,7 @@
 Dead-letter records keep the original bytes as their value and say where they came from and why in
 headers: ``driftline.source.topic``, ``driftline.source.partition``, ``driftline.source.offset``,
 ``driftline.stage`` (decode, validate, join, engine), ``driftline.error.class``,
-``driftline.error.reason``. A value over ``kafka.max_message_bytes`` is cut to that size
+``driftline.error.reason``. A value over ``max(kafka.max_message_bytes, ~1 MB)`` is cut to that size
 (``driftline.truncated: true``, ``driftline.original.bytes``); a half left unmatched by the join in a
 later batch than it arrived in carries the headers only (the source offset locates the original).
 
@@ -33,6 +33,8 @@ from driftline.schemas import schema_text
 
 ALERT_TYPE = "io.driftline.alert.v1"
 ROLLBACK_TYPE = "io.driftline.rollback.requested.v1"
+HEADER_ROOM = 65_536
+"""Bytes the producer's message size limit leaves for key, headers and framing."""
 ORIGIN = re.compile(r"^(?P<topic>.+)\[(?P<partition>\d+)\]@(?P<offset>\d+)$")
 
 
@@ -93,8 +95,10 @@ class Publisher:
 
     def __init__(self, config: KafkaConfig) -> None:
         self.config = config
+        self.dead_letter_cap = max(config.max_message_bytes, 1_000_000 - HEADER_ROOM)
+        """The largest value a dead letter keeps (the original bytes whenever the producer can send them)."""
         self.producer = Producer({**client_settings(config), "enable.idempotence": True, "linger.ms": 5,
-                                  "message.max.bytes": max(config.max_message_bytes + 65_536, 1_000_000)})
+                                  "message.max.bytes": self.dead_letter_cap + HEADER_ROOM})
         self._alert_schema = fastavro.parse_schema(json.loads(schema_text("control_alert.avsc")))
         self._rollback_schema = fastavro.parse_schema(json.loads(schema_text("control_rollback.avsc")))
         self._errors: list[str] = []
@@ -112,7 +116,7 @@ class Publisher:
                         ("driftline.source.partition", where["partition"].encode()),
                         ("driftline.source.offset", where["offset"].encode())]
         value = payload if payload is not None else bad.payload
-        limit = self.config.max_message_bytes
+        limit = self.dead_letter_cap
         if value is not None and len(value) > limit:  # keep what fits; the source offset locates the rest
             headers += [("driftline.truncated", b"true"), ("driftline.original.bytes", str(len(value)).encode())]
             value = value[:limit]

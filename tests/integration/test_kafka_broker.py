@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
-from tests.kafka_broker import KafkaBroker
+from tests.kafka_broker import KafkaBroker, create_topic
 
 pytestmark = pytest.mark.integration
 
@@ -26,21 +26,6 @@ Record = tuple[int, int, bytes, bytes]
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
     with KafkaBroker(tmp_path_factory.mktemp("kafka")) as running:
         yield running
-
-
-def create_topic(bootstrap: str, name: str, partitions: int) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)],
-                                  operation_timeout=30, request_timeout=30)
-    futures[name].result(timeout=30)
-    deadline = time.monotonic() + 30
-    while True:  # until every partition has a leader in the metadata
-        topic = admin.list_topics(name, timeout=10).topics[name]
-        if topic.error is None and len(topic.partitions) == partitions and \
-                all(p.leader >= 0 for p in topic.partitions.values()):
-            return
-        assert time.monotonic() < deadline, f"topic {name} not ready: {topic}"
-        time.sleep(0.1)
 
 
 def produce(bootstrap: str, topic: str, count: int, prefix: str = "message") -> None:

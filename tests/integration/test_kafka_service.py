@@ -35,7 +35,7 @@ import fastavro
 import numpy as np
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
 
 from driftline.config import Config
 from driftline.connectors.clickhouse import ClickHouseStore
@@ -44,7 +44,7 @@ from driftline.engine.window import window_id
 from driftline.schemas import schema_text
 from driftline.service import BatchReport, Service
 from driftline.synthetic import Incident, credit_applications
-from tests.kafka_broker import KafkaBroker
+from tests.kafka_broker import KafkaBroker, create_topic
 
 from .conftest import CREDIT, CREDIT_INCIDENT, DAY_START_MS, load, opened, table_rows, write_config
 
@@ -72,26 +72,11 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
         yield running
 
 
-def create_topic(bootstrap: str, name: str, partitions: int = PARTITIONS, config: dict[str, str] | None = None) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1,
-                                            config=config or {})], operation_timeout=30, request_timeout=30)
-    futures[name].result(timeout=30)
-    deadline = time.monotonic() + 30
-    while True:  # until every partition has a leader in the metadata
-        topic = admin.list_topics(name, timeout=10).topics[name]
-        if topic.error is None and len(topic.partitions) == partitions and \
-                all(p.leader >= 0 for p in topic.partitions.values()):
-            return
-        assert time.monotonic() < deadline, f"topic {name} not ready: {topic}"
-        time.sleep(0.05)
-
-
 def create_topics(bootstrap: str, kafka: dict[str, Any], source_config: dict[str, str] | None = None) -> None:
     for t in kafka["topics"]:
-        create_topic(bootstrap, t["topic"], config=source_config)
-    create_topic(bootstrap, kafka["dead_letter_topic"], config=source_config)
-    create_topic(bootstrap, kafka["control_topic"])
+        create_topic(bootstrap, t["topic"], PARTITIONS, config=source_config)
+    create_topic(bootstrap, kafka["dead_letter_topic"], PARTITIONS, config=source_config)
+    create_topic(bootstrap, kafka["control_topic"], PARTITIONS)
 
 
 Outgoing = tuple[bytes | None, bytes | None, int | None]
@@ -899,7 +884,7 @@ def test_replaying_spread_keys_from_the_start_gives_the_same_windows(tmp_path: P
     config = base.model_copy(update={
         "kafka": base.kafka.model_copy(update={"group_id": "json-replay", "control_topic": "json-replay.control"}),
         "store": base.store.model_copy(update={"dsn": f"chdb://{tmp_path / 'store'}"})})
-    create_topic(broker.bootstrap, "json-replay.control")
+    create_topic(broker.bootstrap, "json-replay.control", PARTITIONS)
     with opened(config) as store:
         running = Running(config, store)
         try:
