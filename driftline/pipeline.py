@@ -92,15 +92,28 @@ class Pipeline:
                                       f"{profile.model} {profile.model_version}, not {model.name} {version}")
                 self.monitors[(model.name, version)] = ModelMonitor(profile, spec, _assessment_policy(model))
 
-    def process(self, events: Events, bad: list[BadEvent] | None = None, now_ms: int | None = None) -> StepResult:
-        """Run one batch through the pipeline and persist what it produced."""
+    def process(self, events: Events, bad: list[BadEvent] | None = None, now_ms: int | None = None,
+                partitioned: bool = False) -> StepResult:
+        """Run one batch through the pipeline and persist what it produced. ``partitioned``: the events'
+        origins are ``topic[partition]@offset`` and each partition keeps its own watermark (see :meth:`hold`)."""
         step = StepResult(bad=list(bad or []))
         self.totals.events += len(events) + len(step.bad)
         events = self._refuse_future(events, step, now_ms)
         joined = self.joiner.push(events)
         self._unjoined(joined.unmatched_requests, joined.unmatched_responses, joined.duplicates, joined.mismatched,
                        step)
-        self._feed(joined.joined, step, now_ms)
+        self._feed(joined.joined, step, now_ms, partitioned)
+        self._decide_and_persist(step)
+        return step
+
+    def hold(self, active: frozenset[str], fresh: frozenset[str]) -> StepResult:
+        """Tell every model which partitions its watermark waits for: the ``active`` ones (assigned, not
+        read to their end) that have carried its events, and every ``fresh`` one (assigned, nothing read
+        from it yet), which may still carry them. Persists and returns what closes."""
+        step = StepResult()
+        for monitor in self.monitors.values():
+            holding = fresh | (active & monitor.state.source_marks.keys())
+            step.reports.extend(monitor.hold(frozenset(holding)))
         self._decide_and_persist(step)
         return step
 
@@ -128,7 +141,9 @@ class Pipeline:
         self.totals.unmatched_responses += len(responses)
         self.totals.duplicates += len(duplicates)
 
-    def _feed(self, events: Events, step: StepResult, now_ms: int | None) -> None:
+    def _feed(self, events: Events, step: StepResult, now_ms: int | None, partitioned: bool) -> None:
+        partitions = (np.char.partition(events.position.astype(str), "@")[:, 0]
+                      if partitioned and len(events) else None)
         for key, rows in sorted(group_indices(events).items()):
             group = events.take(rows)
             monitor = self.monitors.get(key)
@@ -140,12 +155,14 @@ class Pipeline:
             columns, invalid = typed_columns(monitor.profile, group)
             for row, reason in invalid.items():
                 step.bad.append(BadEvent(str(group.position[row]), "validate", "SchemaMismatch", reason))
+            sources = partitions[rows] if partitions is not None else None
             if invalid:
                 keep = np.setdiff1d(np.arange(len(group)), np.fromiter(invalid, dtype=np.intp))
                 group = group.take(keep)
                 columns = {name: values[keep] for name, values in columns.items()}
+                sources = sources[keep] if sources is not None else None
             late_before = monitor.state.late_events
-            update = monitor.update(group.event_time, columns, now_ms)
+            update = monitor.update(group.event_time, columns, now_ms, sources)
             for row in update.rejected.tolist():
                 step.bad.append(BadEvent(str(group.position[row]), "engine", "OutOfWindow",
                                          "event time too far ahead, or too many open windows"))

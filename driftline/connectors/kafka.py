@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import fastavro
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from driftline import __version__
 from driftline.config import KafkaConfig
@@ -40,7 +40,11 @@ ORIGIN = re.compile(r"^(?P<topic>.+)\[(?P<partition>\d+)\]@(?P<offset>\d+)$")
 
 def origin(topic: str, partition: int, offset: int) -> str:
     """How a Kafka message is named in bad-event reports: ``topic[partition]@offset``."""
-    return f"{topic}[{partition}]@{offset}"
+    return f"{partition_name(topic, partition)}@{offset}"
+
+
+def partition_name(topic: str, partition: int) -> str:
+    return f"{topic}[{partition}]"
 
 
 def client_settings(config: KafkaConfig) -> dict[str, Any]:
@@ -59,8 +63,46 @@ class KafkaSource:
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "partition.assignment.strategy": "cooperative-sticky",
+            "enable.partition.eof": True,
         })
-        self.consumer.subscribe([t.topic for t in config.topics])
+        self.assigned: set[str] = set()
+        """Partitions this member owns, as ``topic[partition]``."""
+        self.fresh: set[str] = set()
+        """Owned partitions nothing has been read from yet."""
+        self.at_end: set[str] = set()
+        """Owned partitions read to their end (until their next message)."""
+        self.consumer.subscribe([t.topic for t in config.topics], on_assign=self._assigned,
+                                on_revoke=self._revoked, on_lost=self._revoked)
+
+    def _assigned(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        names = {partition_name(p.topic, p.partition) for p in partitions}
+        self.assigned |= names
+        self.fresh |= names
+        self.at_end -= names
+
+    def _revoked(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        names = {partition_name(p.topic, p.partition) for p in partitions}
+        self.assigned -= names
+        self.fresh -= names
+        self.at_end -= names
+
+    def saw(self, message: Message) -> bool:
+        """Note a message's partition as read (or read to its end); False for an end-of-partition event."""
+        name = partition_name(message.topic(), message.partition())
+        error = message.error()
+        if error is not None and error.code() == KafkaError._PARTITION_EOF:
+            self.at_end.add(name)
+            self.fresh.discard(name)
+            return False
+        self.at_end.discard(name)
+        self.fresh.discard(name)
+        return True
+
+    @property
+    def holding(self) -> tuple[frozenset[str], frozenset[str]]:
+        """(partitions still to deliver, those of them nothing was read from yet)."""
+        active = frozenset(self.assigned - self.at_end)
+        return active, frozenset(self.fresh & active)
 
     def poll_batch(self) -> list[Message]:
         return list(self.consumer.consume(self.config.batch_size, self.config.poll_timeout / 1000))

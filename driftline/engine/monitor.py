@@ -88,8 +88,8 @@ class ModelMonitor:
         return self.features.profile
 
     def update(self, event_time_ms: NDArray[np.int64], columns: Mapping[str, NDArray[Any]],
-               now_ms: int | None = None) -> MonitorUpdate:
-        result = self.state.update(event_time_ms, columns, now_ms)
+               now_ms: int | None = None, sources: NDArray[Any] | None = None) -> MonitorUpdate:
+        result = self.state.update(event_time_ms, columns, now_ms, sources)
         detections: list[ChangeDetection] = []
         scores = columns.get(self._score_name) if self._score_name is not None else None
         if self.watch is not None and scores is not None and result.accepted:
@@ -99,6 +99,10 @@ class ModelMonitor:
 
     def flush(self) -> list[WindowReport]:
         return [self.evaluate(w) for w in self.state.flush()]
+
+    def hold(self, sources: frozenset[str] | None) -> list[WindowReport]:
+        """Which sources the watermark waits for (see :meth:`WindowState.hold`); reports what closes."""
+        return [self.evaluate(w) for w in self.state.hold(sources)]
 
     def reset(self) -> None:
         """The state of a fresh monitor: no panes, no previous window, a new score watch."""

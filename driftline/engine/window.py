@@ -91,6 +91,23 @@ class WindowSpec:
         return self.panes_per_window + -(-self.allowed_lateness_ms // self.hop) + 1
 
 
+def _marked(marks: Mapping[str, int], times: NDArray[np.int64], rows: NDArray[np.intp],
+            sources: NDArray[Any] | None) -> dict[str, int]:
+    """``marks`` updated with the newest time per source among ``rows``."""
+    updated = dict(marks)
+    if len(rows) == 0:
+        return updated
+    if sources is None:
+        updated[""] = max(int(times[rows].max()), updated.get("", int(times[rows].max())))
+        return updated
+    names, inverse = np.unique(np.asarray(sources)[rows].astype(str), return_inverse=True)
+    newest = np.full(len(names), np.iinfo(np.int64).min, dtype=np.int64)
+    np.maximum.at(newest, inverse, times[rows])
+    for name, mark in zip(names.tolist(), newest.tolist(), strict=True):
+        updated[name] = max(mark, updated.get(name, mark))
+    return updated
+
+
 def window_id(model: str, model_version: str, start_ms: int, end_ms: int) -> str:
     """Deterministic id of a window: the first 16 bytes of sha256 over its identity, hex.
 
@@ -156,6 +173,10 @@ class WindowState:
         self.panes: dict[int, Counts] = {}
         """Pane index (event time // hop) → count vector."""
         self.watermark: int | None = None
+        self.source_marks: dict[str, int] = {}
+        """Newest accepted event time per source (a Kafka partition; ``""`` when the caller names none)."""
+        self.holding: frozenset[str] | None = None
+        """The sources the watermark waits for (None: every source seen). See :meth:`hold`."""
         self.late_events = 0
         self.rejected_events = 0
         self._running: tuple[int, Counts] | None = None
@@ -170,9 +191,15 @@ class WindowState:
         return self.features.profile.model_version
 
     def update(
-        self, event_time_ms: NDArray[np.int64], columns: Mapping[str, NDArray[Any]], now_ms: int | None = None
+        self, event_time_ms: NDArray[np.int64], columns: Mapping[str, NDArray[Any]], now_ms: int | None = None,
+        sources: NDArray[Any] | None = None,
     ) -> UpdateResult:
-        """Add one columnar batch; return the windows it closed and the late counts it found."""
+        """Add one columnar batch; return the windows it closed and the late counts it found.
+
+        ``sources`` names each event's source (e.g. its Kafka partition): the watermark is then the
+        smallest of the sources' (see :meth:`hold`), so a source read ahead of the others (a backlog
+        handed out one partition at a time) cannot make their events late.
+        """
         times = np.asarray(event_time_ms)
         if times.dtype.kind not in "iu":
             raise InvalidInput(f"event times must be integer epoch milliseconds, got dtype {times.dtype}")
@@ -198,21 +225,35 @@ class WindowState:
                 # Keep the event for still-open windows: the newest window holding pane p ends at
                 # p * hop + size.
                 keep &= ~(partly_late & (panes * hop + self.spec.size_ms <= self.watermark))
-        keep &= self._within_pane_bound(times, panes, keep)
+        keep &= self._within_pane_bound(times, panes, keep, sources)
         rejected = np.flatnonzero(~keep & ~self._fully_late(panes))
         self.rejected_events += len(rejected)
         accepted = np.flatnonzero(keep)
         self._accumulate(panes, accepted, columns)
         if len(accepted):
-            candidate = int(times[accepted].max()) - self.spec.allowed_lateness_ms
-            if self.watermark is None or candidate > self.watermark:
+            self.source_marks = _marked(self.source_marks, times, accepted, sources)
+            candidate = self._candidate(self.source_marks)
+            if candidate is not None and (self.watermark is None or candidate > self.watermark):
                 return UpdateResult(len(accepted), self._advance(candidate), late, rejected, accepted)
         return UpdateResult(len(accepted), [], late, rejected, accepted)
+
+    def hold(self, sources: frozenset[str] | None) -> list[ClosedWindow]:
+        """Say which sources the watermark waits for: those still to deliver (a Kafka partition assigned
+        and not yet read to its end). A source not yet seen holds the watermark where it is; a source
+        left out (read to its end, revoked) no longer holds it back. With none left, the watermark is the
+        newest of all sources'. Returns the windows that letting go closes."""
+        self.holding = sources
+        candidate = self._candidate(self.source_marks)
+        if candidate is not None and (self.watermark is None or candidate > self.watermark):
+            return self._advance(candidate)
+        return []
 
     def reset(self) -> None:
         """Forget every pane, the watermark and the counters: the state of a fresh instance."""
         self.panes = {}
         self.watermark = None
+        self.source_marks = {}
+        self.holding = None
         self.late_events = 0
         self.rejected_events = 0
         self._running = None
@@ -237,6 +278,8 @@ class WindowState:
                     merged.panes[pane] = counts.copy()
         marks = [w for w in (self.watermark, other.watermark) if w is not None]
         merged.watermark = min(marks) if marks else None
+        for name, mark in (*self.source_marks.items(), *other.source_marks.items()):
+            merged.source_marks[name] = max(mark, merged.source_marks.get(name, mark))
         merged.late_events = self.late_events + other.late_events
         merged.rejected_events = self.rejected_events + other.rejected_events
         return merged
@@ -249,6 +292,8 @@ class WindowState:
                      "allowed_lateness_ms": self.spec.allowed_lateness_ms,
                      "max_open_panes": self.spec.max_open_panes, "max_future_ms": self.spec.max_future_ms},
             "watermark": self.watermark,
+            "source_marks": dict(sorted(self.source_marks.items())),
+            "holding": None if self.holding is None else sorted(self.holding),
             "late_events": self.late_events,
             "rejected_events": self.rejected_events,
             "panes": {str(p): c.tolist() for p, c in sorted(self.panes.items())},
@@ -261,6 +306,9 @@ class WindowState:
                 f"snapshot was taken against reference {data['reference_hash']}, not {features.profile.content_hash}")
         state = cls(features, WindowSpec(**data["spec"]))
         state.watermark = data["watermark"]
+        state.source_marks = {str(k): int(v) for k, v in data.get("source_marks", {}).items()}
+        holding = data.get("holding")
+        state.holding = None if holding is None else frozenset(map(str, holding))
         state.late_events = int(data["late_events"])
         state.rejected_events = int(data["rejected_events"])
         for pane, counts in data["panes"].items():
@@ -276,22 +324,35 @@ class WindowState:
 
     # -- internals -------------------------------------------------------------------------------
 
+    def _candidate(self, marks: Mapping[str, int]) -> int | None:
+        """The watermark the marks allow: the smallest mark of the sources that hold it, less the
+        allowed lateness; None while a holding source has delivered nothing."""
+        waiting = marks.keys() if self.holding is None else self.holding
+        if not waiting:
+            newest = max(marks.values(), default=None)
+            return None if newest is None else newest - self.spec.allowed_lateness_ms
+        held = [marks.get(source) for source in waiting]
+        if any(mark is None for mark in held):
+            return None
+        return min(m for m in held if m is not None) - self.spec.allowed_lateness_ms
+
     def _fully_late(self, panes: NDArray[np.int64]) -> NDArray[np.bool_]:
         if self.watermark is None:
             return np.zeros(len(panes), dtype=bool)
         return panes * self.spec.hop + self.spec.size_ms <= self.watermark
 
     def _within_pane_bound(self, times: NDArray[np.int64], panes: NDArray[np.int64],
-                           keep: NDArray[np.bool_]) -> NDArray[np.bool_]:
+                           keep: NDArray[np.bool_], sources: NDArray[Any] | None) -> NDArray[np.bool_]:
         """False for events that would leave more than ``max_open_panes`` panes open after the batch
         (the newest go first). Panes the batch itself closes do not count: a long in-order batch is
         not refused for its length."""
         if not keep.any():
             return np.ones(len(panes), dtype=bool)
         hop, size = self.spec.hop, self.spec.size_ms
-        watermark = int(times[keep].max()) - self.spec.allowed_lateness_ms
-        if self.watermark is not None:
-            watermark = max(watermark, self.watermark)
+        prospective = self._candidate(_marked(self.source_marks, times, np.flatnonzero(keep), sources))
+        watermark = max((w for w in (prospective, self.watermark) if w is not None), default=None)
+        if watermark is None:
+            watermark = int(times[keep].max()) - self.spec.allowed_lateness_ms
         held = np.fromiter(self.panes, dtype=np.int64, count=len(self.panes))
         surviving_held = int((held * hop + size > watermark).sum())
         candidates = np.unique(panes[keep])

@@ -11,9 +11,8 @@ while the rest lands; raw Avro gives the same windows as JSON; an incident publi
 rollback requests on the control topic (Avro + CloudEvents headers), and a replay with a new group id
 publishes the same ce_ids. Measures (prints) the time from a window-closing poll to the alert being readable.
 
-Known gaps, kept as strict xfails: dead letters whose origin is in an earlier batch (unmatched join halves)
-carry headers but not their bytes and key; a re-read of a backlog spread over several partitions counts
-most events as late (one watermark for all partitions).
+Known gap, kept as a strict xfail: dead letters whose origin is in an earlier batch (unmatched join halves)
+carry headers but not their bytes and key.
 """
 
 from __future__ import annotations
@@ -866,15 +865,6 @@ def test_a_replay_with_a_new_group_publishes_the_same_ce_ids(incident_run: Incid
     assert [x for x in again if x[1] == ALERT_TYPE.encode()] == [x for x in first if x[1] == ALERT_TYPE.encode()]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: one watermark per (model, version) over all partitions. A consumer that reads a backlog (a new group, "
-    "a restart after a crash, any lag) gets partition 0's messages before partition 1's and 2's (librdkafka hands "
-    "them out partition by partition), so WindowState.update (driftline/engine/window.py: watermark = max event "
-    "time of everything seen - allowed_lateness) runs ahead to partition 0's newest event and the other "
-    "partitions' events of the same minutes become late: the replay's windows hold ~80 of 250 events each "
-    "(~680 late) where the live run's hold 250. Service.step (driftline/service.py) merges the partitions into "
-    "one stream; it needs a per-partition watermark (the minimum over assigned partitions) for windows and "
-    "alert ids to be the same on a re-read"))
 def test_replaying_spread_keys_from_the_start_gives_the_same_windows(tmp_path: Path, json_run: RunResult,
                                                                      broker: KafkaBroker) -> None:
     """The JSON scenario's topic has every minute's events spread over three partitions by request id. Read
