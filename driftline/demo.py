@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,9 +200,10 @@ def _summary(outcome: ReplayOutcome, root: Path) -> None:
     for bad in outcome.bad[:5]:
         print(f"   {bad.describe()}")
     config = root / "driftline.yaml"
+    command = "driftline" if shutil.which("driftline") else sys.argv[0]  # e.g. .venv/bin/driftline after make demo
     print("\n7. every window is in ClickHouse; try:")
     for title, sql in INVESTIGATIONS:
-        print(f"   # {title}\n   driftline query --config {config} \"{sql}\"")
+        print(f"   # {title}\n   {command} query --config {config} \"{sql}\"")
 
 
 INVESTIGATIONS = (
