@@ -148,9 +148,18 @@ class RollbackConfig(_Strict):
 
 class TopicConfig(_Strict):
     topic: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
-    format: Literal["json", "avro", "avro-confluent"] = "json"
+    format: Literal["json", "avro", "avro-confluent", "oip-json", "kserve-cloudevents"] = "json"
     avro_schema: Literal["scoring_event.avsc", "scoring_request.avsc", "scoring_response.avsc"] = "scoring_event.avsc"
     """For raw ``avro``: which of driftline's schemas the topic carries."""
+    model: str | None = None
+    """For inference payloads: the model (else the body's ``model_name`` / KServe's service name)."""
+    model_version: str | None = None
+    """For inference payloads: the version (else the body's ``model_version``)."""
+    feature_names: tuple[str, ...] = ()
+    """For one [N, F] input tensor (or V1 list rows): the names of its F columns, in order."""
+    score_output: str | None = None
+    """The output tensor that holds the score (default: the first output)."""
+    decision_output: str | None = None
 
 
 class KafkaConfig(_Strict):

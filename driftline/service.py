@@ -32,9 +32,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from driftline.config import Config
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE
+
+from driftline.config import Config, TopicConfig
 from driftline.connectors.clickhouse import ClickHouseStore
 from driftline.connectors.codecs import DecodeError, Decoder, RegistryUnavailable, SchemaRegistry, make_decoder
+from driftline.connectors.inference import MessageView, TensorMapping, kserve_cloudevent, oip_json
 from driftline.connectors.kafka import KafkaSource, Publisher, origin
 from driftline.events import EventBuilder
 from driftline.pipeline import Pipeline, StepResult
@@ -60,8 +63,7 @@ class Service:
         self.clock = clock
         self.pipeline = Pipeline(config, store)
         registry = SchemaRegistry(config.kafka.schema_registry_url) if config.kafka.schema_registry_url else None
-        self.decoders: dict[str, Decoder] = {t.topic: make_decoder(t.format, registry, t.avro_schema)
-                                             for t in config.kafka.topics}
+        self.decoders = {t.topic: message_decoder(t, registry) for t in config.kafka.topics}
 
     def step(self) -> BatchReport:
         polled = self.source.poll_batch()
@@ -94,11 +96,12 @@ class Service:
                                                                f"{limit}-byte limit", "OversizedMessage"))
             else:
                 try:
-                    record = self.decoders[message.topic()](value)
+                    records = self.decoders[message.topic()](message)
                 except DecodeError as exc:
                     builder.reject_at(where, "decode", exc)
                 else:
-                    builder.add_at(record, where)
+                    for row, record in enumerate(records):
+                        builder.add_at(record, where if len(records) == 1 else f"{where}#{row}")
         return builder, payloads
 
     def _process(self, messages: list[Any], builder: EventBuilder,
@@ -131,6 +134,28 @@ class Service:
             report = self.step()
             if on_batch is not None and report.messages:
                 on_batch(report)
+
+
+MessageDecoder = Callable[[Any], list[dict[str, Any]]]
+
+
+def message_decoder(topic: TopicConfig, registry: SchemaRegistry | None) -> MessageDecoder:
+    """The decoder of one topic's messages: a list of scoring records per message."""
+    if topic.format in ("oip-json", "kserve-cloudevents"):
+        mapping = TensorMapping(topic.model, topic.model_version, topic.feature_names, topic.score_output,
+                                topic.decision_output)
+        read = oip_json if topic.format == "oip-json" else kserve_cloudevent
+
+        def decode_inference(message: Any) -> list[dict[str, Any]]:
+            kind, stamp = message.timestamp()
+            view = MessageView(message.value(), message.key(),
+                               {k: v for k, v in (message.headers() or []) if v is not None},
+                               stamp if kind != TIMESTAMP_NOT_AVAILABLE else None)
+            return read(view, mapping)
+
+        return decode_inference
+    decode: Decoder = make_decoder(topic.format, registry, topic.avro_schema)
+    return lambda message: [decode(message.value())]
 
 
 def run_service(config: Config, on_batch: Callable[[BatchReport], None] | None = None) -> None:
