@@ -132,8 +132,11 @@ class Pipeline:
     def _unjoined(self, requests: Events, responses: Events, duplicates: Events, mismatched: Events,
                   step: StepResult) -> None:
         wait = f"{self.config.join.max_wait // 1000}s"
-        for events, reason in ((requests, f"request without a response within {wait}"),
-                               (responses, f"response without a request within {wait}"),
+        bound = f"{self.config.join.max_pending:,}"
+        for events, reason in ((requests, f"request without a response within {wait} of event time "
+                                          f"(or past the join's bound of {bound} waiting halves)"),
+                               (responses, f"response without a request within {wait} of event time "
+                                           f"(or past the join's bound of {bound} waiting halves)"),
                                (duplicates, "duplicate request_id (first one kept)"),
                                (mismatched, "request and response name different models or versions")):
             step.bad.extend(BadEvent(str(origin), "join", "Unmatched", reason) for origin in events.position)
