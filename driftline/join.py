@@ -7,8 +7,10 @@ Combined events pass straight through.
 
 Bounded: a half that waited longer than ``max_wait_ms`` of event time behind the newest event seen,
 or that would push the pending count over ``max_pending`` (oldest first), leaves as *unmatched*:
-counted per side and returned, never silently dropped. A repeated request id on the same side is a
-duplicate (a producer retry): the first one is kept, the others are counted and returned.
+counted per side and returned, never silently dropped. A repeated request id (a producer retry) is a
+*duplicate*: on the same side within a batch or while pending, or — for up to ``max_wait_ms`` of event
+time, ``max_pending`` ids — after its event was already joined or passed through; the first is kept,
+the others are counted and returned, never counted twice.
 """
 
 from __future__ import annotations
@@ -37,14 +39,20 @@ class Joiner:
         self.max_pending = max_pending
         self.pending = Events.empty()
         self.max_event_time: int | None = None
+        self.emitted_ids = np.zeros(0, dtype=str)
+        """Request ids joined or passed through within the last ``max_wait_ms`` (sorted), with their times."""
+        self.emitted_times = np.zeros(0, dtype=np.int64)
 
     def push(self, events: Events) -> JoinResult:
         if len(events):
             newest = int(events.event_time.max())
             self.max_event_time = newest if self.max_event_time is None else max(self.max_event_time, newest)
-        combined = events.take(np.flatnonzero(events.kind == COMBINED))
+        self._remember(Events.empty())  # forget ids older than max_wait behind the newest event
+        events, repeated = self._drop_emitted(events)
+        combined, combined_repeats = _drop_duplicates(events.take(np.flatnonzero(events.kind == COMBINED)))
         halves = Events.concat([self.pending, events.take(np.flatnonzero(events.kind != COMBINED))])
         halves, duplicates = _drop_duplicates(halves)
+        duplicates = Events.concat([repeated, combined_repeats, duplicates])
         requests = np.flatnonzero(halves.kind == REQUEST)
         responses = np.flatnonzero(halves.kind == RESPONSE)
         ids_req = halves.request_id[requests].astype(str)
@@ -63,13 +71,35 @@ class Joiner:
         matched[resp_rows] = True
         waiting = halves.take(np.flatnonzero(~matched))
         self.pending, expired = self._expire(waiting)
+        out = Events.concat([combined, joined])
+        self._remember(out)
         return JoinResult(
-            joined=Events.concat([combined, joined]),
+            joined=out,
             unmatched_requests=expired.take(np.flatnonzero(expired.kind == REQUEST)),
             unmatched_responses=expired.take(np.flatnonzero(expired.kind == RESPONSE)),
             duplicates=duplicates,
             mismatched=mismatched,
         )
+
+    def _drop_emitted(self, events: Events) -> tuple[Events, Events]:
+        """Events whose request id was already joined or passed through recently (a producer's retry of
+        a combined event, a half repeated after its pair was matched) are duplicates, not new traffic."""
+        if not len(events) or not len(self.emitted_ids):
+            return events, Events.empty()
+        seen = np.isin(events.request_id.astype(str), self.emitted_ids)
+        return events.take(np.flatnonzero(~seen)), events.take(np.flatnonzero(seen))
+
+    def _remember(self, emitted: Events) -> None:
+        ids = np.concatenate((self.emitted_ids, emitted.request_id.astype(str)))
+        times = np.concatenate((self.emitted_times, emitted.event_time))
+        if self.max_event_time is not None:
+            recent = times >= self.max_event_time - self.max_wait_ms
+            ids, times = ids[recent], times[recent]
+        if len(ids) > self.max_pending:  # bounded like the pending halves: the oldest are forgotten first
+            newest = np.argsort(times, kind="stable")[-self.max_pending:]
+            ids, times = ids[newest], times[newest]
+        order = np.argsort(ids, kind="stable")
+        self.emitted_ids, self.emitted_times = ids[order], times[order]
 
     def flush(self) -> JoinResult:
         """End of input: everything still pending is unmatched."""

@@ -101,11 +101,23 @@ def test_combined_events_pass_straight_through() -> None:
     joiner.push(batch(pending_request))
     combined = [event(COMBINED, "a", 10, score=0.7), event(COMBINED, "c", 20), event(COMBINED, "c", 30)]
     out = joiner.push(batch(*combined))
-    assert positions(out.joined) == [pos(c) for c in combined]  # even a repeated id, even one that is pending
-    assert out.joined.kind.tolist() == [COMBINED] * 3
+    assert positions(out.joined) == [pos(c) for c in combined[:2]]  # even an id that is pending as a half
+    assert out.joined.kind.tolist() == [COMBINED] * 2
     assert out.joined.score.tolist()[0] == 0.7
     assert positions(joiner.pending) == [pos(pending_request)]  # a combined event never consumes a half
-    assert len(out.duplicates) == 0
+    assert positions(out.duplicates) == [pos(combined[2])]  # a producer's retry is not counted twice
+
+
+def test_a_retry_after_its_event_was_joined_is_a_duplicate() -> None:
+    joiner = Joiner(max_wait_ms=MINUTE, max_pending=100)
+    first = joiner.push(batch(event(REQUEST, "a", 0), event(RESPONSE, "a", 5), event(COMBINED, "b", 6)))
+    assert len(first.joined) == 2
+    retry = [event(COMBINED, "b", 7), event(REQUEST, "a", 8)]
+    out = joiner.push(batch(*retry))
+    assert len(out.joined) == 0 and positions(out.duplicates) == [pos(r) for r in retry]
+    assert len(joiner.pending) == 0  # the repeated half does not wait to become "unmatched"
+    later = joiner.push(batch(event(COMBINED, "z", 2 * MINUTE), event(COMBINED, "b", 2 * MINUTE + 1)))
+    assert len(later.joined) == 2  # past max_wait an id may come back as new traffic
 
 
 def test_a_half_older_than_max_wait_behind_the_newest_event_is_unmatched() -> None:
