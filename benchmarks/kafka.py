@@ -1,0 +1,201 @@
+"""Kafka throughput: driftline's service end to end against raw consume and per-message Avro decode.
+
+One real Kafka 4 broker (``tests/kafka_broker.py``), one 3-partition topic holding N seeded scoring
+events (24 numeric + 6 categorical features, score, decision; :mod:`benchmarks.data`) as driftline's
+raw Avro (``scoring_event.avsc``), event times spread over a few 1-minute windows. Three cases, each
+read from the start with a new consumer group per repeat:
+
+1. raw consume: ``Consumer.consume(5000, 1.0)`` in a loop, counting messages;
+2. fastavro decode: the same loop plus ``fastavro.schemaless_reader`` per message;
+3. driftline: :class:`driftline.service.Service` with a real ``KafkaSource``/``Publisher`` and a chDB
+   store in a temp dir, stepped until every message is consumed (decode, windows, store, commit).
+
+Each case is timed from the consume call that returns the first messages (group join excluded) to
+the last message. The issue's target is >= 200k events/s end to end on one core. Results go to
+``benchmarks/results/kafka.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from confluent_kafka import Consumer, Producer
+
+from benchmarks.data import CATEGORICAL, DECISION, NUMERIC, SCORE, generate
+from driftline.config import Config
+from driftline.connectors.kafka import KafkaSource, Publisher
+from driftline.connectors.profiles import save_profile
+from driftline.engine.profile import build_profile
+from driftline.replay import open_store
+from driftline.service import Service
+from tests.kafka_broker import KafkaBroker, create_topic
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_OUTPUT = REPO / "benchmarks" / "results" / "kafka.json"
+TOPIC, PARTITIONS, MINUTES = "bench.scoring", 3, 4
+T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+MODEL, VERSION = "credit", "1"
+TARGET = 200_000
+SCHEMA = fastavro.parse_schema(json.loads((REPO / "driftline" / "schemas" / "scoring_event.avsc").read_text()))
+
+
+def encode(events: int, seed: int) -> list[tuple[int, bytes]]:
+    """(event time ms, raw Avro) for ``events`` scoring events spread evenly over ``MINUTES`` minutes."""
+    cols = generate(events, seed=seed)
+    numeric = {n: cols[n].tolist() for n in NUMERIC}
+    categorical = {n: cols[n].tolist() for n in CATEGORICAL}
+    scores, decisions = cols[SCORE].tolist(), cols[DECISION].tolist()
+    step = MINUTES * 60_000 / events
+    out = []
+    for i in range(events):
+        features: dict[str, Any] = {n: None if math.isnan(v[i]) else v[i] for n, v in numeric.items()}
+        features.update({n: v[i] for n, v in categorical.items()})
+        stamp = T0 + int(i * step)
+        record = {"request_id": f"r{i:09d}", "model": MODEL, "model_version": VERSION, "event_time": stamp,
+                  "features": features, "score": scores[i], "decision": decisions[i]}
+        buffer = io.BytesIO()
+        fastavro.schemaless_writer(buffer, SCHEMA, record)
+        out.append((stamp, buffer.getvalue()))
+    return out
+
+
+def produce(bootstrap: str, payloads: list[tuple[int, bytes]]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "batch.size": 1_000_000,
+                         "queue.buffering.max.messages": 1_000_000, "compression.type": "none"})
+    for i, (stamp, value) in enumerate(payloads):
+        producer.produce(TOPIC, value, partition=i % PARTITIONS, timestamp=stamp)
+        if i % 50_000 == 0:
+            producer.poll(0)
+    if producer.flush(60) != 0:
+        raise RuntimeError("messages left unacknowledged after 60 s")
+
+
+def consume_loop(bootstrap: str, group: str, total: int, per_message: Callable[[bytes | None], object] | None) -> float:
+    """Seconds from the first non-empty consume to the ``total``-th message."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest",
+                         "enable.auto.commit": False})
+    consumer.subscribe([TOPIC])
+    seen, start = 0, None
+    try:
+        while seen < total:
+            began = time.perf_counter()
+            batch = consumer.consume(5000, 1.0)
+            if batch and start is None:
+                start = began
+            for message in batch:
+                if message.error() is None:
+                    seen += 1
+                    if per_message is not None:
+                        per_message(message.value())
+        return time.perf_counter() - (start or 0.0)
+    finally:
+        consumer.close()
+
+
+def decode(value: bytes | None) -> object:
+    return fastavro.schemaless_reader(io.BytesIO(value or b""), SCHEMA)
+
+
+def config(workdir: Path, bootstrap: str, group: str, profile_path: Path) -> Config:
+    return Config.model_validate({
+        "store": {"dsn": f"chdb://{workdir / 'store'}"},
+        "windows": {"size": "1m", "allowed_lateness": 0, "max_future": None},
+        "models": [{"name": MODEL, "references": {VERSION: str(profile_path)}, "policy": {"min_samples": 50}}],
+        "kafka": {"bootstrap_servers": bootstrap, "group_id": group, "batch_size": 5000,
+                  "topics": [{"topic": TOPIC, "format": "avro"}]},
+    })
+
+
+def driftline_run(bootstrap: str, group: str, total: int, profile_path: Path) -> tuple[float, int]:
+    """(seconds, dead letters) for the service to consume all ``total`` messages."""
+    with tempfile.TemporaryDirectory(prefix="driftline-kafka-bench-") as tmp:
+        cfg = config(Path(tmp), bootstrap, group, profile_path)
+        store = open_store(cfg)
+        source = KafkaSource(cfg.kafka)
+        try:
+            service = Service(cfg, store, source, Publisher(cfg.kafka))
+            seen, dead, start = 0, 0, None
+            while seen < total:
+                began = time.perf_counter()
+                report = service.step()
+                if report.messages and start is None:
+                    start = began
+                seen, dead = seen + report.messages, dead + report.dead_letters
+            return time.perf_counter() - (start or 0.0), dead
+        finally:
+            source.close()
+            store.close()
+
+
+def rates(seconds: list[float], events: int) -> dict[str, Any]:
+    return {"median_s": statistics.median(seconds), "runs_s": seconds,
+            "events_per_s": events / statistics.median(seconds)}
+
+
+def run(events: int, repeats: int, seed: int) -> dict[str, Any]:
+    payloads = encode(events, seed + 1)
+    reference = generate(50_000, seed=seed)
+    profile = build_profile(reference, model=MODEL, model_version=VERSION, categorical=CATEGORICAL,
+                            score_column=SCORE, decision_column=DECISION)
+    with tempfile.TemporaryDirectory(prefix="driftline-kafka-profile-") as tmp, KafkaBroker() as broker:
+        profile_path = Path(tmp) / f"{MODEL}-{VERSION}.json"
+        save_profile(profile, profile_path)
+        create_topic(broker.bootstrap, TOPIC, PARTITIONS)
+        for topic in ("driftline.dead-letter", "driftline.control"):
+            create_topic(broker.bootstrap, topic, 1)
+        produce(broker.bootstrap, payloads)
+        raw = [consume_loop(broker.bootstrap, f"raw-{r}", events, None) for r in range(repeats)]
+        avro = [consume_loop(broker.bootstrap, f"avro-{r}", events, decode) for r in range(repeats)]
+        service = [driftline_run(broker.bootstrap, f"driftline-{r}", events, profile_path) for r in range(repeats)]
+    cases = {"raw_consume": rates(raw, events), "fastavro_decode": rates(avro, events),
+             "driftline": {**rates([s for s, _ in service], events), "dead_letters": [d for _, d in service]}}
+    end_to_end = cases["driftline"]["events_per_s"]
+    return {"events": events, "repeats": repeats, "seed": seed, "partitions": PARTITIONS, "minutes": MINUTES,
+            "message_bytes_mean": sum(len(v) for _, v in payloads) / events, "cases": cases,
+            "ratios": {"driftline_over_raw_consume": end_to_end / cases["raw_consume"]["events_per_s"],
+                       "driftline_over_fastavro_decode": end_to_end / cases["fastavro_decode"]["events_per_s"]},
+            "target_events_per_s": TARGET, "meets_target": end_to_end >= TARGET, "python": sys.version.split()[0]}
+
+
+def render(results: dict[str, Any]) -> str:
+    lines = [f"Kafka throughput, {results['events']:,} events x {results['repeats']} repeats, "
+             f"{results['partitions']} partitions, {results['message_bytes_mean']:.0f} B/message (medians)",
+             f"{'case':<18}{'median s':>10}{'events/s':>14}"]
+    for name, case in results["cases"].items():
+        lines.append(f"{name:<18}{case['median_s']:>10.3f}{case['events_per_s']:>14,.0f}")
+    r = results["ratios"]
+    lines += [f"driftline / raw consume     {r['driftline_over_raw_consume']:.3f}",
+              f"driftline / fastavro decode {r['driftline_over_fastavro_decode']:.3f}",
+              f"issue target: >= {results['target_events_per_s']:,} events/s end to end on one core "
+              f"({'met' if results['meets_target'] else 'not met'})"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.kafka", description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    args = parser.parse_args(argv)
+    results = run(args.events, args.repeats, args.seed)
+    print(render(results))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"\nresults written to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
