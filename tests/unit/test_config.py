@@ -83,7 +83,6 @@ models:
 EXAMPLE = Path(__file__).resolve().parents[2] / "driftline.example.yaml"
 
 
-@pytest.mark.skipif(not EXAMPLE.exists(), reason="no driftline.example.yaml in this checkout")
 def test_the_documented_example_is_valid_and_its_overrides_work() -> None:
     config = load_config(EXAMPLE, environ={})
     assert config.models[0].name == "credit_scoring"
