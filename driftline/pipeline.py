@@ -133,13 +133,14 @@ class Pipeline:
                   step: StepResult) -> None:
         wait = f"{self.config.join.max_wait // 1000}s"
         bound = f"{self.config.join.max_pending:,}"
-        for events, reason in ((requests, f"request without a response within {wait} of event time "
-                                          f"(or past the join's bound of {bound} waiting halves)"),
-                               (responses, f"response without a request within {wait} of event time "
-                                           f"(or past the join's bound of {bound} waiting halves)"),
-                               (duplicates, "duplicate request_id (first one kept)"),
-                               (mismatched, "request and response name different models or versions")):
-            step.bad.extend(BadEvent(str(origin), "join", "Unmatched", reason) for origin in events.position)
+        for events, error, reason in (
+                (requests, "Unmatched", f"request without a response within {wait} of event time "
+                                        f"(or past the join's bound of {bound} waiting halves)"),
+                (responses, "Unmatched", f"response without a request within {wait} of event time "
+                                         f"(or past the join's bound of {bound} waiting halves)"),
+                (duplicates, "Duplicate", "duplicate request_id (the first one was kept)"),
+                (mismatched, "ModelMismatch", "request and response name different models or versions")):
+            step.bad.extend(BadEvent(str(origin), "join", error, reason) for origin in events.position)
         self.totals.unmatched_requests += len(requests)
         self.totals.unmatched_responses += len(responses)
         self.totals.duplicates += len(duplicates)
