@@ -89,6 +89,29 @@ class Events:
                    features=features, position=np.concatenate([p.position for p in parts]))
 
 
+def events_to_dict(events: Events) -> dict[str, Any]:
+    """Plain JSON-ready data (for a checkpoint); NaN scores become null."""
+    return {
+        "kind": events.kind.tolist(), "request_id": events.request_id.tolist(), "model": events.model.tolist(),
+        "model_version": events.model_version.tolist(), "event_time": events.event_time.tolist(),
+        "score": [None if v != v else v for v in events.score.tolist()], "decision": events.decision.tolist(),
+        "features": {name: values.tolist() for name, values in events.features.items()},
+        "position": events.position.tolist(),
+    }
+
+
+def events_from_dict(data: Mapping[str, Any]) -> Events:
+    return Events(
+        kind=np.asarray(data["kind"], dtype=np.int8), request_id=_object_array(data["request_id"]),
+        model=_object_array(data["model"]), model_version=_object_array(data["model_version"]),
+        event_time=np.asarray(data["event_time"], dtype=np.int64),
+        score=np.asarray([math.nan if v is None else v for v in data["score"]], dtype=np.float64),
+        decision=_object_array(data["decision"]),
+        features={name: _object_array(values) for name, values in data["features"].items()},
+        position=_object_array(data["position"]),
+    )
+
+
 class EventBuilder:
     """Validates decoded records one by one and builds a columnar batch of the good ones."""
 

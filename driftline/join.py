@@ -15,12 +15,14 @@ the others are counted and returned, never counted twice.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from driftline.events import COMBINED, REQUEST, RESPONSE, Events
+from driftline.events import COMBINED, REQUEST, RESPONSE, Events, events_from_dict, events_to_dict
 
 
 @dataclass
@@ -100,6 +102,16 @@ class Joiner:
             ids, times = ids[newest], times[newest]
         order = np.argsort(ids, kind="stable")
         self.emitted_ids, self.emitted_times = ids[order], times[order]
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"pending": events_to_dict(self.pending), "max_event_time": self.max_event_time,
+                "emitted_ids": self.emitted_ids.tolist(), "emitted_times": self.emitted_times.tolist()}
+
+    def restore(self, data: Mapping[str, Any]) -> None:
+        self.pending = events_from_dict(data["pending"])
+        self.max_event_time = data["max_event_time"]
+        self.emitted_ids = np.asarray(data["emitted_ids"], dtype=str)
+        self.emitted_times = np.asarray(data["emitted_times"], dtype=np.int64)
 
     def flush(self) -> JoinResult:
         """End of input: everything still pending is unmatched."""

@@ -127,6 +127,30 @@ class Pipeline:
         self._decide_and_persist(step)
         return step
 
+    def snapshot(self) -> dict[str, Any]:
+        """Everything a restart needs to go on where this left off: open windows, join state, decisions."""
+        decider = next(iter(self.deciders.values()), None)
+        return {
+            "monitors": {f"{m}\x1f{v}": monitor.snapshot() for (m, v), monitor in self.monitors.items()},
+            "joiner": self.joiner.snapshot(),
+            "decider": decider.state.to_dict() if decider is not None else None,
+            "late": [[m, v, w, n] for (m, v, w), n in self._late.items()],
+            "newest": self._newest,
+        }
+
+    def restore(self, data: dict[str, Any]) -> None:
+        for key, snapshot in data["monitors"].items():
+            monitor = self.monitors.get(tuple(key.split("\x1f", 1)))  # type: ignore[arg-type]
+            if monitor is not None:  # a model version since removed from the configuration is forgotten
+                monitor.restore(snapshot)
+        self.joiner.restore(data["joiner"])
+        if data.get("decider") is not None:
+            state = DeciderState.from_dict(data["decider"])
+            for decider in self.deciders.values():  # one fleet-wide state, shared
+                decider.state = state
+        self._late = {(m, v, w): int(n) for m, v, w, n in data["late"]}
+        self._newest = data["newest"]
+
     # -- stages ---------------------------------------------------------------------------------------
 
     def _unjoined(self, requests: Events, responses: Events, duplicates: Events, mismatched: Events,

@@ -142,6 +142,21 @@ class ClickHouseStore:
         token_rows = [[r[0]] for r in rows]  # the wall-clock column is left out of the deduplication token
         return self._insert("audit_log", AUDIT_COLUMNS, rows, token_rows)
 
+    def write_checkpoint(self, group_id: str, seq: int, offsets: dict[str, int], state: dict[str, Any]) -> None:
+        """The service's position and state after a batch (the newest ``seq`` of a group wins)."""
+        row = [group_id, seq, datetime.now(tz=UTC), json.dumps(offsets, sort_keys=True),
+               json.dumps(state, allow_nan=False, separators=(",", ":"))]
+        self._insert("checkpoints", ("group_id", "seq", "written_at", "offsets", "state"), [row],
+                     token_rows=[[group_id, seq]])
+
+    def read_checkpoint(self, group_id: str) -> tuple[int, dict[str, int], dict[str, Any]] | None:
+        _, rows = self.query(f"SELECT seq, offsets, state FROM {self.database}.checkpoints FINAL "
+                             "WHERE group_id = {group:String}", {"group": group_id})
+        if not rows:
+            return None
+        seq, offsets, state = rows[0]
+        return int(seq), {k: int(v) for k, v in json.loads(offsets).items()}, json.loads(state)
+
     # -- reads --------------------------------------------------------------------------------------
 
     def query(self, sql: str, parameters: dict[str, Any] | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:

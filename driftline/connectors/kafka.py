@@ -71,11 +71,18 @@ class KafkaSource:
         """Owned partitions nothing has been read from yet."""
         self.at_end: set[str] = set()
         """Owned partitions read to their end (until their next message)."""
+        self.start_offsets: dict[str, int] = {}
+        """Where to start each partition when it is assigned (a checkpoint's offsets); else the committed one."""
         self.consumer.subscribe([t.topic for t in config.topics], on_assign=self._assigned,
                                 on_revoke=self._revoked, on_lost=self._revoked)
 
     def _assigned(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         names = {partition_name(p.topic, p.partition) for p in partitions}
+        for p in partitions:
+            start = self.start_offsets.get(partition_name(p.topic, p.partition))
+            if start is not None:
+                p.offset = start
+        consumer.incremental_assign(partitions)
         self.assigned |= names
         self.fresh |= names
         self.at_end -= names

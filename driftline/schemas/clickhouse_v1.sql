@@ -153,6 +153,19 @@ ORDER BY (model, model_version, event_time, entry_id)
 TTL toDateTime(event_time) + INTERVAL {audit_ttl_days} DAY
 SETTINGS non_replicated_deduplication_window = 1000;
 
+-- The Kafka service's checkpoints: after every batch, the offsets it has consumed up to and the state
+-- (open windows, join, decisions) those offsets leave; a restart resumes from the newest one.
+CREATE TABLE IF NOT EXISTS {database}.checkpoints
+(
+    group_id    String,
+    seq         UInt64,
+    written_at  DateTime64(3, 'UTC'),
+    offsets     String,
+    state       String CODEC(ZSTD(3))
+)
+ENGINE = ReplacingMergeTree(seq)
+ORDER BY group_id;
+
 INSERT INTO {database}.schema_version (version, description, applied_at)
-SELECT 1, 'windows, late_events, alerts, rollback_requests, audit_log', now64(3)
+SELECT 1, 'windows, late_events, alerts, rollback_requests, audit_log, checkpoints', now64(3)
 WHERE (SELECT count() FROM {database}.schema_version WHERE version = 1) = 0;

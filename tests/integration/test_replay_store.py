@@ -32,7 +32,7 @@ from .conftest import (
 pytestmark = pytest.mark.integration
 
 Profiles = dict[tuple[str, str], Path]
-ALL_TABLES = {"schema_version", "windows", "late_events", "alerts", "rollback_requests", "audit_log"}
+ALL_TABLES = {"schema_version", "windows", "late_events", "alerts", "rollback_requests", "audit_log", "checkpoints"}
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,8 @@ def test_schema_is_created_from_empty_and_reapplied_idempotently(tmp_path: Path,
         engines = dict(store.query("SELECT name, engine FROM system.tables WHERE database = 'driftline'")[1])
         assert engines == {"schema_version": "ReplacingMergeTree", "windows": "ReplacingMergeTree",
                            "late_events": "ReplacingMergeTree", "alerts": "ReplacingMergeTree",
-                           "rollback_requests": "ReplacingMergeTree", "audit_log": "ReplacingMergeTree"}
+                           "rollback_requests": "ReplacingMergeTree", "audit_log": "ReplacingMergeTree",
+                           "checkpoints": "ReplacingMergeTree"}
         config = load(write_config(tmp_path / "cfg", profiles, dsn=f"chdb://{path}"))
         events = write_jsonl(scoring_events(hours=2, per_hour=300, fraud=False), tmp_path / "e.jsonl")
         replay(config, [events], store=store)
