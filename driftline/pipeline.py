@@ -106,13 +106,16 @@ class Pipeline:
         self._decide_and_persist(step)
         return step
 
-    def hold(self, active: frozenset[str], fresh: frozenset[str]) -> StepResult:
+    def hold(self, active: frozenset[str], fresh: frozenset[str], assigned: frozenset[str]) -> StepResult:
         """Tell every model which partitions its watermark waits for: the ``active`` ones (assigned, not
-        read to their end) that have carried its events, and every ``fresh`` one (assigned, nothing read
-        from it yet), which may still carry them. Persists and returns what closes."""
+        read to their end) that have carried its events, every ``fresh`` one (assigned, nothing read from
+        it yet), which may still carry them, and every partition that carried its events but is not
+        ``assigned`` right now (after a restart, before the group hands it back). Persists and returns
+        what closes."""
         step = StepResult()
         for monitor in self.monitors.values():
-            holding = fresh | (active & monitor.state.source_marks.keys())
+            carried = monitor.state.source_marks.keys()
+            holding = fresh | (active & carried) | (carried - assigned)
             step.reports.extend(monitor.hold(frozenset(holding)))
         self._decide_and_persist(step)
         return step

@@ -22,7 +22,8 @@ been read to its end. So a backlog handed out one partition at a time gives the 
 traffic.
 
 Not yet done (issue 4 continues): the checkpoint is one state per consumer group, so several consumers
-in one group (and their partial windows, to be merged by a second stage) are not supported yet.
+in one group (and their partial windows, to be merged by a second stage) are not supported yet; a
+partition that carried a model's events holds that model's watermark while it is not assigned here.
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ class Service:
 
     def _process(self, messages: list[Any], builder: EventBuilder,
                  payloads: dict[str, tuple[bytes | None, bytes | None]],
-                 waiting: tuple[frozenset[str], frozenset[str]]) -> BatchReport:
+                 waiting: tuple[frozenset[str], frozenset[str], frozenset[str]]) -> BatchReport:
         events = builder.build()
         # The partitions to wait for: as they were before the batch (a partition first read in it still
         # holds the watermark while its events are counted), then as they are after it.

@@ -106,10 +106,10 @@ class KafkaSource:
         return True
 
     @property
-    def holding(self) -> tuple[frozenset[str], frozenset[str]]:
-        """(partitions still to deliver, those of them nothing was read from yet)."""
+    def holding(self) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+        """(partitions still to deliver, those of them nothing was read from yet, all owned partitions)."""
         active = frozenset(self.assigned - self.at_end)
-        return active, frozenset(self.fresh & active)
+        return active, frozenset(self.fresh & active), frozenset(self.assigned)
 
     def poll_batch(self) -> list[Message]:
         return list(self.consumer.consume(self.config.batch_size, self.config.poll_timeout / 1000))

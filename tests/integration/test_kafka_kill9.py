@@ -1,0 +1,141 @@
+"""kill -9 at seeded random points: `driftline run` processes are killed mid-stream and restarted; the
+closed windows in the store then equal one clean pass over the same events (real broker, chDB on disk)."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from driftline.config import Config
+from driftline.connectors.profiles import save_profile
+from driftline.engine.profile import build_profile
+from driftline.synthetic import CREDIT_CATEGORICAL, credit_applications
+from tests.integration.conftest import opened
+from tests.kafka_broker import KafkaBroker, create_topic
+
+pytestmark = pytest.mark.integration
+T0 = 1_767_225_600_000
+MINUTE = 60_000
+TOPIC = "kill9.scoring"
+PER_MINUTE, MINUTES, PARTITIONS = 1_500, 6, 3
+
+
+@pytest.fixture(scope="module")
+def broker() -> Any:
+    with KafkaBroker() as running:
+        for topic in (TOPIC, "kill9.dead-letter", "kill9.control"):
+            create_topic(running.bootstrap, topic, PARTITIONS)
+        producer = Producer({"bootstrap.servers": running.bootstrap})
+        data = credit_applications(np.random.default_rng(9), PER_MINUTE * MINUTES)
+        names = [k for k in data if k not in ("score", "decision")]
+        for i in range(PER_MINUTE * MINUTES):
+            features = {k: data[k][i] for k in names}
+            features = {k: (None if isinstance(v, float) and v != v else (v.item() if hasattr(v, "item") else v))
+                        for k, v in features.items()}
+            event = {"request_id": f"r{i}", "model": "credit", "model_version": "3",
+                     "event_time": T0 + (i // PER_MINUTE) * MINUTE + (i % PER_MINUTE) * 40,
+                     "features": features, "score": float(data["score"][i]), "decision": data["decision"][i]}
+            producer.produce(TOPIC, json.dumps(event).encode(), f"r{i}".encode(), partition=i % PARTITIONS)
+        assert producer.flush(30) == 0
+        yield running
+
+
+def write_config(folder: Path, bootstrap: str, group: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    profile = build_profile(credit_applications(np.random.default_rng(1), 20_000), model="credit",
+                            model_version="3", categorical=CREDIT_CATEGORICAL, score_column="score",
+                            decision_column="decision")
+    save_profile(profile, folder / "credit-3.json")
+    config = {
+        "store": {"dsn": "chdb:store"},
+        "windows": {"size": "1m", "allowed_lateness": 0, "max_future": None},
+        "models": [{"name": "credit", "references": {"3": "credit-3.json"}, "policy": {"min_samples": 100}}],
+        "kafka": {"bootstrap_servers": bootstrap, "group_id": group, "batch_size": 50, "poll_timeout": 100,
+                  "topics": [{"topic": TOPIC}], "dead_letter_topic": "kill9.dead-letter",
+                  "control_topic": "kill9.control",
+                  "client": {"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"}},
+    }
+    path = folder / "driftline.yaml"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def start(config: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "driftline.cli", "run", "--config", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=config.parent)
+
+
+def committed(bootstrap: str, group: str) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        offsets = consumer.committed([TopicPartition(TOPIC, p) for p in range(PARTITIONS)], timeout=10)
+        return sum(max(tp.offset, 0) for tp in offsets)
+    finally:
+        consumer.close()
+
+
+def drain(config: Path, bootstrap: str, group: str, timeout: float = 120) -> None:
+    """Run until every message is committed, then stop with SIGTERM (a clean stop)."""
+    process = start(config)
+    deadline = time.monotonic() + timeout
+    try:
+        while committed(bootstrap, group) < PER_MINUTE * MINUTES:
+            assert process.poll() is None, f"driftline run exited with {process.returncode}"
+            assert time.monotonic() < deadline, "the topic was not drained in time"
+            time.sleep(0.5)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+
+
+def windows(config: Path) -> list[tuple[Any, ...]]:
+    cfg = Config.model_validate({"store": {"dsn": f"chdb://{config.parent / 'store'}"}})
+    with opened(cfg) as store:
+        rows = store.query("SELECT window_start, feature, baseline, window_rows, histogram_current "
+                           "FROM driftline.windows FINAL ORDER BY window_start, feature, baseline")[1]
+    gc.collect()
+    return rows
+
+
+@pytest.mark.xfail(strict=False, reason=(
+    "OPEN (issue 4): after kill -9 and restart, windows close with events missing (seen: minute 0 with 1000 of "
+    "1500 rows, 2500 late events) although the in-process crash test (test_kafka_recovery.py) passes on both "
+    "sides of the checkpoint. Suspects: the partition hand-back after a member dies uncleanly (cooperative-"
+    "sticky incremental assignment while the dead member still owns partitions; incremental_assign called "
+    "inside on_assign to apply the checkpoint offsets), and EOF/fresh tracking during that rebalance"))
+def test_kill_minus_9_at_random_points_loses_nothing_and_counts_nothing_twice(tmp_path: Path,
+                                                                               broker: KafkaBroker) -> None:
+    clean = write_config(tmp_path / "clean", broker.bootstrap, "kill9-clean")
+    drain(clean, broker.bootstrap, "kill9-clean")
+    expected = windows(clean)
+    assert expected and {row[3] for row in expected} == {PER_MINUTE}
+
+    crashy = write_config(tmp_path / "crashy", broker.bootstrap, "kill9-crashy")
+    rng = random.Random(20261128)
+    progress = []
+    for _ in range(3):
+        process = start(crashy)
+        before = committed(broker.bootstrap, "kill9-crashy")
+        deadline = time.monotonic() + 60
+        while committed(broker.bootstrap, "kill9-crashy") == before:  # wait until it is consuming
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.1)
+        time.sleep(rng.uniform(0.0, 1.5))  # then die at a seeded random point
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(10)
+        progress.append(committed(broker.bootstrap, "kill9-crashy"))
+    assert any(0 < p < PER_MINUTE * MINUTES for p in progress), progress  # killed mid-stream at least once
+    drain(crashy, broker.bootstrap, "kill9-crashy")
+    assert windows(crashy) == expected
