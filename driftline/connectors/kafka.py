@@ -73,11 +73,22 @@ class KafkaSource:
         """Owned partitions read to their end (until their next message)."""
         self.start_offsets: dict[str, int] = {}
         """Where to start each partition when it is assigned (a checkpoint's offsets); else the committed one."""
+        self.expected = self._partitions_of([t.topic for t in config.topics])
+        """Every partition of the subscribed topics: one this member does not own yet may still deliver
+        (after a restart, before the group hands it back), so it holds the watermark."""
         self.consumer.subscribe([t.topic for t in config.topics], on_assign=self._assigned,
                                 on_revoke=self._revoked, on_lost=self._revoked)
 
+    def _partitions_of(self, topics: list[str]) -> set[str]:
+        try:
+            metadata = self.consumer.list_topics(timeout=10)
+        except KafkaException:
+            return set()
+        return {partition_name(t, p) for t in topics if t in metadata.topics for p in metadata.topics[t].partitions}
+
     def _assigned(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         names = {partition_name(p.topic, p.partition) for p in partitions}
+        self.expected |= names
         for p in partitions:
             start = self.start_offsets.get(partition_name(p.topic, p.partition))
             if start is not None:
@@ -107,9 +118,11 @@ class KafkaSource:
 
     @property
     def holding(self) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
-        """(partitions still to deliver, those of them nothing was read from yet, all owned partitions)."""
+        """(partitions still to deliver, those nothing was read from yet in this process — owned, or not
+        handed to this member yet —, all owned partitions)."""
         active = frozenset(self.assigned - self.at_end)
-        return active, frozenset(self.fresh & active), frozenset(self.assigned)
+        unowned = self.expected - self.assigned
+        return active, frozenset((self.fresh & active) | unowned), frozenset(self.assigned)
 
     def poll_batch(self) -> list[Message]:
         return list(self.consumer.consume(self.config.batch_size, self.config.poll_timeout / 1000))
