@@ -76,10 +76,7 @@ def _read_avro(value: bytes, schema: Any) -> Record:
         raise DecodeError(f"{len(value) - buffer.tell()} bytes left after the Avro record", "AvroDecodeError")
     if not isinstance(record, dict):
         raise DecodeError("the Avro value is not a record", "SchemaMismatch")
-    event_time = record.get("event_time")
-    if hasattr(event_time, "timestamp"):
-        record["event_time"] = round(event_time.timestamp() * 1000)
-    return record
+    return record  # a timestamp-millis event_time is an aware datetime, which validation reads
 
 
 class RegistryUnavailable(DriftlineError):

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from driftline.connectors.codecs import DecodeError
+from driftline.events import InvalidEvent, parse_event_time
 
 Record = dict[str, Any]
 KSERVE_REQUEST = "org.kubeflow.serving.inference.request"
@@ -84,8 +85,6 @@ def kserve_cloudevent(message: MessageView, mapping: TensorMapping) -> list[Reco
         raise DecodeError("CloudEvent without an id", "SchemaMismatch")
     time_ms = message.timestamp_ms
     if attributes.get("time"):
-        from driftline.events import InvalidEvent, parse_event_time
-
         try:
             time_ms = parse_event_time(attributes["time"])
         except InvalidEvent as exc:

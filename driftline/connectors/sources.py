@@ -72,19 +72,12 @@ def _avro(path: Path, chunk_size: int) -> Iterator[Chunk]:
     with path.open("rb") as handle:
         try:
             for number, record in enumerate(fastavro.reader(handle), start=1):
-                builder.add(_from_avro(record), f"record {number}")
+                builder.add(record, f"record {number}")  # timestamp-millis: an aware datetime
                 if len(builder) >= chunk_size:
                     yield _flush(builder)
         except Exception as exc:  # fastavro raises many types on corrupt bytes; all mean "cannot read on"
             builder.reject(f"after record {number}", "decode", exc)
     yield _flush(builder)
-
-
-def _from_avro(record: dict[str, Any]) -> dict[str, Any]:
-    event_time = record.get("event_time")
-    if hasattr(event_time, "timestamp"):  # timestamp-millis arrives as an aware datetime
-        record["event_time"] = round(event_time.timestamp() * 1000)
-    return record
 
 
 def _parquet(path: Path, chunk_size: int) -> Iterator[Chunk]:
