@@ -23,7 +23,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
 from google.protobuf.message import DecodeError as ProtobufError
 
 from driftline.connectors.codecs import DecodeError
@@ -40,23 +39,22 @@ _NAMES = {"request": "ModelInferRequest", "response": "ModelInferResponse"}
 
 @dataclass(frozen=True)
 class Datatype:
-    """How an OIP datatype is carried: its raw little-endian element (``None`` for BYTES, length-prefixed)
-    and its typed ``contents`` field (``None`` for FP16, which only travels raw)."""
+    """How an OIP datatype is carried: its raw element as a little-endian ``struct`` code (``None`` for
+    BYTES, length-prefixed) and its typed ``contents`` field (``None`` for FP16, which only travels raw)."""
 
     raw: str | None
     contents: str | None
 
 
 DATATYPES = {
-    "BOOL": Datatype("|b1", "bool_contents"),
-    "UINT8": Datatype("<u1", "uint_contents"), "UINT16": Datatype("<u2", "uint_contents"),
-    "UINT32": Datatype("<u4", "uint_contents"), "UINT64": Datatype("<u8", "uint64_contents"),
-    "INT8": Datatype("<i1", "int_contents"), "INT16": Datatype("<i2", "int_contents"),
-    "INT32": Datatype("<i4", "int_contents"), "INT64": Datatype("<i8", "int64_contents"),
-    "FP16": Datatype("<f2", None), "FP32": Datatype("<f4", "fp32_contents"), "FP64": Datatype("<f8", "fp64_contents"),
+    "BOOL": Datatype("?", "bool_contents"),
+    "UINT8": Datatype("B", "uint_contents"), "UINT16": Datatype("H", "uint_contents"),
+    "UINT32": Datatype("I", "uint_contents"), "UINT64": Datatype("Q", "uint64_contents"),
+    "INT8": Datatype("b", "int_contents"), "INT16": Datatype("h", "int_contents"),
+    "INT32": Datatype("i", "int_contents"), "INT64": Datatype("q", "int64_contents"),
+    "FP16": Datatype("e", None), "FP32": Datatype("f", "fp32_contents"), "FP64": Datatype("d", "fp64_contents"),
     "BYTES": Datatype(None, "bytes_contents"),
 }
-_CONTENT_FIELDS = tuple(sorted({d.contents for d in DATATYPES.values() if d.contents}))
 
 
 def oip_protobuf(message: MessageView, mapping: TensorMapping, kind: MessageKind) -> list[Record]:
@@ -129,7 +127,7 @@ def _tensor(tensor: Any, raw: bytes | None, where: str, raw_field: str) -> dict[
     if any(d < 0 for d in shape):
         raise DecodeError(f"{where}: shape {shape} has a negative dimension", "SchemaMismatch")
     count = math.prod(shape)
-    typed = [f for f in _CONTENT_FIELDS if getattr(tensor.contents, f)]
+    typed = [field.name for field, _ in tensor.contents.ListFields()] if tensor.HasField("contents") else []
     if raw is not None:
         if typed:
             raise DecodeError(f"{where}: typed contents ({', '.join(typed)}) beside {raw_field}; a message "
@@ -157,13 +155,11 @@ def _typed_values(contents: Any, typed: Sequence[str], name: str, datatype: Data
 def _raw_values(raw: bytes, name: str, datatype: Datatype, count: int, where: str) -> list[Any]:
     if datatype.raw is None:
         return _texts(_length_prefixed(raw, count, where), where)
-    element = np.dtype(datatype.raw)
-    if len(raw) != count * element.itemsize:
-        raise DecodeError(f"{where}: {len(raw)} raw bytes; {count} {name} elements take {count * element.itemsize}",
-                          "RawContentsSize")
-    array = np.frombuffer(raw, dtype=element)
-    values: list[Any] = (array.view(np.uint8) != 0 if name == "BOOL" else array).tolist()  # any non-zero byte: true
-    return values
+    layout = f"<{count}{datatype.raw}"  # BOOL ("?"): any non-zero byte is true
+    size = struct.calcsize(layout)
+    if len(raw) != size:
+        raise DecodeError(f"{where}: {len(raw)} raw bytes; {count} {name} elements take {size}", "RawContentsSize")
+    return list(struct.unpack(layout, raw))
 
 
 def _length_prefixed(raw: bytes, count: int, where: str) -> list[bytes]:

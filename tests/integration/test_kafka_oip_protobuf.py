@@ -60,9 +60,8 @@ def config(tmp_path: Path, bootstrap: str) -> Config:
 
 def request(income: float, age: float, channel: str, raw: bool) -> bytes:
     """One tensor per feature, [1, 1] each, as MLServer's pandas codec sends columns."""
-    shapes = {"shape": [1, 1]}
-    tensors = [{"name": "income", "datatype": "FP64", **shapes}, {"name": "age", "datatype": "FP64", **shapes},
-               {"name": "channel", "datatype": "BYTES", **shapes}]
+    tensors: list[dict[str, Any]] = [{"name": name, "datatype": datatype, "shape": [1, 1]} for name, datatype in
+                                     (("income", "FP64"), ("age", "FP64"), ("channel", "BYTES"))]
     if raw:
         contents = [struct.pack("<d", income), struct.pack("<d", age),
                     struct.pack("<I", len(channel.encode())) + channel.encode()]
