@@ -155,11 +155,10 @@ def _typed_values(contents: Any, typed: Sequence[str], name: str, datatype: Data
 def _raw_values(raw: bytes, name: str, datatype: Datatype, count: int, where: str) -> list[Any]:
     if datatype.raw is None:
         return _texts(_length_prefixed(raw, count, where), where)
-    layout = f"<{count}{datatype.raw}"  # BOOL ("?"): any non-zero byte is true
-    size = struct.calcsize(layout)
+    size = count * struct.calcsize(datatype.raw)  # compared before unpacking: a shape may claim 2^60 elements
     if len(raw) != size:
         raise DecodeError(f"{where}: {len(raw)} raw bytes; {count} {name} elements take {size}", "RawContentsSize")
-    return list(struct.unpack(layout, raw))
+    return list(struct.unpack(f"<{count}{datatype.raw}", raw))  # BOOL ("?"): any non-zero byte is true
 
 
 def _length_prefixed(raw: bytes, count: int, where: str) -> list[bytes]:

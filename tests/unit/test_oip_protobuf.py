@@ -172,6 +172,8 @@ TWO = TensorMapping("credit", "3")
     (tensor_request("FP33", contents={"fp64_contents": [1.0, 2.0]}), TWO, "UnknownDatatype", "FP33"),
     (tensor_request("", contents={"fp64_contents": [1.0, 2.0]}), TWO, "UnknownDatatype", "datatype ''"),
     (tensor_request(raw=[b"\x00" * 15]), TWO, "RawContentsSize", "15 raw bytes; 2 FP64 elements take 16"),
+    (tensor_request(shape=(2**31, 2**30), raw=[b"\x00" * 16]), TWO, "RawContentsSize", "2305843009213693952 FP64"),
+    (tensor_request("BYTES", shape=(2**40,), raw=[b"\x00" * 16]), TWO, "TruncatedRawContents", "element 4 of"),
     (tensor_request(raw=[b"\x00" * 16, b"\x00"]), TWO, "RawContentsMismatch", "2 entries for 1 inputs"),
     (tensor_request(contents={"fp64_contents": [1.0, 2.0]}, raw=[b"\x00" * 16]), TWO, "RawAndTypedContents",
      "fp64_contents"),
@@ -237,3 +239,18 @@ def test_fp32_values_are_the_float32_numbers() -> None:
     for raw in (False, True):
         (record,) = oip_protobuf(view(proto("request", body, raw)), TWO, "request")
         assert record["features"]["x"] == float(np.float32(0.1))
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.one_of(st.binary(max_size=300),
+                       st.tuples(st.sampled_from([VALID, proto("request", REQUEST, raw=True),
+                                                  proto("response", RESPONSE, raw=True)]),
+                                 st.integers(0, 400), st.binary(min_size=1, max_size=4))
+                       .map(lambda t: t[0][:t[1]] + t[2] + t[0][t[1] + len(t[2]):])),
+       kind=st.sampled_from(["request", "response"]))
+def test_any_bytes_give_records_or_a_decode_error(value: bytes, kind: Any) -> None:
+    """Random bytes, and valid messages with a few bytes overwritten: never another exception."""
+    try:
+        oip_protobuf(view(value), CREDIT, kind)
+    except DecodeError as exc:
+        assert exc.reason and exc.error_class
