@@ -148,7 +148,7 @@ class RollbackConfig(_Strict):
 
 class TopicConfig(_Strict):
     topic: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
-    format: Literal["json", "avro", "avro-confluent", "oip-json", "kserve-cloudevents"] = "json"
+    format: Literal["json", "avro", "avro-confluent", "oip-json", "oip-protobuf", "kserve-cloudevents"] = "json"
     avro_schema: Literal["scoring_event.avsc", "scoring_request.avsc", "scoring_response.avsc"] = "scoring_event.avsc"
     """For raw ``avro``: which of driftline's schemas the topic carries."""
     model: str | None = None
@@ -160,6 +160,24 @@ class TopicConfig(_Strict):
     score_output: str | None = None
     """The output tensor that holds the score (default: the first output)."""
     decision_output: str | None = None
+    oip_message: Literal["request", "response"] | None = None
+    """For ``oip-protobuf``: whether the topic carries ``ModelInferRequest`` or ``ModelInferResponse``
+    messages; by default from the topic's name, as Seldon names them (``….inputs`` / ``….outputs``)."""
+
+    @model_validator(mode="after")
+    def _oip_message_known(self) -> TopicConfig:
+        if self.format == "oip-protobuf" and self.infer_message is None:
+            raise ValueError(f"topic {self.topic!r}: set oip_message (request or response); the name does not end "
+                             "in .inputs or .outputs")
+        return self
+
+    @property
+    def infer_message(self) -> Literal["request", "response"] | None:
+        """``oip_message``, else what the Seldon topic name says."""
+        if self.oip_message is not None:
+            return self.oip_message
+        suffix = self.topic.rsplit(".", 1)[-1]
+        return "request" if suffix == "inputs" else "response" if suffix == "outputs" else None
 
 
 class KafkaConfig(_Strict):

@@ -41,7 +41,8 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE
 from driftline.config import Config, TopicConfig
 from driftline.connectors.clickhouse import ClickHouseStore
 from driftline.connectors.codecs import DecodeError, Decoder, RegistryUnavailable, SchemaRegistry, make_decoder
-from driftline.connectors.inference import MessageView, TensorMapping, kserve_cloudevent, oip_json
+from driftline.connectors.inference import MessageView, Record, TensorMapping, kserve_cloudevent, oip_json
+from driftline.connectors.oip_protobuf import oip_protobuf
 from driftline.connectors.kafka import KafkaSource, Publisher, origin, partition_name
 from driftline.events import EventBuilder
 from driftline.pipeline import Pipeline, StepResult
@@ -163,10 +164,10 @@ MessageDecoder = Callable[[Any], list[dict[str, Any]]]
 
 def message_decoder(topic: TopicConfig, registry: SchemaRegistry | None) -> MessageDecoder:
     """The decoder of one topic's messages: a list of scoring records per message."""
-    if topic.format in ("oip-json", "kserve-cloudevents"):
+    if topic.format in ("oip-json", "oip-protobuf", "kserve-cloudevents"):
         mapping = TensorMapping(topic.model, topic.model_version, topic.feature_names, topic.score_output,
                                 topic.decision_output)
-        read = oip_json if topic.format == "oip-json" else kserve_cloudevent
+        read = _inference_reader(topic)
 
         def decode_inference(message: Any) -> list[dict[str, Any]]:
             kind, stamp = message.timestamp()
@@ -178,6 +179,19 @@ def message_decoder(topic: TopicConfig, registry: SchemaRegistry | None) -> Mess
         return decode_inference
     decode: Decoder = make_decoder(topic.format, registry, topic.avro_schema)
     return lambda message: [decode(message.value())]
+
+
+def _inference_reader(topic: TopicConfig) -> Callable[[MessageView, TensorMapping], list[Record]]:
+    if topic.format == "oip-json":
+        return oip_json
+    if topic.format == "kserve-cloudevents":
+        return kserve_cloudevent
+    kind = topic.infer_message or "request"  # the configuration has checked it is known
+
+    def read_protobuf(view: MessageView, mapping: TensorMapping) -> list[Record]:
+        return oip_protobuf(view, mapping, kind)
+
+    return read_protobuf
 
 
 def run_service(config: Config, on_batch: Callable[[BatchReport], None] | None = None) -> None:

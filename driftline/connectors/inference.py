@@ -4,8 +4,9 @@ mode; V1 ``instances``/``predictions`` and V2 bodies). See ../shared reference, 
 
 A message may hold a batch of N rows; each becomes a record with request id ``<id>`` (N = 1) or
 ``<id>#<row>``, so row i of a request joins row i of its response. Tensors become features either by
-name (one tensor per feature, shape [N] or [N, 1]) or by position (one [N, F] tensor whose columns are
-the topic's configured ``feature_names``). The score is the configured output tensor (default: the
+name (one tensor per feature, shape [N] or [N, 1]; each configured ``feature_names`` entry needs its
+tensor) or by position (one [N, F] tensor whose columns are the topic's configured ``feature_names``).
+The protobuf form is read into the JSON form (``oip_protobuf``) and decoded here. The score is the configured output tensor (default: the
 first), its last column when it has two or more (a class-probability tensor); the decision, when
 configured, another output tensor.
 """
@@ -49,7 +50,13 @@ class MessageView:
 
 def oip_json(message: MessageView, mapping: TensorMapping) -> list[Record]:
     """An Open Inference Protocol JSON request (``inputs``) or response (``outputs``)."""
-    body = _json(message.value)
+    return oip_body_records(_json(message.value), message, mapping)
+
+
+def oip_body_records(body: Mapping[str, Any], message: MessageView, mapping: TensorMapping) -> list[Record]:
+    """The records of an OIP body in its JSON form (the protobuf decoder reads its messages into it):
+    the request id is the message key (Seldon's XID), else the body's ``id``; the event time is the
+    message's timestamp."""
     request_id = _text(message.key) or str(body.get("id") or "")
     if not request_id:
         raise DecodeError("no request id: neither a message key nor an \"id\" in the body", "SchemaMismatch")
@@ -167,6 +174,10 @@ def _features(tensors: dict[str, tuple[list[int], list[Any]]], names: Sequence[s
             raise DecodeError(f"a tensor of {len(data)} values is not rows of the {width} configured features",
                               "SchemaMismatch")
         return {name: data[j::width] for j, name in enumerate(names)}
+    missing = [name for name in names if name not in tensors]
+    if missing:
+        raise DecodeError(f"no input tensor for the configured feature {missing[0]!r} (inputs: {', '.join(tensors)})",
+                          "SchemaMismatch")
     columns = {}
     for name, (shape, data) in tensors.items():
         if len(shape) > 1 and shape[-1] != 1:

@@ -64,6 +64,7 @@ def test_oip_records_validate_and_join_as_scoring_events() -> None:
     ({"inputs": []}, "non-empty"),
     ({"inputs": [{"name": "x", "shape": [1, 2], "data": [1, 2]}]}, "feature_names"),
     ({"inputs": [{"name": "x", "shape": [1, 4], "data": [1, 2, 3, 4]}]}, "configured features"),
+    ({"inputs": [{"name": "income", "data": [1]}, {"name": "age", "data": [30]}]}, "feature 'channel'"),
     ({"outputs": [{"name": "p", "data": [0.1]}]}, None),
     ({"something": 1}, "inputs"),
 ])
