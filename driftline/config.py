@@ -187,9 +187,12 @@ class KafkaConfig(_Strict):
     dead_letter_topic: str = "driftline.dead-letter"
     control_topic: str = "driftline.control"
     schema_registry_url: str | None = None
-    batch_size: int = Field(5_000, ge=1, le=1_000_000)
-    """Messages per consume call; one batch is decoded, processed, persisted and committed together."""
+    batch_size: int = Field(20_000, ge=1, le=1_000_000)
+    """Messages per consume call, decoded and processed together (alerts are published after each)."""
     poll_timeout: DurationMs = 1_000
+    checkpoint_interval: DurationMs = 5_000
+    """How often the open state is checkpointed to the store and the offsets committed (and at every
+    stop). A crash repeats at most this much consumption; 0 checkpoints after every batch."""
     max_message_bytes: int = Field(1_048_576, ge=1)
     """Larger messages go to the dead-letter topic unread."""
     client: dict[str, str] = Field(default_factory=dict)

@@ -47,19 +47,27 @@ class BadEvent:
 
 @dataclass
 class Events:
-    """A columnar batch of canonical events (one numpy array per field, one per feature)."""
+    """A columnar batch of canonical events (one numpy array per field, one per feature).
+
+    Arrays may be shared between batches (:meth:`take` of every row returns the batch itself): replace
+    a column, never write into one."""
 
     kind: NDArray[np.int8]
-    request_id: NDArray[np.object_]
+    request_id: NDArray[Any]
+    """Text: ``str`` objects, or a numpy string array."""
     model: NDArray[np.object_]
     model_version: NDArray[np.object_]
     event_time: NDArray[np.int64]
     score: NDArray[np.float64]
     decision: NDArray[np.object_]
-    features: dict[str, NDArray[np.object_]] = field(default_factory=dict)
-    """Raw feature values as sent (None where absent or null); typed against the profile later."""
+    features: dict[str, NDArray[Any]] = field(default_factory=dict)
+    """Feature values as sent: objects (None where absent or null), or float64 (NaN where absent or
+    null) for a column of numbers only, or numpy strings for a column of text only; typed against the
+    profile later."""
     position: NDArray[np.object_] = field(default_factory=lambda: np.zeros(0, dtype=object))
     """Where each event came from (``events.jsonl line 12``), for the error report of a later stage."""
+    source: NDArray[np.object_] = field(default_factory=lambda: np.zeros(0, dtype=object))
+    """The Kafka partition (``topic[p]``) of each event, or empty when not known."""
 
     def __len__(self) -> int:
         return len(self.kind)
@@ -70,9 +78,13 @@ class Events:
                    np.zeros(0, np.float64), np.zeros(0, object), {}, np.zeros(0, object))
 
     def take(self, index: NDArray[Any]) -> Events:
+        """The rows at ``index`` (integers), in that order."""
+        if _every_row(index, len(self)):
+            return self
         return Events(self.kind[index], self.request_id[index], self.model[index], self.model_version[index],
                       self.event_time[index], self.score[index], self.decision[index],
-                      {k: v[index] for k, v in self.features.items()}, self.position[index])
+                      {k: v[index] for k, v in self.features.items()}, self.position[index],
+                      self.source[index] if len(self.source) else self.source)
 
     @classmethod
     def concat(cls, parts: Sequence[Events]) -> Events:
@@ -84,9 +96,16 @@ class Events:
         names = list(dict.fromkeys(k for p in parts for k in p.features))
         features = {name: np.concatenate([p.features.get(name, np.full(len(p), None, dtype=object)) for p in parts])
                     for name in names}
+        known = all(len(p.source) == len(p) for p in parts)
         return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in
                      ("kind", "request_id", "model", "model_version", "event_time", "score", "decision")),
-                   features=features, position=np.concatenate([p.position for p in parts]))
+                   features=features, position=np.concatenate([p.position for p in parts]),
+                   source=np.concatenate([p.source for p in parts]) if known else np.zeros(0, dtype=object))
+
+
+def _every_row(index: NDArray[Any], n: int) -> bool:
+    return (len(index) == n and index.dtype.kind in "iu"
+            and (n == 0 or (int(index[0]) == 0 and int(index[-1]) == n - 1 and bool((np.diff(index) == 1).all()))))
 
 
 def events_to_dict(events: Events) -> dict[str, Any]:
@@ -95,9 +114,15 @@ def events_to_dict(events: Events) -> dict[str, Any]:
         "kind": events.kind.tolist(), "request_id": events.request_id.tolist(), "model": events.model.tolist(),
         "model_version": events.model_version.tolist(), "event_time": events.event_time.tolist(),
         "score": [None if v != v else v for v in events.score.tolist()], "decision": events.decision.tolist(),
-        "features": {name: values.tolist() for name, values in events.features.items()},
-        "position": events.position.tolist(),
+        "features": {name: _plain_values(values) for name, values in events.features.items()},
+        "position": events.position.tolist(), "source": events.source.tolist(),
     }
+
+
+def _plain_values(values: NDArray[Any]) -> list[Any]:
+    if values.dtype.kind == "f":  # a float column's NaN is a null
+        return [None if v != v else v for v in values.tolist()]
+    return values.tolist()
 
 
 def events_from_dict(data: Mapping[str, Any]) -> Events:
@@ -108,7 +133,7 @@ def events_from_dict(data: Mapping[str, Any]) -> Events:
         score=np.asarray([math.nan if v is None else v for v in data["score"]], dtype=np.float64),
         decision=_object_array(data["decision"]),
         features={name: _object_array(values) for name, values in data["features"].items()},
-        position=_object_array(data["position"]),
+        position=_object_array(data["position"]), source=_object_array(data.get("source", [])),
     )
 
 

@@ -64,7 +64,7 @@ class Joiner:
         agree = ((halves.model[req_rows] == halves.model[resp_rows])
                  & (halves.model_version[req_rows] == halves.model_version[resp_rows]))
         joined = halves.take(req_rows[agree])
-        joined.kind[:] = COMBINED
+        joined.kind = np.full(len(joined), COMBINED, dtype=np.int8)
         joined.score = halves.score[resp_rows[agree]]
         joined.decision = halves.decision[resp_rows[agree]]
         mismatched = halves.take(np.concatenate((req_rows[~agree], resp_rows[~agree])))
@@ -88,20 +88,32 @@ class Joiner:
         a combined event, a half repeated after its pair was matched) are duplicates, not new traffic."""
         if not len(events) or not len(self.emitted_ids):
             return events, Events.empty()
-        seen = np.isin(events.request_id.astype(str), self.emitted_ids)
+        ids = events.request_id.astype(str)
+        at = np.minimum(np.searchsorted(self.emitted_ids, ids), len(self.emitted_ids) - 1)
+        seen = self.emitted_ids[at] == ids
+        if not seen.any():
+            return events, Events.empty()
         return events.take(np.flatnonzero(~seen)), events.take(np.flatnonzero(seen))
 
     def _remember(self, emitted: Events) -> None:
-        ids = np.concatenate((self.emitted_ids, emitted.request_id.astype(str)))
-        times = np.concatenate((self.emitted_times, emitted.event_time))
-        if self.max_event_time is not None:
+        """Add these ids (kept sorted, merged in rather than sorted again), forget those older than
+        ``max_wait_ms`` behind the newest event, and keep at most ``max_pending`` (the newest)."""
+        ids, times = self.emitted_ids, self.emitted_times
+        if len(emitted):
+            new_ids = emitted.request_id.astype(str)
+            order = np.argsort(new_ids, kind="stable")
+            at = np.searchsorted(ids, new_ids[order], side="right")
+            ids = np.insert(ids.astype(new_ids.dtype) if ids.dtype.itemsize < new_ids.dtype.itemsize else ids,
+                            at, new_ids[order])
+            times = np.insert(times, at, emitted.event_time[order])
+        if self.max_event_time is not None and len(times):
             recent = times >= self.max_event_time - self.max_wait_ms
-            ids, times = ids[recent], times[recent]
+            if not recent.all():
+                ids, times = ids[recent], times[recent]
         if len(ids) > self.max_pending:  # bounded like the pending halves: the oldest are forgotten first
-            newest = np.argsort(times, kind="stable")[-self.max_pending:]
+            newest = np.sort(np.argpartition(times, len(times) - self.max_pending)[-self.max_pending:])
             ids, times = ids[newest], times[newest]
-        order = np.argsort(ids, kind="stable")
-        self.emitted_ids, self.emitted_times = ids[order], times[order]
+        self.emitted_ids, self.emitted_times = ids, times
 
     def snapshot(self) -> dict[str, Any]:
         return {"pending": events_to_dict(self.pending), "max_event_time": self.max_event_time,
@@ -135,17 +147,22 @@ def _drop_duplicates(halves: Events) -> tuple[Events, Events]:
     """Keep the first request and the first response of each id."""
     if not len(halves):
         return halves, Events.empty()
-    key = np.char.add(halves.kind.astype(str), halves.request_id.astype(str))
-    _, first = np.unique(key, return_index=True)
-    keep = np.zeros(len(halves), dtype=bool)
-    keep[first] = True
-    return halves.take(np.flatnonzero(keep)), halves.take(np.flatnonzero(~keep))
+    ids = halves.request_id.astype(str)
+    order = np.lexsort((ids, halves.kind))  # stable: within equal (kind, id), first come first
+    repeat = np.zeros(len(halves), dtype=bool)
+    repeat[order[1:]] = (ids[order[1:]] == ids[order[:-1]]) & (halves.kind[order[1:]] == halves.kind[order[:-1]])
+    if not repeat.any():
+        return halves, Events.empty()
+    return halves.take(np.flatnonzero(~repeat)), halves.take(np.flatnonzero(repeat))
 
 
 def group_indices(events: Events) -> dict[tuple[str, str], NDArray[np.intp]]:
     """Row indices of each (model, version) in the batch, in arrival order."""
     if not len(events):
         return {}
+    first = (events.model[0], events.model_version[0])
+    if (events.model == first[0]).all() and (events.model_version == first[1]).all():  # one model: common
+        return {(str(first[0]), str(first[1])): np.arange(len(events))}
     keys = np.char.add(np.char.add(events.model.astype(str), "\x1f"), events.model_version.astype(str))
     unique, inverse = np.unique(keys, return_inverse=True)
     order = np.argsort(inverse, kind="stable")

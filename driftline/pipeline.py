@@ -173,8 +173,10 @@ class Pipeline:
         self.totals.duplicates += len(duplicates)
 
     def _feed(self, events: Events, step: StepResult, now_ms: int | None, partitioned: bool) -> None:
-        partitions = (np.char.partition(events.position.astype(str), "@")[:, 0]
-                      if partitioned and len(events) else None)
+        partitions = None
+        if partitioned and len(events):
+            partitions = events.source if len(events.source) == len(events) else \
+                np.char.partition(events.position.astype(str), "@")[:, 0]
         for key, rows in sorted(group_indices(events).items()):
             group = events.take(rows)
             monitor = self.monitors.get(key)

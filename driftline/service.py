@@ -36,15 +36,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE
+from numpy.typing import NDArray
 
 from driftline.config import Config, TopicConfig
+from driftline.connectors.avro_events import ColumnarSchema, avro_events
 from driftline.connectors.clickhouse import ClickHouseStore
-from driftline.connectors.codecs import DecodeError, Decoder, RegistryUnavailable, SchemaRegistry, make_decoder
+from driftline.connectors.codecs import (CONFLUENT_MAGIC, DecodeError, Decoder, RegistryUnavailable, SchemaRegistry,
+                                         avro_schema, make_decoder)
 from driftline.connectors.inference import MessageView, Record, TensorMapping, kserve_cloudevent, oip_json
 from driftline.connectors.oip_protobuf import oip_protobuf
 from driftline.connectors.kafka import KafkaSource, Publisher, origin, partition_name
-from driftline.events import EventBuilder
+from driftline.events import BadEvent, EventBuilder, Events
 from driftline.pipeline import Pipeline, StepResult
 
 log = logging.getLogger("driftline.service")
@@ -68,8 +72,17 @@ class Service:
         self.clock = clock
         self.pipeline = Pipeline(config, store)
         registry = SchemaRegistry(config.kafka.schema_registry_url) if config.kafka.schema_registry_url else None
+        self.registry = registry
         self.decoders = {t.topic: message_decoder(t, registry) for t in config.kafka.topics}
+        self.formats = {t.topic: t.format for t in config.kafka.topics}
+        self._columnar = {t.topic: schema for t in config.kafka.topics if t.format == "avro"
+                          if (schema := ColumnarSchema.of(avro_schema(t.avro_schema))) is not None}
+        self._registry_columnar: dict[int, ColumnarSchema | None] = {}
         self.seq, self.offsets = 0, {}
+        self._checkpointed_at = clock()
+        self._uncommitted = False
+        self._batch_offsets: dict[str, int] = {}
+        """The offset after each partition's last message in the batch in hand."""
         checkpoint = store.read_checkpoint(config.kafka.group_id)
         if checkpoint is not None:  # go on where the last run left off: its open windows, its offsets
             self.seq, self.offsets, state = checkpoint
@@ -81,48 +94,107 @@ class Service:
         waiting = self.source.holding  # before this batch's partitions count as read
         messages = [m for m in polled if self.source.saw(m)]  # ends of partitions noted, and dropped
         try:
-            builder, payloads = self._decode(messages)
+            events, bad = self._decode(messages)
         except RegistryUnavailable as exc:  # nothing consumed yet: rewind and try the same batch again
             log.warning("%s; retrying the batch in %.0f s", exc, RETRY_S)
             self.source.rewind(messages)
             time.sleep(RETRY_S)
             return BatchReport(0, StepResult(), 0)
-        return self._process(messages, builder, payloads, waiting)
+        return self._process(messages, events, bad, waiting)
 
-    def _decode(self, messages: list[Any]) -> tuple[EventBuilder, dict[str, tuple[bytes | None, bytes | None]]]:
+    def _decode(self, messages: list[Any]) -> tuple[Events, list[BadEvent]]:
+        """The batch's scoring events in message order, and what could not be used. Avro topics whose
+        schema allows it are decoded in one columnar pass (:mod:`driftline.connectors.avro_events`);
+        the rest, and whatever that pass leaves, one message at a time."""
         builder = EventBuilder("kafka")
-        payloads: dict[str, tuple[bytes | None, bytes | None]] = {}
         limit = self.config.kafka.max_message_bytes
-        for message in messages:
-            if message.error() is not None:
-                log.warning("consumer error: %s", message.error())
+        origins: list[str] = []
+        sources: list[str] = []
+        columnar: dict[ColumnarSchema, list[int]] = {}  # indices of each schema's messages
+        one_by_one: list[int] = []
+        for index, message in enumerate(messages):
+            error = message.error()
+            if error is not None:
+                log.warning("consumer error: %s", error)
+                origins.append("")
+                sources.append("")
                 continue
-            where = origin(message.topic(), message.partition(), message.offset())
-            value, key = message.value(), message.key()
-            payloads[where] = (value, key)
+            topic, offset = message.topic(), message.offset()
+            source = partition_name(topic, message.partition())
+            self._batch_offsets[source] = offset + 1  # messages of a partition come in offset order
+            sources.append(source)
+            where = f"{source}@{offset}"
+            origins.append(where)
+            value = message.value()
             if value is None:
                 builder.reject_at(where, "decode", DecodeError("empty message (a tombstone)", "EmptyMessage"))
             elif len(value) > limit:
                 builder.reject_at(where, "decode", DecodeError(f"message of {len(value)} bytes is over the "
                                                                f"{limit}-byte limit", "OversizedMessage"))
             else:
-                try:
-                    records = self.decoders[message.topic()](message)
-                except DecodeError as exc:
-                    builder.reject_at(where, "decode", exc)
+                schema = self.columnar_schema(message.topic(), value)
+                if schema is None:
+                    one_by_one.append(index)
                 else:
-                    for row, record in enumerate(records):
-                        builder.add_at(record, where if len(records) == 1 else f"{where}#{row}")
-        return builder, payloads
+                    columnar.setdefault(schema, []).append(index)
+        parts: list[Events] = []
+        order: list[NDArray[np.intp]] = []
+        for schema, indices in columnar.items():
+            framing = 5 if self.formats[messages[indices[0]].topic()] == "avro-confluent" else 0
+            fast = avro_events([messages[i].value()[framing:] for i in indices], schema.parsed,
+                               [origins[i] for i in indices], [sources[i] for i in indices])
+            parts.append(fast.events)
+            order.append(np.asarray(indices, dtype=np.intp)[fast.rows])
+            one_by_one.extend(indices[i] for i in fast.rest.tolist())
+        if one_by_one:
+            one_by_one.sort()
+            slow, rows = self._decode_one_by_one(builder, messages, origins, one_by_one)
+            slow.source = np.asarray([sources[i] for i in rows.tolist()], dtype=object)
+            parts.append(slow)
+            order.append(rows)
+        events = Events.concat(parts)
+        if len(parts) > 1:  # back into message order: the first of two duplicates is the one kept
+            events = events.take(np.argsort(np.concatenate(order), kind="stable"))
+        return events, builder.bad
 
-    def _process(self, messages: list[Any], builder: EventBuilder,
-                 payloads: dict[str, tuple[bytes | None, bytes | None]],
+    def _decode_one_by_one(self, builder: EventBuilder, messages: list[Any], origins: list[str],
+                           indices: list[int]) -> tuple[Events, NDArray[np.intp]]:
+        rows: list[int] = []
+        for index in indices:
+            message, where = messages[index], origins[index]
+            try:
+                records = self.decoders[message.topic()](message)
+            except DecodeError as exc:
+                builder.reject_at(where, "decode", exc)
+                continue
+            for row, record in enumerate(records):
+                if builder.add_at(record, where if len(records) == 1 else f"{where}#{row}"):
+                    rows.append(index)
+        return builder.build(), np.asarray(rows, dtype=np.intp)
+
+    def columnar_schema(self, topic: str, value: bytes) -> ColumnarSchema | None:
+        """The schema to decode this message with in a columnar pass, if its topic and schema allow."""
+        fmt = self.formats[topic]
+        if fmt == "avro":
+            return self._columnar.get(topic)
+        if fmt != "avro-confluent" or self.registry is None or len(value) < 5 or value[0] != CONFLUENT_MAGIC:
+            return None
+        schema_id = int.from_bytes(value[1:5], "big")
+        known = self._registry_columnar.get(schema_id, False)
+        if known is False:
+            try:
+                parsed = self.registry.schema(schema_id)
+            except DecodeError:  # unknown id: the one-by-one path says so per message
+                return None
+            known = self._registry_columnar[schema_id] = ColumnarSchema.of(parsed)
+        return known
+
+    def _process(self, messages: list[Any], events: Events, bad: list[BadEvent],
                  waiting: tuple[frozenset[str], frozenset[str], frozenset[str]]) -> BatchReport:
-        events = builder.build()
         # The partitions to wait for: as they were before the batch (a partition first read in it still
         # holds the watermark while its events are counted), then as they are after it.
         before = self.pipeline.hold(*waiting)
-        result = self.pipeline.process(events, builder.bad, now_ms=int(self.clock() * 1000), partitioned=True)
+        result = self.pipeline.process(events, bad, now_ms=int(self.clock() * 1000), partitioned=True)
         after = self.pipeline.hold(*self.source.holding)
         for released in (before, after):
             result.reports += released.reports
@@ -132,24 +204,30 @@ class Service:
             self.publisher.alert(event)
         for request in result.rollbacks:
             self.publisher.rollback(request)
-        for bad in result.bad:
-            value, key = payloads.get(bad.origin, (None, None))
-            self.publisher.dead_letter(bad, value, key)
+        if result.bad:
+            by_origin = {origin(m.topic(), m.partition(), m.offset()): m for m in messages if m.error() is None}
+            for item in result.bad:
+                message = by_origin.get(item.origin.split("#", 1)[0])  # (a Message is falsy when empty)
+                value, key = (message.value(), message.key()) if message is not None else (None, None)
+                self.publisher.dead_letter(item, value, key)
         self.publisher.flush()
-        self._checkpoint(messages)
-        self.source.commit(messages)
+        self.offsets.update(self._batch_offsets)
+        self._uncommitted |= bool(self._batch_offsets)
+        self._batch_offsets = {}
+        if self.clock() - self._checkpointed_at >= self.config.kafka.checkpoint_interval / 1000:
+            self.checkpoint()
         return BatchReport(len(messages), result, len(result.bad))
 
-    def _checkpoint(self, messages: list[Any]) -> None:
-        """The offsets after this batch and the state they leave, in the store, before the commit."""
-        if not messages:
+    def checkpoint(self) -> None:
+        """The offsets consumed so far and the state they leave into the store, then commit the offsets:
+        a restart goes on from here. Called every ``kafka.checkpoint_interval`` and when stopping."""
+        self._checkpointed_at = self.clock()
+        if not self._uncommitted:
             return
-        for message in messages:
-            if message.error() is None:
-                name = partition_name(message.topic(), message.partition())
-                self.offsets[name] = max(self.offsets.get(name, 0), message.offset() + 1)
         self.seq += 1
         self.store.write_checkpoint(self.config.kafka.group_id, self.seq, self.offsets, self.pipeline.snapshot())
+        self.source.commit_offsets(self.offsets)
+        self._uncommitted = False
 
     def run(self, stop: threading.Event, on_batch: Callable[[BatchReport], None] | None = None) -> None:
         """Step until ``stop`` is set; the batch in hand is finished (persisted, published, committed) first."""
@@ -157,6 +235,7 @@ class Service:
             report = self.step()
             if on_batch is not None and report.messages:
                 on_batch(report)
+        self.checkpoint()
 
 
 MessageDecoder = Callable[[Any], list[dict[str, Any]]]

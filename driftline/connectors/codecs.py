@@ -16,6 +16,7 @@ caller gets a record or a reason for the dead-letter topic.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import struct
@@ -54,9 +55,15 @@ def decode_json(value: bytes) -> Record:
     return record
 
 
+@functools.cache
+def avro_schema(schema_name: str = "scoring_event.avsc") -> Any:
+    """One of driftline's scoring schemas, parsed by fastavro."""
+    return fastavro.parse_schema(json.loads(schema_text(schema_name)))
+
+
 def avro_decoder(schema_name: str = "scoring_event.avsc") -> Decoder:
     """Raw Avro binary of one of driftline's scoring schemas."""
-    schema = fastavro.parse_schema(json.loads(schema_text(schema_name)))
+    schema = avro_schema(schema_name)
 
     def decode(value: bytes) -> Record:
         return _read_avro(value, schema)

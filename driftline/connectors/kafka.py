@@ -18,7 +18,7 @@ from __future__ import annotations
 import io
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,6 +45,12 @@ def origin(topic: str, partition: int, offset: int) -> str:
 
 def partition_name(topic: str, partition: int) -> str:
     return f"{topic}[{partition}]"
+
+
+def split_partition_name(name: str) -> tuple[str, int]:
+    """``topic[3]`` → (topic, 3)."""
+    topic, _, rest = name.rpartition("[")
+    return topic, int(rest.rstrip("]"))
 
 
 def client_settings(config: KafkaConfig) -> dict[str, Any]:
@@ -127,16 +133,12 @@ class KafkaSource:
     def poll_batch(self) -> list[Message]:
         return list(self.consumer.consume(self.config.batch_size, self.config.poll_timeout / 1000))
 
-    def commit(self, messages: Sequence[Message]) -> None:
-        """Commit, synchronously, the offset after the last message of each partition in ``messages``."""
-        positions: dict[tuple[str, int], int] = {}
-        for message in messages:
-            if message.error() is None:
-                key = (message.topic(), message.partition())
-                positions[key] = max(positions.get(key, -1), message.offset())
-        if positions:
-            self.consumer.commit(offsets=[TopicPartition(t, p, o + 1) for (t, p), o in positions.items()],
-                                 asynchronous=False)
+    def commit_offsets(self, offsets: Mapping[str, int]) -> None:
+        """Commit, synchronously, these next offsets (by ``topic[partition]``) of the partitions owned now."""
+        owned = [TopicPartition(*split_partition_name(name), offset) for name, offset in offsets.items()
+                 if name in self.assigned]
+        if owned:
+            self.consumer.commit(offsets=owned, asynchronous=False)
 
     def rewind(self, messages: Sequence[Message]) -> None:
         """Seek back to the first message of each partition in ``messages`` (to consume them again)."""

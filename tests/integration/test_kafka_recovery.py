@@ -63,7 +63,7 @@ def config(tmp_path: Path, bootstrap: str, group: str) -> Config:
         "store": {"dsn": f"chdb://{tmp_path / 'store'}"},
         "windows": {"size": "1m", "allowed_lateness": 0, "max_future": None},
         "models": [{"name": "credit", "references": {"3": str(profile_path)}, "policy": {"min_samples": 100}}],
-        "kafka": {"bootstrap_servers": bootstrap, "group_id": group, "batch_size": 150,
+        "kafka": {"bootstrap_servers": bootstrap, "group_id": group, "batch_size": 150, "checkpoint_interval": 0,
                   "poll_timeout": 200, "topics": [{"topic": TOPIC}], "dead_letter_topic": "recovery.dead-letter",
                   "control_topic": "recovery.control"},
     })
@@ -81,7 +81,7 @@ def run(cfg: Config, store: Any, stop_after: int | None = None, crash: str | Non
                 if crash == "before checkpoint":
                     service.store.write_checkpoint = _raise  # type: ignore[method-assign]
                 else:
-                    service.source.commit = _raise  # type: ignore[method-assign]
+                    service.source.commit_offsets = _raise  # type: ignore[method-assign]
             try:
                 report = service.step()
             except Crash:

@@ -244,7 +244,7 @@ def service_config(folder: Path, profiles: Profiles, bootstrap: str, name: str, 
     section = {"bootstrap_servers": bootstrap, "group_id": f"{name}-group", "topics": [{"topic": f"{name}.scoring",
                                                                                          "format": fmt}],
                "dead_letter_topic": f"{name}.dead-letter", "control_topic": f"{name}.control",
-               "batch_size": BATCH_SIZE, "poll_timeout": "200ms", "max_message_bytes": LIMIT, **kafka}
+               "batch_size": BATCH_SIZE, "checkpoint_interval": 0, "poll_timeout": "200ms", "max_message_bytes": LIMIT, **kafka}
     path = write_config(folder, profiles, min_samples=min_samples,
                         extra={"windows": {"size": "1m", "allowed_lateness": 0}, "kafka": section})
     return load(path), section

@@ -1,0 +1,133 @@
+"""The columnar Avro path gives the same events as decoding one message at a time with fastavro and
+validating each record with EventBuilder; what it does not take, the one-by-one path handles."""
+
+from __future__ import annotations
+
+import io
+import math
+import random
+from typing import Any
+
+import fastavro
+import numpy as np
+
+from driftline.connectors.avro_events import ColumnarSchema, avro_events, columnar
+from driftline.connectors.codecs import avro_schema
+from driftline.events import EventBuilder, Events
+
+T0 = 1_767_225_600_000
+
+
+def encode(schema: Any, record: dict[str, Any]) -> bytes:
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, schema, record)
+    return out.getvalue()
+
+
+def one_by_one(schema: Any, values: list[bytes], origins: list[str]) -> tuple[Events, list[str], list[int]]:
+    builder = EventBuilder("kafka")
+    rows = []
+    for row, (value, where) in enumerate(zip(values, origins, strict=True)):
+        record = fastavro.schemaless_reader(io.BytesIO(value), schema)
+        if builder.add_at(record, where):
+            rows.append(row)
+    return builder.build(), [b.origin for b in builder.bad], rows
+
+
+def plain(values: np.ndarray) -> list[Any]:
+    """Values as the engine reads them: a float column's NaN and an object column's None are both null."""
+    return [None if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in values.tolist()]
+
+
+def assert_same_events(fast: Events, slow: Events) -> None:
+    assert len(fast) == len(slow)
+    for name in ("kind", "request_id", "model", "model_version", "event_time", "decision", "position"):
+        assert plain(getattr(fast, name)) == plain(getattr(slow, name)), name
+    assert plain(fast.score) == plain(slow.score)
+    for name in set(fast.features) | set(slow.features):
+        absent = np.full(len(fast), None, dtype=object)
+        assert plain(fast.features.get(name, absent)) == plain(slow.features.get(name, absent)), name
+
+
+def scoring_record(rng: random.Random, i: int) -> dict[str, Any]:
+    """Mostly ordinary events, with every kind of oddity the one-by-one path must judge."""
+    record: dict[str, Any] = {
+        "request_id": f"r{i}", "model": "credit", "model_version": rng.choice(["1", "2"]),
+        "event_time": T0 + i * 1000,
+        "features": {"income": rng.choice([rng.uniform(0, 1e5), None, 42, 2 ** 60]),
+                     "country": rng.choice(["DE", "FR", "ÅLAND", None, 7, True]),
+                     "flag": rng.choice([True, False, None])},
+        "score": rng.choice([rng.random(), None]), "decision": rng.choice(["approve", "decline", None]),
+    }
+    oddity = rng.randrange(12)
+    if oddity == 0:
+        record["request_id"] = ""
+    elif oddity == 1:
+        record["model"] = "cre\x00dit"
+    elif oddity == 2:
+        record["event_time"] = 1_767_225_600  # seconds, not milliseconds
+    elif oddity == 3:
+        record["request_id"] = f"é{i}"
+    elif oddity == 4:
+        del record["features"]["income"]
+    elif oddity == 5:
+        record["features"]["extra"] = "x" * 100
+    return record
+
+
+def test_scoring_events_equal_the_one_by_one_path() -> None:
+    schema = avro_schema("scoring_event.avsc")
+    assert columnar(schema)
+    rng = random.Random(5)
+    values = [encode(schema, scoring_record(rng, i)) for i in range(3000)]
+    origins = [f"scoring[0]@{i}" for i in range(len(values))]
+    fast = avro_events(values, schema, origins, ["scoring[0]"] * len(values))
+    slow, bad, slow_rows = one_by_one(schema, values, origins)
+    # the rows the fast path left are the ones the one-by-one path rejects, or took after a closer look
+    rest_events, rest_bad, rest_rows = one_by_one(schema, [values[i] for i in fast.rest], [origins[i] for i in fast.rest])
+    assert sorted(bad) == sorted(rest_bad)
+    merged = Events.concat([fast.events, rest_events])
+    order = np.argsort(np.concatenate([fast.rows, fast.rest[rest_rows]]), kind="stable")
+    assert_same_events(merged.take(order), slow)
+    assert len(fast.rows) > 2000  # the ordinary rows went the fast way
+    assert plain(fast.events.source) == ["scoring[0]"] * len(fast.rows)
+
+
+def test_requests_and_responses() -> None:
+    rng = random.Random(9)
+    for name in ("scoring_request.avsc", "scoring_response.avsc"):
+        schema = avro_schema(name)
+        assert columnar(schema)
+        records = []
+        for i in range(500):
+            record = {"request_id": f"r{i}", "model": "credit", "model_version": "1", "event_time": T0 + i}
+            if name == "scoring_request.avsc":
+                record["features"] = {"income": rng.random()}
+            else:
+                record["score"] = rng.choice([rng.random(), None])
+                record["decision"] = rng.choice(["approve", None])
+            records.append(record)
+        values = [encode(schema, r) for r in records]
+        origins = [f"t[1]@{i}" for i in range(len(values))]
+        fast = avro_events(values, schema, origins)
+        slow, bad, _ = one_by_one(schema, values, origins)
+        rest_events, rest_bad, rest_rows = one_by_one(schema, [values[i] for i in fast.rest],
+                                                      [origins[i] for i in fast.rest])
+        assert sorted(bad) == sorted(rest_bad)
+        order = np.argsort(np.concatenate([fast.rows, fast.rest[rest_rows]]), kind="stable")
+        assert_same_events(Events.concat([fast.events, rest_events]).take(order), slow)
+
+
+def test_corrupt_messages_are_left_to_the_one_by_one_path() -> None:
+    schema = avro_schema("scoring_event.avsc")
+    rng = random.Random(1)
+    good = [encode(schema, scoring_record(rng, i)) for i in range(50)]
+    values = good + [good[0][:10], b"", b"\xff" * 30, good[1] + b"\x00"]
+    fast = avro_events(values, schema, [f"t[0]@{i}" for i in range(len(values))])
+    assert set(fast.rest.tolist()) >= {50, 51, 52, 53}
+
+
+def test_schema_checks() -> None:
+    assert ColumnarSchema.of(avro_schema("scoring_event.avsc")) is not None
+    no_ids = fastavro.parse_schema({"type": "record", "name": "X", "fields": [{"name": "x", "type": "long"}]})
+    assert ColumnarSchema.of(no_ids) is None
