@@ -146,6 +146,7 @@ class Service:
         self.health = Health()
         self.backoff = Backoff(config.kafka.retry_backoff / 1000, config.kafka.retry_backoff_max / 1000)
         self._retry_at: float | None = None
+        self._attempts = 0
         """While paused: when (time.monotonic) to resume from the last checkpoint."""
         self._since: dict[tuple[str, int], int] = {}
         """(topic, partition) → the first offset read since the last checkpoint: where a retry starts."""
@@ -166,7 +167,7 @@ class Service:
                 result = call()
             except StoreUnavailable as exc:
                 delay = self.backoff.failed()
-                log.warning("%s: store unavailable (%s); retrying in %.1f s", what, exc.reason, delay)
+                log.warning("%s: store unavailable (%s): %s; retrying in %.1f s", what, exc.reason, exc, delay)
                 time.sleep(delay)
                 continue
             self.backoff.reset()
@@ -201,11 +202,13 @@ class Service:
         """Stop consuming, go back to the last checkpoint's state, and schedule the retry."""
         if not self.health.paused:
             self.health.outages += 1
+            self._attempts = 0
         self.health.paused, self.health.reason = True, reason
         self.health.retries += 1
+        self._attempts += 1
         delay = self.backoff.failed()
-        log.warning("%s; consumption paused, batch redone from checkpoint %d in %.1f s (retry %d)",
-                    reason, self._good.seq, delay, self.health.retries)
+        log.warning("%s; consumption paused, redone from checkpoint %d in %.1f s (failure %d of this outage)",
+                    reason, self._good.seq, delay, self._attempts)
         self.source.pause()
         self._restore()
         self._retry_at = time.monotonic() + delay
@@ -280,7 +283,7 @@ class Service:
             self.publisher.dead_letter(bad, value, key)
         self.publisher.flush(self.config.kafka.publish_timeout / 1000)
         if self._checkpoint(messages) and self.health.paused:
-            log.info("batch persisted after %d retries: consumption goes on", self.health.retries)
+            log.info("store and broker answer again after %d failures: consumption goes on", self._attempts)
             self.health.paused = False
             self.backoff.reset()
         try:

@@ -66,7 +66,8 @@ _HTTP_UNAVAILABLE = re.compile(r"HTTP status (429|502|503|504)\b")
 
 
 def transient_reason(exc: BaseException) -> str | None:
-    """Why ``exc`` (from clickhouse-connect, over HTTP or chDB) is worth a retry, or None if it is not.
+    """Why ``exc`` (from clickhouse-connect, over HTTP or chDB) is worth a retry, in a few words (the
+    exception class, the server's error code, the HTTP status), or None if it is not.
 
     * ``OperationalError`` (and its ``StreamFailureError``): clickhouse-connect raises it for transport
       failures: connection refused or reset, a response cut off, a read timeout, and 429/503/504 answers
@@ -77,16 +78,15 @@ def transient_reason(exc: BaseException) -> str | None:
     """
     from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
-    if isinstance(exc, OperationalError):
-        return f"{type(exc).__name__}: {_first_line(exc)}"
-    if isinstance(exc, (ConnectionError, TimeoutError)):
-        return f"{type(exc).__name__}: {_first_line(exc)}"
+    if isinstance(exc, (OperationalError, ConnectionError, TimeoutError)):
+        return type(exc).__name__
     if type(exc) is DatabaseError:  # not its subclasses: ProgrammingError, DataError, ... are the caller's fault
         code = getattr(exc, "code", None)
         if code in TRANSIENT_CODES:
             return f"ClickHouse error {code} ({TRANSIENT_CODES[code]})"
-        if code is None and _HTTP_UNAVAILABLE.search(str(exc)):
-            return f"server unavailable: {_first_line(exc)}"
+        status = _HTTP_UNAVAILABLE.search(str(exc))
+        if code is None and status is not None:
+            return f"HTTP {status.group(1)}"
     return None
 
 
