@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from driftline.config import Config
 from driftline.connectors.clickhouse import ClickHouseStore
@@ -121,3 +121,24 @@ def drain(service: Service, total: int, timeout: float = 60, idle_steps: int = 8
         report = service.step()
         done = sum(service.offsets.values()) >= total and not service.health.paused
         idle = idle + 1 if done and not report.messages else 0
+
+
+def ce_ids(bootstrap: str, topic: str) -> list[str]:
+    """The ``ce_id`` header of every record on a control topic, read from the beginning to its end."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "driftline-test-inspector",
+                         "enable.auto.commit": False})
+    try:
+        partitions = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+        high = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        position, ids = {p: 0 for p in partitions}, []
+        deadline = time.monotonic() + 30
+        while any(position[p] < high[p] for p in partitions):
+            assert time.monotonic() < deadline, f"{topic}: read {position} of {high}"
+            for m in consumer.consume(500, 0.5):
+                if m.error() is None:
+                    position[m.partition()] = m.offset() + 1
+                    ids += [v.decode() for k, v in m.headers() or [] if k == "ce_id"]
+        return ids
+    finally:
+        consumer.close()

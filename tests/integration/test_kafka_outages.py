@@ -30,7 +30,7 @@ from driftline.connectors.clickhouse import ClickHouseStore, StoreError
 from driftline.connectors.kafka import KafkaSource, Publisher
 from driftline.service import Service
 from tests.integration.conftest import opened
-from tests.integration.streams import MINUTE, PARTITIONS, T0, drain, outcome, produce, service_config, stream_events
+from tests.integration.streams import MINUTE, PARTITIONS, T0, ce_ids, drain, outcome, produce, service_config, stream_events
 from tests.kafka_broker import KafkaBroker, create_topic
 
 pytestmark = pytest.mark.integration
@@ -246,7 +246,8 @@ def test_a_broker_restart_mid_stream_loses_nothing(tmp_path: Path, broker: Kafka
     had fetched (dead letters are due), its publishes are not acknowledged within publish_timeout, it pauses,
     goes back to its checkpoint and retries with backoff, polling; once the broker is back it redoes the batch
     and goes on. Then minutes 4-5 are produced and consumed, a minute at a time. The store then equals a
-    clean pass over the whole topic."""
+    clean pass over the whole topic, and every alert and rollback request in it is on
+    the control topic."""
     prefix = "restart"
     create_topics(broker.bootstrap, prefix)
     topic = f"{prefix}.scoring"
@@ -286,3 +287,8 @@ def test_a_broker_restart_mid_stream_loses_nothing(tmp_path: Path, broker: Kafka
     print(f"\nbroker restart: {health}")
     assert health.outages >= 1 and health.retries >= 1 and not health.paused, health
     assert rows == clean_pass(tmp_path, broker.bootstrap, prefix, sent)
+    # every alert and rollback request in the store reached the control topic (some twice: the redone batch;
+    # the ce_id deduplicates)
+    stored = {row[0].decode() if isinstance(row[0], bytes) else row[0]
+              for table in ("alerts", "rollback_requests") for row in rows[table]}
+    assert set(ce_ids(broker.bootstrap, f"{prefix}.control")) == stored
