@@ -45,7 +45,9 @@ Not yet done (issue 4 continues): the checkpoint is one state per consumer group
 in one group (and their partial windows, to be merged by a second stage) are not supported yet; a
 partition that carried a model's events holds that model's watermark while it is not assigned here.
 An outage keeps the state of the last checkpoint in memory and re-reads everything since it, so a
-long outage costs a re-read of up to one batch, not more (nothing is consumed while paused).
+long outage costs a re-read of up to one batch, not more (nothing is consumed while paused). A
+synchronous offset commit while the group coordinator is down blocks until librdkafka gives up (45 s
+was seen with default settings) before it is logged; committing asynchronously would avoid the stall.
 """
 
 from __future__ import annotations
