@@ -221,7 +221,7 @@ class Publisher:
                                   "message.max.bytes": self.dead_letter_cap + HEADER_ROOM})
         self._alert_schema = fastavro.parse_schema(json.loads(schema_text("control_alert.avsc")))
         self._rollback_schema = fastavro.parse_schema(json.loads(schema_text("control_rollback.avsc")))
-        self._errors: list[str] = []
+        self._errors: list[KafkaError] = []
 
     def dead_letter(self, bad: BadEvent, payload: bytes | None = None, key: bytes | None = None) -> None:
         where = ORIGIN.match(bad.origin)

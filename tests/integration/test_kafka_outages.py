@@ -136,7 +136,7 @@ def nth(op: str, table: str, n: int) -> Callable[[str, str], bool]:
     seen = [0]
 
     def match(call_op: str, target: str) -> bool:
-        if call_op == op and target.endswith(f".{table}") or (call_op == op and f"{table} " in target):
+        if call_op == op and (target.endswith(f".{table}") or f".{table} " in target):
             seen[0] += 1
         return seen[0] == n
     return match
