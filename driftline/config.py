@@ -197,6 +197,13 @@ class KafkaConfig(_Strict):
     """Larger messages go to the dead-letter topic unread."""
     client: dict[str, str] = Field(default_factory=dict)
     """Extra librdkafka settings for every client (security.protocol, sasl.*, ssl.*, …)."""
+    retry_backoff: DurationMs = Field(500, ge=1)
+    """First pause after the store or the broker failed a batch; doubled after each failed retry, up to
+    ``retry_backoff_max``."""
+    retry_backoff_max: DurationMs = Field(30_000, ge=1)
+    publish_timeout: DurationMs = Field(30_000, ge=1)
+    """How long a batch waits for the broker to acknowledge its control and dead-letter records; past it
+    the batch counts as not published and is redone from the last checkpoint once the broker answers."""
 
 
 class Config(_Strict):

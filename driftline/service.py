@@ -16,6 +16,26 @@ repeats the batch from the previous checkpoint's state (the idempotent store and
 on the control topic absorb the repetition); a crash between 4 and 5 goes on after it. So open windows
 survive a crash with nothing lost and nothing counted twice, for one consumer per group.
 
+Outages do not stop the service. When 1–4 fail for a reason that passes — the store unreachable, timed
+out or overloaded (:class:`~driftline.connectors.clickhouse.StoreUnavailable`), the broker not
+acknowledging the control or dead-letter records within ``kafka.publish_timeout``
+(:class:`~driftline.connectors.kafka.PublishError`), the schema registry away — the batch is redone
+from the last checkpoint, as a restart would, without leaving the process:
+
+- consumption pauses (every assigned partition, and any assigned meanwhile); the service keeps
+  polling, so it stays in its consumer group within ``max.poll.interval.ms``;
+- the pipeline is rebuilt from the last checkpoint's state, kept in memory (the failed batch may have
+  moved windows, the join and the decisions before the write failed);
+- after a pause of ``kafka.retry_backoff``, doubled after each failed retry up to
+  ``kafka.retry_backoff_max`` (each retry logged with its reason), consumption resumes from the
+  checkpoint's offsets: every message read since it is read again.
+
+Nothing is committed past the checkpoint meanwhile. A failed commit (5) is logged and counted, never
+fatal: the checkpoint already holds the offsets, a restart starts from it, and the next commit
+covers the batch. Any other error — a statement the store rejects, a schema mismatch, a fatal producer
+error, a bug — stops the process loudly, before anything is committed. :attr:`Service.health` holds
+what an exporter would show (paused, outages, retries, commit failures, the last reason).
+
 Each partition keeps its own watermark: a model's windows close when every partition that carries
 its events (and every assigned partition nothing has been read from yet) has moved past them, or has
 been read to its end. So a backlog handed out one partition at a time gives the same windows as live
@@ -24,35 +44,40 @@ traffic.
 Not yet done (issue 4 continues): the checkpoint is one state per consumer group, so several consumers
 in one group (and their partial windows, to be merged by a second stage) are not supported yet; a
 partition that carried a model's events holds that model's watermark while it is not assigned here.
+An outage keeps the state of the last checkpoint in memory and re-reads everything since it, so a
+long outage costs a re-read of up to one batch, not more (nothing is consumed while paused). A
+synchronous offset commit while the group coordinator is down blocks until librdkafka gives up (45 s
+was seen with default settings) before it is logged; committing asynchronously would avoid the stall.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
-from confluent_kafka import TIMESTAMP_NOT_AVAILABLE
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaException
 from numpy.typing import NDArray
 
 from driftline.config import Config, TopicConfig
 from driftline.connectors.avro_events import ColumnarSchema, avro_events
-from driftline.connectors.clickhouse import ClickHouseStore
+from driftline.connectors.clickhouse import ClickHouseStore, StoreUnavailable
 from driftline.connectors.codecs import (CONFLUENT_MAGIC, DecodeError, Decoder, RegistryUnavailable, SchemaRegistry,
                                          avro_schema, make_decoder)
 from driftline.connectors.inference import MessageView, Record, TensorMapping, kserve_cloudevent, oip_json
+from driftline.connectors.kafka import KafkaSource, PublishError, Publisher, origin, partition_name
 from driftline.connectors.oip_protobuf import oip_protobuf
-from driftline.connectors.kafka import KafkaSource, Publisher, origin, partition_name
 from driftline.events import BadEvent, EventBuilder, Events
-from driftline.pipeline import Pipeline, StepResult
+from driftline.pipeline import Pipeline, StepResult, Totals
 
 log = logging.getLogger("driftline.service")
-RETRY_S = 5.0
+T = TypeVar("T")
 
 
 @dataclass
@@ -60,6 +85,58 @@ class BatchReport:
     messages: int
     step: StepResult
     dead_letters: int
+
+
+@dataclass
+class Health:
+    """The service's outage figures, for an exporter (gauges and counters) or a log line."""
+
+    paused: bool = False
+    """Consumption is paused: the store or the broker failed the last batch; a retry is due."""
+    outages: int = 0
+    """Times consumption paused (an outage is counted once however many retries it takes)."""
+    retries: int = 0
+    """Batches failed by a transient error (the first failure of an outage included)."""
+    commit_failures: int = 0
+    """Offset commits that failed (harmless: the checkpoint holds the offsets)."""
+    reason: str = ""
+    """Why the last batch failed, or the last commit."""
+
+
+@dataclass
+class _Checkpoint:
+    """The newest checkpoint in the store, kept in memory to go back to."""
+
+    seq: int
+    offsets: dict[str, int]
+    state: dict[str, Any]
+    totals: Totals = field(default_factory=Totals)
+
+
+class Backoff:
+    """Capped exponential backoff: ``initial``, doubled after each failure up to ``cap`` (seconds)."""
+
+    def __init__(self, initial: float, cap: float) -> None:
+        self.initial, self.cap = initial, max(cap, initial)
+        self.next = initial
+
+    def failed(self) -> float:
+        delay, self.next = self.next, min(self.next * 2, self.cap)
+        return delay
+
+    def reset(self) -> None:
+        self.next = self.initial
+
+
+def _transient(exc: BaseException) -> str | None:
+    """Why a batch's failure is worth a retry, or None when it must stop the service."""
+    if isinstance(exc, StoreUnavailable):
+        return f"store unavailable ({exc.reason}): {exc}"
+    if isinstance(exc, PublishError) and exc.transient:
+        return f"broker did not acknowledge the batch's records: {exc.reason}"
+    if isinstance(exc, RegistryUnavailable):
+        return f"schema registry unavailable: {exc}"
+    return None
 
 
 class Service:
@@ -78,29 +155,102 @@ class Service:
         self._columnar = {t.topic: schema for t in config.kafka.topics if t.format == "avro"
                           if (schema := ColumnarSchema.of(avro_schema(t.avro_schema))) is not None}
         self._registry_columnar: dict[int, ColumnarSchema | None] = {}
+        self.health = Health()
+        self.backoff = Backoff(config.kafka.retry_backoff / 1000, config.kafka.retry_backoff_max / 1000)
+        self._retry_at: float | None = None
+        """While paused: when (time.monotonic) to resume from the last checkpoint."""
+        self._attempts = 0
+        self._since: dict[tuple[str, int], int] = {}
+        """(topic, partition) → the first offset read since the last checkpoint: where a retry starts."""
         self.seq, self.offsets = 0, {}
         self._checkpointed_at = clock()
         self._uncommitted = False
+        """Offsets consumed since the last checkpoint."""
         self._batch_offsets: dict[str, int] = {}
         """The offset after each partition's last message in the batch in hand."""
-        checkpoint = store.read_checkpoint(config.kafka.group_id)
+        checkpoint = self._patiently(lambda: store.read_checkpoint(config.kafka.group_id), "reading the checkpoint")
         if checkpoint is not None:  # go on where the last run left off: its open windows, its offsets
             self.seq, self.offsets, state = checkpoint
-            self.pipeline.restore(state)
+            self.pipeline.restore(copy.deepcopy(state))
             source.start_offsets = dict(self.offsets)
+        else:
+            state = self.pipeline.snapshot()
+        self._good = _Checkpoint(self.seq, dict(self.offsets), state)
+
+    def _patiently(self, call: Callable[[], T], what: str) -> T:
+        """``call()``, retried with backoff while the store is unavailable (before consuming anything)."""
+        while True:
+            try:
+                result = call()
+            except StoreUnavailable as exc:
+                delay = self.backoff.failed()
+                log.warning("%s: store unavailable (%s): %s; retrying in %.1f s", what, exc.reason, exc, delay)
+                time.sleep(delay)
+                continue
+            self.backoff.reset()
+            return result
 
     def step(self) -> BatchReport:
+        """One batch: consumed, persisted, published, checkpointed, committed. While paused by an outage:
+        one poll (nothing is consumed, the group membership is kept), and the retry once it is due."""
+        if self._retry_at is not None:
+            return self._wait()
         polled = self.source.poll_batch()
         waiting = self.source.holding  # before this batch's partitions count as read
         messages = [m for m in polled if self.source.saw(m)]  # ends of partitions noted, and dropped
         try:
             events, bad = self._decode(messages)
-        except RegistryUnavailable as exc:  # nothing consumed yet: rewind and try the same batch again
-            log.warning("%s; retrying the batch in %.0f s", exc, RETRY_S)
-            self.source.rewind(messages)
-            time.sleep(RETRY_S)
+            return self._process(messages, events, bad, waiting)
+        except (StoreUnavailable, PublishError, RegistryUnavailable) as exc:
+            reason = _transient(exc)
+            if reason is None:
+                raise
+            self._pause(reason)
             return BatchReport(0, StepResult(), 0)
-        return self._process(messages, events, bad, waiting)
+
+    def _read(self, messages: list[Any]) -> None:
+        for message in messages:
+            if message.error() is None:
+                key = (message.topic(), message.partition())
+                self._since[key] = min(self._since.get(key, message.offset()), message.offset())
+
+    def _pause(self, reason: str) -> None:
+        """Stop consuming, go back to the last checkpoint's state, and schedule the retry."""
+        if not self.health.paused:
+            self.health.outages += 1
+            self._attempts = 0
+        self.health.paused, self.health.reason = True, reason
+        self.health.retries += 1
+        self._attempts += 1
+        delay = self.backoff.failed()
+        log.warning("%s; consumption paused, redone from checkpoint %d in %.1f s (failure %d of this outage)",
+                    reason, self._good.seq, delay, self._attempts)
+        self.source.pause()
+        self._restore()
+        self._retry_at = time.monotonic() + delay
+
+    def _restore(self) -> None:
+        """The pipeline as the last checkpoint left it, rebuilt as a restart would (its profiles kept)."""
+        profiles = {key: monitor.profile for key, monitor in self.pipeline.monitors.items()}
+        pipeline = Pipeline(self.config, self.store, profiles)
+        pipeline.restore(copy.deepcopy(self._good.state))
+        pipeline.totals = copy.deepcopy(self._good.totals)
+        self.pipeline = pipeline
+        self.seq, self.offsets = self._good.seq, dict(self._good.offsets)
+        self._batch_offsets, self._uncommitted = {}, False
+
+    def _wait(self) -> BatchReport:
+        for message in self.source.poll_batch():  # paused: nothing is consumed; anything that was is read again
+            if message.error() is None:
+                self._read([message])
+        assert self._retry_at is not None
+        if time.monotonic() >= self._retry_at:
+            self._retry_at = None
+            self.source.resume()
+            self.source.seek(self._since)
+            log.info("retrying from checkpoint %d: %d partitions read again from %s", self._good.seq,
+                     len(self._since), {partition_name(t, p): o for (t, p), o in sorted(self._since.items())})
+        return BatchReport(0, StepResult(), 0)
 
     def _decode(self, messages: list[Any]) -> tuple[Events, list[BadEvent]]:
         """The batch's scoring events in message order, and what could not be used. Avro topics whose
@@ -119,9 +269,10 @@ class Service:
                 origins.append("")
                 sources.append("")
                 continue
-            topic, offset = message.topic(), message.offset()
-            source = partition_name(topic, message.partition())
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            source = partition_name(topic, partition)
             self._batch_offsets[source] = offset + 1  # messages of a partition come in offset order
+            self._since.setdefault((topic, partition), offset)
             sources.append(source)
             where = f"{source}@{offset}"
             origins.append(where)
@@ -210,24 +361,38 @@ class Service:
                 message = by_origin.get(item.origin.split("#", 1)[0])  # (a Message is falsy when empty)
                 value, key = (message.value(), message.key()) if message is not None else (None, None)
                 self.publisher.dead_letter(item, value, key)
-        self.publisher.flush()
+        self.publisher.flush(self.config.kafka.publish_timeout / 1000)
         self.offsets.update(self._batch_offsets)
         self._uncommitted |= bool(self._batch_offsets)
         self._batch_offsets = {}
         if self.clock() - self._checkpointed_at >= self.config.kafka.checkpoint_interval / 1000:
             self.checkpoint()
+        if self.health.paused and messages:  # (right after a retry's seek, a poll may bring nothing yet)
+            log.info("store and broker answer again after %d failures: consumption goes on", self._attempts)
+            self.health.paused = False
+            self.backoff.reset()
         return BatchReport(len(messages), result, len(result.bad))
 
     def checkpoint(self) -> None:
-        """The offsets consumed so far and the state they leave into the store, then commit the offsets:
+        """The offsets consumed so far and the state they leave, into the store; then commit the offsets:
         a restart goes on from here. Called every ``kafka.checkpoint_interval`` and when stopping."""
         self._checkpointed_at = self.clock()
         if not self._uncommitted:
             return
         self.seq += 1
-        self.store.write_checkpoint(self.config.kafka.group_id, self.seq, self.offsets, self.pipeline.snapshot())
-        self.source.commit_offsets(self.offsets)
+        state = self.pipeline.snapshot()
+        self.store.write_checkpoint(self.config.kafka.group_id, self.seq, self.offsets, state)
+        self._good = _Checkpoint(self.seq, dict(self.offsets), state, copy.deepcopy(self.pipeline.totals))
+        self._since.clear()
+        self.source.start_offsets = dict(self.offsets)  # where a partition handed back to this member starts
         self._uncommitted = False
+        try:
+            self.source.commit_offsets(self.offsets)
+        except KafkaException as exc:  # the checkpoint holds the offsets: a restart starts from it
+            self.health.commit_failures += 1
+            self.health.reason = f"commit failed: {exc}"
+            log.warning("offset commit failed (%s); the checkpoint holds the offsets, the next commit covers "
+                        "them", exc)
 
     def run(self, stop: threading.Event, on_batch: Callable[[BatchReport], None] | None = None) -> None:
         """Step until ``stop`` is set; the batch in hand is finished (persisted, published, committed) first."""
@@ -235,7 +400,12 @@ class Service:
             report = self.step()
             if on_batch is not None and report.messages:
                 on_batch(report)
-        self.checkpoint()
+        if self._retry_at is None:  # (while paused, the last checkpoint is where a restart goes on)
+            try:
+                self.checkpoint()
+            except StoreUnavailable as exc:
+                log.warning("no checkpoint at stop, the store is unavailable (%s): a restart redoes what was "
+                            "consumed since the last one", exc)
 
 
 MessageDecoder = Callable[[Any], list[dict[str, Any]]]
@@ -287,7 +457,10 @@ def run_service(config: Config, on_batch: Callable[[BatchReport], None] | None =
         Service(config, store, source, publisher).run(stop, on_batch)
     finally:
         source.close()
-        publisher.flush()
+        try:
+            publisher.flush(config.kafka.publish_timeout / 1000)
+        except PublishError as exc:  # the batches they belong to are not committed: they are redone
+            log.warning("records left unpublished at shutdown: %s", exc)
         store.close()
 
 

@@ -37,8 +37,63 @@ STAT_COLUMNS = tuple(FeatureStats.__dataclass_fields__)
 
 
 class StoreError(DriftlineError):
-    """The store is unreachable or refused a statement. The batch in hand is not committed, so after a
-    restart it is consumed and written again (every insert is idempotent): nothing is lost."""
+    """The store refused a statement, or failed in a way a retry will not mend (a missing table, a type
+    mismatch, a bug). The batch in hand is not committed; the service stops, and after a restart the batch
+    is consumed and written again (every insert is idempotent): nothing is lost."""
+
+
+class StoreUnavailable(StoreError):
+    """The store failed in a way that passes: unreachable, connection dropped, timed out, overloaded, or a
+    server error that is not the caller's fault (:func:`transient_reason`). The service pauses consumption
+    and retries; ``reason`` says why, for the log."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+TRANSIENT_CODES = {
+    159: "TIMEOUT_EXCEEDED", 160: "TOO_SLOW", 202: "TOO_MANY_SIMULTANEOUS_QUERIES", 203: "NO_FREE_CONNECTION",
+    209: "SOCKET_TIMEOUT", 210: "NETWORK_ERROR", 225: "NO_ZOOKEEPER", 236: "ABORTED", 241: "MEMORY_LIMIT_EXCEEDED",
+    242: "TABLE_IS_READ_ONLY", 243: "NOT_ENOUGH_SPACE", 252: "TOO_MANY_PARTS", 279: "ALL_CONNECTION_TRIES_FAILED",
+    285: "TOO_FEW_LIVE_REPLICAS", 319: "UNKNOWN_STATUS_OF_INSERT", 394: "QUERY_WAS_CANCELLED", 425: "SYSTEM_ERROR",
+    439: "CANNOT_SCHEDULE_TASK", 999: "KEEPER_EXCEPTION",
+}
+"""ClickHouse server errors that say "not now" rather than "not this": overload, timeouts, lost replicas or
+Keeper, a full disk. Everything else the server answers (unknown table, syntax, type mismatch, access
+denied, ...) is the caller's fault and stops the service."""
+_HTTP_UNAVAILABLE = re.compile(r"HTTP status (429|502|503|504)\b")
+
+
+def transient_reason(exc: BaseException) -> str | None:
+    """Why ``exc`` (from clickhouse-connect, over HTTP or chDB) is worth a retry, in a few words (the
+    exception class, the server's error code, the HTTP status), or None if it is not.
+
+    * ``OperationalError`` (and its ``StreamFailureError``): clickhouse-connect raises it for transport
+      failures: connection refused or reset, a response cut off, a read timeout, and 429/503/504 answers
+      still failing after its own retries. Never for a statement the server rejected.
+    * ``DatabaseError`` with a code in :data:`TRANSIENT_CODES` (the server or chDB said "not now"), or
+      without a code for a 429/502/503/504 from a proxy in front of the server.
+    * Python's own ``ConnectionError`` and ``TimeoutError``, should one escape the driver.
+    """
+    from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+
+    if isinstance(exc, (OperationalError, ConnectionError, TimeoutError)):
+        return type(exc).__name__
+    if type(exc) is DatabaseError:  # not its subclasses: ProgrammingError, DataError, ... are the caller's fault
+        code = getattr(exc, "code", None)
+        if code in TRANSIENT_CODES:
+            return f"ClickHouse error {code} ({TRANSIENT_CODES[code]})"
+        status = _HTTP_UNAVAILABLE.search(str(exc))
+        if code is None and status is not None:
+            return f"HTTP {status.group(1)}"
+    return None
+
+
+def store_error(message: str, exc: BaseException) -> StoreError:
+    """The error to raise for a driver exception: :class:`StoreUnavailable` when it is transient."""
+    reason = transient_reason(exc)
+    return StoreUnavailable(message, reason) if reason is not None else StoreError(message)
 
 
 @dataclass(frozen=True)
@@ -92,8 +147,8 @@ class ClickHouseStore:
                     self._client = clickhouse_connect.get_client(dsn=self.dsn)
             except StoreError:
                 raise
-            except Exception as exc:  # the driver raises many types; all mean "not reachable"
-                raise StoreError(f"cannot open the store at {_redact(self.dsn)}: {exc}") from exc
+            except Exception as exc:  # the driver raises many types; transient ones are retried by the service
+                raise store_error(f"cannot open the store at {_redact(self.dsn)}: {_redact(str(exc))}", exc) from exc
         return self._client
 
     def close(self) -> None:
@@ -165,7 +220,7 @@ class ClickHouseStore:
         except StoreError:
             raise
         except Exception as exc:
-            raise StoreError(f"query failed: {_first_line(exc)}") from exc
+            raise store_error(f"query failed: {_first_line(exc)}", exc) from exc
         return list(result.column_names), [tuple(r) for r in result.result_rows]
 
     # -- internals ----------------------------------------------------------------------------------
@@ -176,7 +231,7 @@ class ClickHouseStore:
         except StoreError:
             raise
         except Exception as exc:
-            raise StoreError(f"statement failed: {_first_line(exc)}\n{statement[:200]}") from exc
+            raise store_error(f"statement failed: {_first_line(exc)}\n{statement[:200]}", exc) from exc
 
     def _insert(self, table: str, columns: Sequence[str], rows: list[list[Any]],
                 token_rows: Iterable[Sequence[Any]] | None = None) -> int:
@@ -187,7 +242,7 @@ class ClickHouseStore:
             self.client.insert(f"{self.database}.{table}", rows, column_names=list(columns),
                                settings={"insert_deduplication_token": token})
         except Exception as exc:
-            raise StoreError(f"insert into {self.database}.{table} failed: {_first_line(exc)}") from exc
+            raise store_error(f"insert into {self.database}.{table} failed: {_first_line(exc)}", exc) from exc
         return len(rows)
 
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 import io
 import json
 import re
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +29,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from driftline import __version__
 from driftline.config import KafkaConfig
 from driftline.engine.policy import AlertEvent, RollbackRequest
+from driftline.errors import DriftlineError
 from driftline.events import BadEvent
 from driftline.schemas import schema_text
 
@@ -36,6 +38,29 @@ ROLLBACK_TYPE = "io.driftline.rollback.requested.v1"
 HEADER_ROOM = 65_536
 """Bytes the producer's message size limit leaves for key, headers and framing."""
 ORIGIN = re.compile(r"^(?P<topic>.+)\[(?P<partition>\d+)\]@(?P<offset>\d+)$")
+
+
+TRANSIENT_DELIVERY = {
+    KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
+    KafkaError._RESOLVE, KafkaError.REQUEST_TIMED_OUT, KafkaError.NETWORK_EXCEPTION, KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.NOT_ENOUGH_REPLICAS, KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+    KafkaError.KAFKA_STORAGE_ERROR, KafkaError.BROKER_NOT_AVAILABLE, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError._QUEUE_FULL,
+}
+"""Delivery errors that a broker restart or a leader change causes: the batch is published again later."""
+PRODUCE_QUEUE_WAIT_S = 30.0
+"""How long ``produce`` waits for room in a full local queue before the batch counts as not published."""
+
+
+class PublishError(DriftlineError):
+    """The producer could not get every record of a batch acknowledged. ``transient``: the broker was
+    unreachable or busy (a restart, a leader change); the batch is published again once it answers.
+    Otherwise (a fatal producer error, authorization, a record too large) the service stops."""
+
+    def __init__(self, message: str, transient: bool) -> None:
+        super().__init__(message)
+        self.transient = transient
+        self.reason = message
 
 
 def origin(topic: str, partition: int, offset: int) -> str:
@@ -79,6 +104,8 @@ class KafkaSource:
         """Owned partitions read to their end (until their next message)."""
         self.start_offsets: dict[str, int] = {}
         """Where to start each partition when it is assigned (a checkpoint's offsets); else the committed one."""
+        self.paused = False
+        """Consumption paused (the store or the broker is away): partitions assigned meanwhile stay paused."""
         self.expected = self._partitions_of([t.topic for t in config.topics])
         """Every partition of the subscribed topics: one this member does not own yet may still deliver
         (after a restart, before the group hands it back), so it holds the watermark."""
@@ -100,6 +127,8 @@ class KafkaSource:
             if start is not None:
                 p.offset = start
         consumer.incremental_assign(partitions)
+        if self.paused:
+            consumer.pause(partitions)
         self.assigned |= names
         self.fresh |= names
         self.at_end -= names
@@ -118,6 +147,8 @@ class KafkaSource:
             self.at_end.add(name)
             self.fresh.discard(name)
             return False
+        if error is not None:  # a consumer error (broker down, ...): logged by the caller, reads nothing
+            return True
         self.at_end.discard(name)
         self.fresh.discard(name)
         return True
@@ -140,15 +171,32 @@ class KafkaSource:
         if owned:
             self.consumer.commit(offsets=owned, asynchronous=False)
 
-    def rewind(self, messages: Sequence[Message]) -> None:
-        """Seek back to the first message of each partition in ``messages`` (to consume them again)."""
-        first: dict[tuple[str, int], int] = {}
-        for message in messages:
-            if message.error() is None:
-                key = (message.topic(), message.partition())
-                first[key] = min(first.get(key, message.offset()), message.offset())
-        for (topic, partition), offset in first.items():
+    def pause(self) -> None:
+        """Stop fetching from every assigned partition (and from those assigned later) until :meth:`resume`.
+        Keep calling :meth:`poll_batch`: it returns nothing, but keeps this member in its group."""
+        self.paused = True
+        assignment = self.consumer.assignment()
+        if assignment:
+            self.consumer.pause(assignment)
+
+    def resume(self) -> None:
+        self.paused = False
+        assignment = self.consumer.assignment()
+        if assignment:
+            self.consumer.resume(assignment)
+
+    def seek(self, positions: dict[tuple[str, int], int]) -> None:
+        """Go back to ``positions`` ((topic, partition) → offset) to consume from there again; those
+        partitions count as not read yet in this process (they hold every model's watermark until read).
+        Positions of partitions not assigned here any more are left to the group (and to start_offsets)."""
+        owned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+        for (topic, partition), offset in sorted(positions.items()):
+            if (topic, partition) not in owned:
+                continue
             self.consumer.seek(TopicPartition(topic, partition, offset))
+            name = partition_name(topic, partition)
+            self.at_end.discard(name)
+            self.fresh.add(name)
 
     def close(self) -> None:
         self.consumer.close()
@@ -165,7 +213,7 @@ class Publisher:
                                   "message.max.bytes": self.dead_letter_cap + HEADER_ROOM})
         self._alert_schema = fastavro.parse_schema(json.loads(schema_text("control_alert.avsc")))
         self._rollback_schema = fastavro.parse_schema(json.loads(schema_text("control_rollback.avsc")))
-        self._errors: list[str] = []
+        self._errors: list[KafkaError] = []
 
     def dead_letter(self, bad: BadEvent, payload: bytes | None = None, key: bytes | None = None) -> None:
         where = ORIGIN.match(bad.origin)
@@ -209,23 +257,36 @@ class Publisher:
                                   f"{request.model}/{request.model_version}", w.end_ms))
 
     def flush(self, timeout_s: float = 30.0) -> None:
-        """Wait until every record is acknowledged; raise if any was not (the caller must not commit)."""
+        """Wait until every record is acknowledged; raise :class:`PublishError` if any was not (the caller
+        must not commit). Records still queued stay queued: the producer keeps trying them (so a repeated
+        batch may publish a record twice; its ce_id is deterministic)."""
         remaining = self.producer.flush(timeout_s)
         errors, self._errors = self._errors, []
         if remaining or errors:
-            raise KafkaException(f"{remaining} records unacknowledged, {len(errors)} failed: {errors[:3]}")
+            fatal = [e for e in errors if e.fatal() or e.code() not in TRANSIENT_DELIVERY]
+            raise PublishError(f"{remaining} records unacknowledged after {timeout_s:g} s, {len(errors)} failed: "
+                               f"{[str(e) for e in errors[:3]]}", transient=not fatal)
 
     def _produce(self, topic: str, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]]) -> None:
+        deadline = time.monotonic() + PRODUCE_QUEUE_WAIT_S
         while True:
             try:
                 self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=self._delivered)
                 return
             except BufferError:  # local queue full: serve delivery callbacks, then retry
+                if time.monotonic() > deadline:  # the broker is away: the batch is published again later
+                    raise PublishError(f"the producer queue stayed full for {PRODUCE_QUEUE_WAIT_S:g} s",
+                                       transient=True) from None
                 self.producer.poll(0.5)
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+                transient = error is not None and not error.fatal() and (error.retriable()
+                                                                         or error.code() in TRANSIENT_DELIVERY)
+                raise PublishError(f"produce to {topic} failed: {exc}", transient=transient) from exc
 
     def _delivered(self, error: Any, message: Message) -> None:
         if error is not None:
-            self._errors.append(f"{message.topic()}: {error}")
+            self._errors.append(error)
 
 
 def _avro(schema: Any, record: dict[str, Any]) -> bytes:
