@@ -99,7 +99,11 @@ def drain(config: Path, bootstrap: str, group: str, timeout: float = 120) -> Non
             time.sleep(0.5)
     finally:
         process.send_signal(signal.SIGTERM)
-        process.wait(30)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:  # a stop that hangs is a failure, and no process is left behind
+            process.kill()
+            raise
 
 
 def windows(config: Path) -> list[tuple[Any, ...]]:
@@ -128,15 +132,17 @@ def test_kill_minus_9_at_random_points_loses_nothing_and_counts_nothing_twice(tm
     total, progress = PER_MINUTE * MINUTES, []
     for _ in range(TRIALS):
         process = start(crashy)
-        before = committed(broker.bootstrap, "kill9-crashy")
-        target = before + rng.uniform(0.05, 0.2) * (total - before)  # a seeded share of what is left
-        deadline = time.monotonic() + 60
-        while committed(broker.bootstrap, "kill9-crashy") < target:
-            assert time.monotonic() < deadline and process.poll() is None
-            time.sleep(0.02)
-        time.sleep(rng.uniform(0.0, 0.05))  # then die at a random point between two checkpoints
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(10)
+        try:
+            before = committed(broker.bootstrap, "kill9-crashy")
+            target = before + rng.uniform(0.05, 0.2) * (total - before)  # a seeded share of what is left
+            deadline = time.monotonic() + 60
+            while committed(broker.bootstrap, "kill9-crashy") < target:
+                assert time.monotonic() < deadline and process.poll() is None
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 0.05))  # then die at a random point between two checkpoints
+        finally:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(10)
         progress.append(committed(broker.bootstrap, "kill9-crashy"))
     assert sum(0 < p < total for p in progress) >= 3, progress  # killed mid-stream (it reads fast: not always)
     drain(crashy, broker.bootstrap, "kill9-crashy")
