@@ -71,7 +71,7 @@ from driftline.connectors.clickhouse import ClickHouseStore, StoreUnavailable
 from driftline.connectors.codecs import (CONFLUENT_MAGIC, DecodeError, Decoder, RegistryUnavailable, SchemaRegistry,
                                          avro_schema, make_decoder)
 from driftline.connectors.inference import MessageView, Record, TensorMapping, kserve_cloudevent, oip_json
-from driftline.connectors.kafka import KafkaSource, PublishError, Publisher, origin, partition_name
+from driftline.connectors.kafka import KafkaSource, MessageBatch, PublishError, Publisher, partition_name
 from driftline.connectors.oip_protobuf import oip_protobuf
 from driftline.events import BadEvent, EventBuilder, Events
 from driftline.pipeline import Pipeline, StepResult, Totals
@@ -197,10 +197,10 @@ class Service:
             return self._wait()
         polled = self.source.poll_batch()
         waiting = self.source.holding  # before this batch's partitions count as read
-        messages = [m for m in polled if self.source.saw(m)]  # ends of partitions noted, and dropped
+        batch = self.source.take(polled)  # ends of partitions noted, and dropped
         try:
-            events, bad = self._decode(messages)
-            return self._process(messages, events, bad, waiting)
+            events, bad = self._decode(batch)
+            return self._process(batch, events, bad, waiting)
         except (StoreUnavailable, PublishError, RegistryUnavailable) as exc:
             reason = _transient(exc)
             if reason is None:
@@ -252,55 +252,41 @@ class Service:
                      len(self._since), {partition_name(t, p): o for (t, p), o in sorted(self._since.items())})
         return BatchReport(0, StepResult(), 0)
 
-    def _decode(self, messages: list[Any]) -> tuple[Events, list[BadEvent]]:
+    def _decode(self, batch: MessageBatch) -> tuple[Events, list[BadEvent]]:
         """The batch's scoring events in message order, and what could not be used. Avro topics whose
         schema allows it are decoded in one columnar pass (:mod:`driftline.connectors.avro_events`);
         the rest, and whatever that pass leaves, one message at a time."""
         builder = EventBuilder("kafka")
-        limit = self.config.kafka.max_message_bytes
-        origins: list[str] = []
-        sources: list[str] = []
+        self._batch_offsets = batch.next_offsets()
+        for key, offset in batch.first_offsets().items():
+            self._since.setdefault(key, offset)
+        usable = self._usable(batch, builder)
         columnar: dict[ColumnarSchema, list[int]] = {}  # indices of each schema's messages
         one_by_one: list[int] = []
-        for index, message in enumerate(messages):
-            error = message.error()
-            if error is not None:
-                log.warning("consumer error: %s", error)
-                origins.append("")
-                sources.append("")
-                continue
-            topic, partition, offset = message.topic(), message.partition(), message.offset()
-            source = partition_name(topic, partition)
-            self._batch_offsets[source] = offset + 1  # messages of a partition come in offset order
-            self._since.setdefault((topic, partition), offset)
-            sources.append(source)
-            where = f"{source}@{offset}"
-            origins.append(where)
-            value = message.value()
-            if value is None:
-                builder.reject_at(where, "decode", DecodeError("empty message (a tombstone)", "EmptyMessage"))
-            elif len(value) > limit:
-                builder.reject_at(where, "decode", DecodeError(f"message of {len(value)} bytes is over the "
-                                                               f"{limit}-byte limit", "OversizedMessage"))
-            else:
-                schema = self.columnar_schema(message.topic(), value)
-                if schema is None:
-                    one_by_one.append(index)
-                else:
-                    columnar.setdefault(schema, []).append(index)
+        topic = batch.topics[0] if batch.topics and batch.topics.count(batch.topics[0]) == len(batch) else None
+        if topic in self._columnar:  # one raw Avro topic: the common case, no look at each message
+            columnar[self._columnar[topic]] = usable  # type: ignore[index]
+        else:
+            for index in usable:
+                schema = self.columnar_schema(batch.topics[index], batch.values[index])  # type: ignore[arg-type]
+                (one_by_one if schema is None else columnar.setdefault(schema, [])).append(index)
         parts: list[Events] = []
         order: list[NDArray[np.intp]] = []
         for schema, indices in columnar.items():
-            framing = 5 if self.formats[messages[indices[0]].topic()] == "avro-confluent" else 0
-            fast = avro_events([messages[i].value()[framing:] for i in indices], schema.parsed,
-                               [origins[i] for i in indices], [sources[i] for i in indices])
+            def pick(items: list[Any], indices: list[int] = indices) -> list[Any]:
+                return items if len(indices) == len(batch) else [items[i] for i in indices]
+
+            values = pick(batch.values)
+            if self.formats[batch.topics[indices[0]]] == "avro-confluent":
+                values = [value[5:] for value in values]  # past the magic byte and the schema id
+            fast = avro_events(values, schema.parsed, pick(batch.origins), pick(batch.sources))
             parts.append(fast.events)
             order.append(np.asarray(indices, dtype=np.intp)[fast.rows])
             one_by_one.extend(indices[i] for i in fast.rest.tolist())
         if one_by_one:
             one_by_one.sort()
-            slow, rows = self._decode_one_by_one(builder, messages, origins, one_by_one)
-            slow.source = np.asarray([sources[i] for i in rows.tolist()], dtype=object)
+            slow, rows = self._decode_one_by_one(builder, batch, one_by_one)
+            slow.source = np.asarray([batch.sources[i] for i in rows.tolist()], dtype=object)
             parts.append(slow)
             order.append(rows)
         events = Events.concat(parts)
@@ -308,11 +294,27 @@ class Service:
             events = events.take(np.argsort(np.concatenate(order), kind="stable"))
         return events, builder.bad
 
-    def _decode_one_by_one(self, builder: EventBuilder, messages: list[Any], origins: list[str],
+    def _usable(self, batch: MessageBatch, builder: EventBuilder) -> list[int]:
+        """Indices of the messages worth decoding; tombstones and oversized messages are rejected."""
+        limit = self.config.kafka.max_message_bytes
+        if None not in batch.values and max(map(len, batch.values), default=0) <= limit:  # type: ignore[arg-type]
+            return list(range(len(batch)))
+        usable = []
+        for index, (value, where) in enumerate(zip(batch.values, batch.origins, strict=True)):
+            if value is None:
+                builder.reject_at(where, "decode", DecodeError("empty message (a tombstone)", "EmptyMessage"))
+            elif len(value) > limit:
+                builder.reject_at(where, "decode", DecodeError(f"message of {len(value)} bytes is over the "
+                                                               f"{limit}-byte limit", "OversizedMessage"))
+            else:
+                usable.append(index)
+        return usable
+
+    def _decode_one_by_one(self, builder: EventBuilder, batch: MessageBatch,
                            indices: list[int]) -> tuple[Events, NDArray[np.intp]]:
         rows: list[int] = []
         for index in indices:
-            message, where = messages[index], origins[index]
+            message, where = batch.messages[index], batch.origins[index]
             try:
                 records = self.decoders[message.topic()](message)
             except DecodeError as exc:
@@ -340,7 +342,7 @@ class Service:
             known = self._registry_columnar[schema_id] = ColumnarSchema.of(parsed)
         return known
 
-    def _process(self, messages: list[Any], events: Events, bad: list[BadEvent],
+    def _process(self, batch: MessageBatch, events: Events, bad: list[BadEvent],
                  waiting: tuple[frozenset[str], frozenset[str], frozenset[str]]) -> BatchReport:
         # The partitions to wait for: as they were before the batch (a partition first read in it still
         # holds the watermark while its events are counted), then as they are after it.
@@ -356,7 +358,7 @@ class Service:
         for request in result.rollbacks:
             self.publisher.rollback(request)
         if result.bad:
-            by_origin = {origin(m.topic(), m.partition(), m.offset()): m for m in messages if m.error() is None}
+            by_origin = dict(zip(batch.origins, batch.messages))
             for item in result.bad:
                 message = by_origin.get(item.origin.split("#", 1)[0])  # (a Message is falsy when empty)
                 value, key = (message.value(), message.key()) if message is not None else (None, None)
@@ -367,11 +369,11 @@ class Service:
         self._batch_offsets = {}
         if self.clock() - self._checkpointed_at >= self.config.kafka.checkpoint_interval / 1000:
             self.checkpoint()
-        if self.health.paused and messages:  # (right after a retry's seek, a poll may bring nothing yet)
+        if self.health.paused and len(batch):  # (right after a retry's seek, a poll may bring nothing yet)
             log.info("store and broker answer again after %d failures: consumption goes on", self._attempts)
             self.health.paused = False
             self.backoff.reset()
-        return BatchReport(len(messages), result, len(result.bad))
+        return BatchReport(len(batch), result, len(result.bad))
 
     def checkpoint(self) -> None:
         """The offsets consumed so far and the state they leave, into the store; then commit the offsets:

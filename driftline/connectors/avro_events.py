@@ -167,6 +167,11 @@ def _features(decoded: Decoded, per_key: dict[str, Values],
             columns[name] = np.where(kind == FLOAT, values.number,
                                      np.where(kind == INTEGER, values.integer.astype(np.float64), np.nan))
             continue
+        if (kind == STRING).all():  # text in every row: numpy strings, no object per value
+            strings, invalid = text(decoded.buffer, values.start, values.length)
+            columns[name] = strings
+            ok &= ~invalid
+            continue
         column = np.full(len(kind), None, dtype=object)
         for wanted, fill in ((FLOAT, values.number), (INTEGER, values.integer), (BOOLEAN, values.integer != 0)):
             rows = np.flatnonzero(kind == wanted)

@@ -17,9 +17,13 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
+from itertools import repeat
+from operator import is_not
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +36,8 @@ from driftline.engine.policy import AlertEvent, RollbackRequest
 from driftline.errors import DriftlineError
 from driftline.events import BadEvent
 from driftline.schemas import schema_text
+
+log = logging.getLogger("driftline.kafka")
 
 ALERT_TYPE = "io.driftline.alert.v1"
 ROLLBACK_TYPE = "io.driftline.rollback.requested.v1"
@@ -70,6 +76,42 @@ def origin(topic: str, partition: int, offset: int) -> str:
 
 def partition_name(topic: str, partition: int) -> str:
     return f"{topic}[{partition}]"
+
+
+@dataclass
+class MessageBatch:
+    """Messages of one consume call, field by field (no end-of-partition events, no errors)."""
+
+    messages: list[Message]
+    values: list[bytes | None]
+    topics: list[str]
+    sources: list[str]
+    """Each message's partition, ``topic[partition]``."""
+    offsets: list[int]
+    origins: list[str]
+    """Each message's ``topic[partition]@offset``, as bad-event reports name it."""
+
+    @classmethod
+    def of(cls, messages: list[Message]) -> MessageBatch:
+        topics = [m.topic() for m in messages]
+        partitions = [m.partition() for m in messages]
+        offsets = [m.offset() for m in messages]
+        names = {key: partition_name(*key) for key in set(zip(topics, partitions))}
+        sources = [names[key] for key in zip(topics, partitions)]
+        return cls(messages, [m.value() for m in messages], topics, sources, offsets,
+                   [f"{source}@{offset}" for source, offset in zip(sources, offsets)])
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+    def next_offsets(self) -> dict[str, int]:
+        """Each partition's offset after its last message here (a partition's messages come in order)."""
+        return {name: offset + 1 for name, offset in zip(self.sources, self.offsets)}
+
+    def first_offsets(self) -> dict[tuple[str, int], int]:
+        """(topic, partition) → its first offset here."""
+        first = dict(zip(reversed(self.sources), reversed(self.offsets)))
+        return {split_partition_name(name): offset for name, offset in first.items()}
 
 
 def split_partition_name(name: str) -> tuple[str, int]:
@@ -139,19 +181,32 @@ class KafkaSource:
         self.fresh -= names
         self.at_end -= names
 
-    def saw(self, message: Message) -> bool:
-        """Note a message's partition as read (or read to its end); False for an end-of-partition event."""
-        name = partition_name(message.topic(), message.partition())
-        error = message.error()
-        if error is not None and error.code() == KafkaError._PARTITION_EOF:
-            self.at_end.add(name)
-            self.fresh.discard(name)
-            return False
-        if error is not None:  # a consumer error (broker down, ...): logged by the caller, reads nothing
-            return True
-        self.at_end.discard(name)
-        self.fresh.discard(name)
-        return True
+    def take(self, polled: list[Message]) -> MessageBatch:
+        """A consume call's messages, field by field. End-of-partition events note their partition as
+        read to its end and are left out, as are consumer errors (logged); every partition a message
+        came from counts as read (not fresh, not at its end, unless its end came after its messages)."""
+        errors = [m.error() for m in polled]
+        if not any(map(is_not, errors, repeat(None))):  # (by identity: a KafkaError cannot be compared with None)
+            batch, ended = MessageBatch.of(polled), {}
+        else:
+            kept: list[Message] = []
+            ended = {}  # partition → how many messages came before its end-of-partition event
+            for message, error in zip(polled, errors, strict=True):
+                if error is None:
+                    kept.append(message)
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    ended[partition_name(message.topic(), message.partition())] = len(kept)
+                else:
+                    log.warning("consumer error: %s", error)
+            batch = MessageBatch.of(kept)
+        read = set(batch.sources)
+        self.at_end -= read
+        self.fresh -= read
+        for name, before in ended.items():
+            if name not in batch.sources[before:]:  # no message of it after its end
+                self.at_end.add(name)
+                self.fresh.discard(name)
+        return batch
 
     @property
     def holding(self) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
