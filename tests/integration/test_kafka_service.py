@@ -11,8 +11,9 @@ while the rest lands; raw Avro gives the same windows as JSON; an incident publi
 rollback requests on the control topic (Avro + CloudEvents headers), and a replay with a new group id
 publishes the same ce_ids. Measures (prints) the time from a window-closing poll to the alert being readable.
 
-Known gap, kept as a strict xfail: dead letters whose origin is in an earlier batch (unmatched join halves)
-carry headers but not their bytes and key.
+Dead letters whose message was consumed in an earlier batch (unmatched join halves, a joined pair that fails
+validation) carry its bytes and key too, fetched back by offset; one that can no longer be fetched carries
+the headers and ``driftline.payload.missing``.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from driftline.config import Config
 from driftline.connectors.clickhouse import ClickHouseStore
-from driftline.connectors.kafka import ALERT_TYPE, ROLLBACK_TYPE, KafkaSource, Publisher
+from driftline.connectors.kafka import ALERT_TYPE, MISSING_PAYLOAD as MISSING, ROLLBACK_TYPE, KafkaSource, Publisher
 from driftline.engine.window import window_id
 from driftline.schemas import schema_text
 from driftline.service import BatchReport, Service
@@ -301,6 +302,7 @@ class Running:
 
     def close(self) -> None:
         self.source.close()
+        self.service.fetcher.close()
         self.publisher.flush()
 
 
@@ -568,12 +570,6 @@ def test_an_empty_value_is_a_dead_letter_too(tmp_path: Path, profiles: Profiles,
     assert (r.headers["driftline.error.class"], r.value) == (b"JSONDecodeError", b"")  # b"", not None (a tombstone)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: join-stage dead letters lose the original bytes and key: Service.step (driftline/service.py) keeps "
-    "`payloads` for the current batch only and falls back to `payloads.get(bad.origin, (None, None))`, but a "
-    "request or response left unmatched by the Joiner expires in a later batch than the one it came in, so "
-    "Publisher.dead_letter gets value=None, key=None and writes a tombstone with no key (the headers are right). "
-    "Same for any bad event whose origin is in an earlier batch (e.g. a joined pair failing validation)"))
 def test_an_unmatched_request_is_dead_lettered_with_its_bytes(tmp_path: Path, profiles: Profiles,
                                                             broker: KafkaBroker) -> None:
     """A request without its response (and a response without its request) leaves the join as unmatched once
@@ -599,15 +595,17 @@ def test_an_unmatched_request_is_dead_lettered_with_its_bytes(tmp_path: Path, pr
     with opened(config) as store:
         running = Running(config, store)
         try:
-            positions = []
+            positions, steps = [], []
             for batch in minutes:
                 positions.append(produce(broker.bootstrap, topic, batch))
-                running.drain(len(batch))
+                steps.append(running.drain(len(batch)))
         finally:
             running.close()
     assert sum(s.report.dead_letters for s in running.steps) == 3
+    assert sum(s.report.dead_letters for s in steps[0]) == 0  # all three in later batches than their messages
     dead = read_topic(broker.bootstrap, section["dead_letter_topic"])
     check_dead_letters(dead, topic, [(b, positions[0][i]) for i, b in enumerate(bad)])
+    assert all(MISSING not in r.headers for r in dead)
 
 
 def test_a_message_larger_than_the_producer_limit_does_not_stop_the_consumer(tmp_path: Path, profiles: Profiles,
