@@ -115,7 +115,9 @@ class MessageFetcher:
 
     def _read(self, plan: dict[tuple[str, int], list[int]], deadline: float, out: Fetched) -> None:
         consumer = self.consumer
-        consumer.assign([TopicPartition(t, p, offsets[0]) for (t, p), offsets in plan.items()])
+        assignment = [TopicPartition(t, p, offsets[0]) for (t, p), offsets in plan.items()]
+        consumer.assign(assignment)
+        consumer.resume(assignment)  # (a partition stays paused from a fetch before, assign or not)
         at = {key: 0 for key in plan}  # index of the next needed offset, per partition
         last_error = ""
         try:

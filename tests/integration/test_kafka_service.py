@@ -35,6 +35,7 @@ import fastavro
 import numpy as np
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 
 from driftline.config import Config
@@ -606,6 +607,46 @@ def test_an_unmatched_request_is_dead_lettered_with_its_bytes(tmp_path: Path, pr
     dead = read_topic(broker.bootstrap, section["dead_letter_topic"])
     check_dead_letters(dead, topic, [(b, positions[0][i]) for i, b in enumerate(bad)])
     assert all(MISSING not in r.headers for r in dead)
+
+
+def test_an_unmatched_request_whose_message_is_gone_is_dead_lettered_with_the_reason(
+        tmp_path: Path, profiles: Profiles, broker: KafkaBroker, caplog: pytest.LogCaptureFixture) -> None:
+    """The records of minute 0 are deleted (AdminClient.delete_records, as retention would) before its lonely
+    request expires: its dead letter has the headers, no value, no key, and says why; a warning is logged."""
+    config, section = service_config(tmp_path, profiles, broker.bootstrap, "gone")
+    create_topics(broker.bootstrap, section)
+    topic = section["topics"][0]["topic"]
+    request = {k: v for k, v in _good(0, 1, request_id="lonely-request").items() if k not in ("score", "decision")}
+    bad = Bad("a request without a response, deleted", b"req", as_json(request), "join", "Unmatched",
+              "request without a response within 60s")
+    first = [(bad.key, bad.value, 1)] + spread(minute_events(0, 50), as_json)
+    later = [spread(minute_events(1, 50), as_json), spread(minute_events(2, 50), as_json)]
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    with opened(config) as store:
+        running = Running(config, store)
+        try:
+            positions = produce(broker.bootstrap, topic, first)
+            running.drain(len(first))
+            high, _ = end_offsets(broker.bootstrap, topic)
+            for future in admin.delete_records([TopicPartition(topic, p, o) for p, o in high.items()]).values():
+                future.result(timeout=30)
+            with caplog.at_level("WARNING", logger="driftline.service"):
+                for batch in later:
+                    produce(broker.bootstrap, topic, batch)
+                    running.drain(len(batch))
+        finally:
+            running.close()
+    assert sum(s.report.dead_letters for s in running.steps) == 1
+    (dead,) = read_topic(broker.bootstrap, section["dead_letter_topic"])
+    assert set(DLQ_HEADERS) <= set(dead.headers)
+    partition, offset = positions[0]
+    assert dead.headers["driftline.origin"] == f"{topic}[{partition}]@{offset}".encode()
+    assert (dead.headers["driftline.stage"], dead.headers["driftline.error.class"]) == (b"join", b"Unmatched")
+    assert (dead.value, dead.key) == (None, None)
+    assert dead.headers[MISSING].decode() == (f"no longer in the log (deleted by retention or delete_records: "
+                                              f"it starts at offset {high[partition]})")
+    assert any("without their original message" in r.getMessage() and f"{topic}[{partition}]@{offset}"
+               in r.getMessage() for r in caplog.records), caplog.text
 
 
 def test_a_message_larger_than_the_producer_limit_does_not_stop_the_consumer(tmp_path: Path, profiles: Profiles,
