@@ -204,6 +204,10 @@ class KafkaConfig(_Strict):
     publish_timeout: DurationMs = Field(30_000, ge=1)
     """How long a batch waits for the broker to acknowledge its control and dead-letter records; past it
     the batch counts as not published and is redone from the last checkpoint once the broker answers."""
+    dead_letter_fetch_timeout: DurationMs = Field(5_000, ge=1)
+    """How long a batch may spend fetching back, by offset, the messages of its bad events that were
+    consumed in an earlier batch (unmatched join halves); past it they are dead-lettered with headers
+    only, ``driftline.payload.missing`` saying why."""
 
 
 class Config(_Strict):

@@ -71,7 +71,8 @@ from driftline.connectors.clickhouse import ClickHouseStore, StoreUnavailable
 from driftline.connectors.codecs import (CONFLUENT_MAGIC, DecodeError, Decoder, RegistryUnavailable, SchemaRegistry,
                                          avro_schema, make_decoder)
 from driftline.connectors.inference import MessageView, Record, TensorMapping, kserve_cloudevent, oip_json
-from driftline.connectors.kafka import KafkaSource, MessageBatch, PublishError, Publisher, partition_name
+from driftline.connectors.kafka import KafkaSource, MessageBatch, PublishError, Publisher, parse_origin, partition_name
+from driftline.connectors.kafka_fetch import Fetched, MessageFetcher, describe_missing
 from driftline.connectors.oip_protobuf import oip_protobuf
 from driftline.events import BadEvent, EventBuilder, Events
 from driftline.pipeline import Pipeline, StepResult, Totals
@@ -141,11 +142,13 @@ def _transient(exc: BaseException) -> str | None:
 
 class Service:
     def __init__(self, config: Config, store: ClickHouseStore, source: KafkaSource, publisher: Publisher,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, fetcher: MessageFetcher | None = None) -> None:
         self.config = config
         self.store = store
         self.source = source
         self.publisher = publisher
+        self.fetcher = fetcher if fetcher is not None else MessageFetcher(config.kafka)
+        """Fetches back the messages of dead letters from earlier batches (connects on its first use)."""
         self.clock = clock
         self.pipeline = Pipeline(config, store)
         registry = SchemaRegistry(config.kafka.schema_registry_url) if config.kafka.schema_registry_url else None
@@ -358,11 +361,7 @@ class Service:
         for request in result.rollbacks:
             self.publisher.rollback(request)
         if result.bad:
-            by_origin = dict(zip(batch.origins, batch.messages))
-            for item in result.bad:
-                message = by_origin.get(item.origin.split("#", 1)[0])  # (a Message is falsy when empty)
-                value, key = (message.value(), message.key()) if message is not None else (None, None)
-                self.publisher.dead_letter(item, value, key)
+            self._dead_letter(batch, result.bad)
         self.publisher.flush(self.config.kafka.publish_timeout / 1000)
         self.offsets.update(self._batch_offsets)
         self._uncommitted |= bool(self._batch_offsets)
@@ -374,6 +373,27 @@ class Service:
             self.health.paused = False
             self.backoff.reset()
         return BatchReport(len(batch), result, len(result.bad))
+
+    def _dead_letter(self, batch: MessageBatch, bad: list[BadEvent]) -> None:
+        """Each bad event to the dead-letter topic with its message's value and key: from the batch in hand,
+        else fetched back by offset (a join half that expired unmatched, a pair that failed validation a
+        batch later), else with the reason it could not be (``driftline.payload.missing``)."""
+        in_batch = {(m.topic(), m.partition(), m.offset()): m for m in batch.messages}
+        positions = [parse_origin(item.origin) for item in bad]
+        earlier = {p for p in positions if p is not None and p not in in_batch}
+        fetched = self.fetcher.fetch(earlier) if earlier else Fetched()
+        if fetched.missing:
+            log.warning("%d dead letters go out without their original message: %s", len(fetched.missing),
+                        describe_missing(fetched.missing))
+        for item, position in zip(bad, positions):
+            if position is None:  # (not from Kafka: nothing to fetch)
+                self.publisher.dead_letter(item)
+            elif (message := in_batch.get(position)) is not None:  # (a Message is falsy when empty)
+                self.publisher.dead_letter(item, message.value(), message.key())
+            elif position in fetched.found:
+                self.publisher.dead_letter(item, *fetched.found[position])
+            else:
+                self.publisher.dead_letter(item, missing=fetched.missing.get(position, "not fetched"))
 
     def checkpoint(self) -> None:
         """The offsets consumed so far and the state they leave, into the store; then commit the offsets:
@@ -455,10 +475,12 @@ def run_service(config: Config, on_batch: Callable[[BatchReport], None] | None =
     store = open_store(config)
     source = KafkaSource(config.kafka)
     publisher = Publisher(config.kafka)
+    fetcher = MessageFetcher(config.kafka)
     try:
-        Service(config, store, source, publisher).run(stop, on_batch)
+        Service(config, store, source, publisher, fetcher=fetcher).run(stop, on_batch)
     finally:
         source.close()
+        fetcher.close()
         try:
             publisher.flush(config.kafka.publish_timeout / 1000)
         except PublishError as exc:  # the batches they belong to are not committed: they are redone

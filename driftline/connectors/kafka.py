@@ -3,9 +3,12 @@
 Dead-letter records keep the original bytes as their value and say where they came from and why in
 headers: ``driftline.source.topic``, ``driftline.source.partition``, ``driftline.source.offset``,
 ``driftline.stage`` (decode, validate, join, engine), ``driftline.error.class``,
-``driftline.error.reason``. A value over ``max(kafka.max_message_bytes, ~1 MB)`` is cut to that size
-(``driftline.truncated: true``, ``driftline.original.bytes``); a half left unmatched by the join in a
-later batch than it arrived in carries the headers only (the source offset locates the original).
+``driftline.error.reason``, ``driftline.origin``. A value over ``max(kafka.max_message_bytes, ~1 MB)``
+is cut to that size (``driftline.truncated: true``, ``driftline.original.bytes``). A bad event whose
+message was consumed in an earlier batch (a join half left unmatched, a joined pair that fails
+validation) has its message fetched back by offset (:mod:`driftline.connectors.kafka_fetch`); when it
+cannot be (retention deleted it, a timeout), the dead letter carries the headers only and
+``driftline.payload.missing`` says why.
 
 Control-topic records (docs/control-topic.md) are Avro values (``schemas/control_*.avsc``) with
 CloudEvents binary-mode headers (``ce_specversion``, ``ce_id``, ``ce_source``, ``ce_type``,
@@ -43,7 +46,10 @@ ALERT_TYPE = "io.driftline.alert.v1"
 ROLLBACK_TYPE = "io.driftline.rollback.requested.v1"
 HEADER_ROOM = 65_536
 """Bytes the producer's message size limit leaves for key, headers and framing."""
-ORIGIN = re.compile(r"^(?P<topic>.+)\[(?P<partition>\d+)\]@(?P<offset>\d+)$")
+ORIGIN = re.compile(r"^(?P<topic>.+)\[(?P<partition>\d+)\]@(?P<offset>\d+)(?:#(?P<row>\d+))?$")
+"""``topic[partition]@offset``, and ``#row`` when the message held several records."""
+MISSING_PAYLOAD = "driftline.payload.missing"
+"""Dead-letter header: the original message could not be fetched back, and why."""
 
 
 TRANSIENT_DELIVERY = {
@@ -72,6 +78,15 @@ class PublishError(DriftlineError):
 def origin(topic: str, partition: int, offset: int) -> str:
     """How a Kafka message is named in bad-event reports: ``topic[partition]@offset``."""
     return f"{partition_name(topic, partition)}@{offset}"
+
+
+def parse_origin(text: str) -> tuple[str, int, int] | None:
+    """``topic[partition]@offset`` (or ``…@offset#row``, a record of a message that held several) →
+    (topic, partition, offset) of the message; None for an origin that is not a Kafka message."""
+    where = ORIGIN.match(text)
+    if where is None:
+        return None
+    return where["topic"], int(where["partition"]), int(where["offset"])
 
 
 def partition_name(topic: str, partition: int) -> str:
@@ -270,7 +285,9 @@ class Publisher:
         self._rollback_schema = fastavro.parse_schema(json.loads(schema_text("control_rollback.avsc")))
         self._errors: list[KafkaError] = []
 
-    def dead_letter(self, bad: BadEvent, payload: bytes | None = None, key: bytes | None = None) -> None:
+    def dead_letter(self, bad: BadEvent, payload: bytes | None = None, key: bytes | None = None,
+                    missing: str | None = None) -> None:
+        """``bad`` with its original message's value and key; ``missing``: why they could not be had."""
         where = ORIGIN.match(bad.origin)
         headers = [
             ("driftline.stage", bad.stage.encode()),
@@ -282,6 +299,8 @@ class Publisher:
             headers += [("driftline.source.topic", where["topic"].encode()),
                         ("driftline.source.partition", where["partition"].encode()),
                         ("driftline.source.offset", where["offset"].encode())]
+        if missing is not None:
+            headers.append((MISSING_PAYLOAD, missing[:1000].encode()))
         value = payload if payload is not None else bad.payload
         limit = self.dead_letter_cap
         if value is not None and len(value) > limit:  # keep what fits; the source offset locates the rest

@@ -11,8 +11,9 @@ while the rest lands; raw Avro gives the same windows as JSON; an incident publi
 rollback requests on the control topic (Avro + CloudEvents headers), and a replay with a new group id
 publishes the same ce_ids. Measures (prints) the time from a window-closing poll to the alert being readable.
 
-Known gap, kept as a strict xfail: dead letters whose origin is in an earlier batch (unmatched join halves)
-carry headers but not their bytes and key.
+Dead letters whose message was consumed in an earlier batch (unmatched join halves, a joined pair that fails
+validation) carry its bytes and key too, fetched back by offset; one that can no longer be fetched carries
+the headers and ``driftline.payload.missing``.
 """
 
 from __future__ import annotations
@@ -34,11 +35,12 @@ import fastavro
 import numpy as np
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 
 from driftline.config import Config
 from driftline.connectors.clickhouse import ClickHouseStore
-from driftline.connectors.kafka import ALERT_TYPE, ROLLBACK_TYPE, KafkaSource, Publisher
+from driftline.connectors.kafka import ALERT_TYPE, MISSING_PAYLOAD as MISSING, ROLLBACK_TYPE, KafkaSource, Publisher
 from driftline.engine.window import window_id
 from driftline.schemas import schema_text
 from driftline.service import BatchReport, Service
@@ -301,6 +303,7 @@ class Running:
 
     def close(self) -> None:
         self.source.close()
+        self.service.fetcher.close()
         self.publisher.flush()
 
 
@@ -568,12 +571,6 @@ def test_an_empty_value_is_a_dead_letter_too(tmp_path: Path, profiles: Profiles,
     assert (r.headers["driftline.error.class"], r.value) == (b"JSONDecodeError", b"")  # b"", not None (a tombstone)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: join-stage dead letters lose the original bytes and key: Service.step (driftline/service.py) keeps "
-    "`payloads` for the current batch only and falls back to `payloads.get(bad.origin, (None, None))`, but a "
-    "request or response left unmatched by the Joiner expires in a later batch than the one it came in, so "
-    "Publisher.dead_letter gets value=None, key=None and writes a tombstone with no key (the headers are right). "
-    "Same for any bad event whose origin is in an earlier batch (e.g. a joined pair failing validation)"))
 def test_an_unmatched_request_is_dead_lettered_with_its_bytes(tmp_path: Path, profiles: Profiles,
                                                             broker: KafkaBroker) -> None:
     """A request without its response (and a response without its request) leaves the join as unmatched once
@@ -599,15 +596,57 @@ def test_an_unmatched_request_is_dead_lettered_with_its_bytes(tmp_path: Path, pr
     with opened(config) as store:
         running = Running(config, store)
         try:
-            positions = []
+            positions, steps = [], []
             for batch in minutes:
                 positions.append(produce(broker.bootstrap, topic, batch))
-                running.drain(len(batch))
+                steps.append(running.drain(len(batch)))
         finally:
             running.close()
     assert sum(s.report.dead_letters for s in running.steps) == 3
+    assert sum(s.report.dead_letters for s in steps[0]) == 0  # all three in later batches than their messages
     dead = read_topic(broker.bootstrap, section["dead_letter_topic"])
     check_dead_letters(dead, topic, [(b, positions[0][i]) for i, b in enumerate(bad)])
+    assert all(MISSING not in r.headers for r in dead)
+
+
+def test_an_unmatched_request_whose_message_is_gone_is_dead_lettered_with_the_reason(
+        tmp_path: Path, profiles: Profiles, broker: KafkaBroker, caplog: pytest.LogCaptureFixture) -> None:
+    """The records of minute 0 are deleted (AdminClient.delete_records, as retention would) before its lonely
+    request expires: its dead letter has the headers, no value, no key, and says why; a warning is logged."""
+    config, section = service_config(tmp_path, profiles, broker.bootstrap, "gone")
+    create_topics(broker.bootstrap, section)
+    topic = section["topics"][0]["topic"]
+    request = {k: v for k, v in _good(0, 1, request_id="lonely-request").items() if k not in ("score", "decision")}
+    bad = Bad("a request without a response, deleted", b"req", as_json(request), "join", "Unmatched",
+              "request without a response within 60s")
+    first = [(bad.key, bad.value, 1)] + spread(minute_events(0, 50), as_json)
+    later = [spread(minute_events(1, 50), as_json), spread(minute_events(2, 50), as_json)]
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    with opened(config) as store:
+        running = Running(config, store)
+        try:
+            positions = produce(broker.bootstrap, topic, first)
+            running.drain(len(first))
+            high, _ = end_offsets(broker.bootstrap, topic)
+            for future in admin.delete_records([TopicPartition(topic, p, o) for p, o in high.items()]).values():
+                future.result(timeout=30)
+            with caplog.at_level("WARNING", logger="driftline.service"):
+                for batch in later:
+                    produce(broker.bootstrap, topic, batch)
+                    running.drain(len(batch))
+        finally:
+            running.close()
+    assert sum(s.report.dead_letters for s in running.steps) == 1
+    (dead,) = read_topic(broker.bootstrap, section["dead_letter_topic"])
+    assert set(DLQ_HEADERS) <= set(dead.headers)
+    partition, offset = positions[0]
+    assert dead.headers["driftline.origin"] == f"{topic}[{partition}]@{offset}".encode()
+    assert (dead.headers["driftline.stage"], dead.headers["driftline.error.class"]) == (b"join", b"Unmatched")
+    assert (dead.value, dead.key) == (None, None)
+    assert dead.headers[MISSING].decode() == (f"no longer in the log (deleted by retention or delete_records: "
+                                              f"it starts at offset {high[partition]})")
+    assert any("without their original message" in r.getMessage() and f"{topic}[{partition}]@{offset}"
+               in r.getMessage() for r in caplog.records), caplog.text
 
 
 def test_a_message_larger_than_the_producer_limit_does_not_stop_the_consumer(tmp_path: Path, profiles: Profiles,
