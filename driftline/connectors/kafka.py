@@ -232,7 +232,17 @@ class KafkaSource:
         return active, frozenset((self.fresh & active) | unowned), frozenset(self.assigned)
 
     def poll_batch(self) -> list[Message]:
-        return list(self.consumer.consume(self.config.batch_size, self.config.poll_timeout / 1000))
+        """Up to ``batch_size`` messages: what has arrived, at once; when nothing has, the first message
+        within ``poll_timeout`` and what came with it. (One blocking ``consume(batch_size, timeout)``
+        would wait for a full batch, or the whole timeout, before a window-closing event is seen.)"""
+        size = self.config.batch_size
+        ready = self.consumer.consume(size, 0)
+        if ready:
+            return ready
+        first = self.consumer.consume(1, self.config.poll_timeout / 1000)
+        if not first or size == 1:
+            return first
+        return first + self.consumer.consume(size - 1, 0)
 
     def commit_offsets(self, offsets: Mapping[str, int]) -> None:
         """Commit, synchronously, these next offsets (by ``topic[partition]``) of the partitions owned now."""
