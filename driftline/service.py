@@ -42,7 +42,8 @@ been read to its end. So a backlog handed out one partition at a time gives the 
 traffic.
 
 Not yet done (issue 4 continues): the checkpoint is one state per consumer group, so several consumers
-in one group (and their partial windows, to be merged by a second stage) are not supported yet; a
+in one group are not supported yet: the engine's partial windows and their merge are built
+(``engine/partials.py``); the two-stage service that uses them is designed in docs/scaling.md. A
 partition that carried a model's events holds that model's watermark while it is not assigned here.
 An outage keeps the state of the last checkpoint in memory and re-reads everything since it, so a
 long outage costs a re-read of up to one batch, not more (nothing is consumed while paused). A

@@ -142,6 +142,19 @@ class WindowState:
                 return UpdateResult(len(accepted), self._advance(candidate), late, rejected, accepted)
         return UpdateResult(len(accepted), [], late, rejected, accepted)
 
+    def add_pane(self, pane: int, counts: Counts) -> None:
+        """Add a pane's counts made elsewhere (a partition's final pane: engine/partials.py)."""
+        self._add(pane, counts)
+
+    def set_mark(self, source: str, mark: int) -> list[ClosedWindow]:
+        """Raise ``source``'s largest event time to ``mark``; returns the windows that closes."""
+        if mark > self.source_marks.get(source, mark - 1):
+            self.source_marks[source] = mark
+        candidate = self._candidate(self.source_marks)
+        if candidate is not None and (self.watermark is None or candidate > self.watermark):
+            return self._advance(candidate)
+        return []
+
     def hold(self, sources: frozenset[str] | None) -> list[ClosedWindow]:
         """Say which sources the watermark waits for: those still to deliver (a Kafka partition assigned
         and not yet read to its end). A source not yet seen holds the watermark where it is; a source

@@ -1,0 +1,174 @@
+"""Partial windows: what one partition contributes to a model's windows, and how contributions merge.
+
+Several consumers in one group each read some of a topic's partitions, and a window needs all of
+them. So the unit that counts is the partition, and the unit that closes windows sees every partition:
+
+Stage 1, :class:`PartitionPanes`, one per (model version, partition), counts its events into panes
+(``hop``-long slices of event time). An event is *late* when its pane ended at or before the largest
+event time seen *before it in its partition*, less the allowed lateness: it is counted per window,
+never added. A pane that the partition's watermark (its largest event time less the allowed lateness)
+has passed is *final*: it is handed on once, as a :class:`PanePartial`, and forgotten. Everything
+stage 1 decides depends only on the order of the partition's own events, which Kafka keeps: not on
+batching, not on how partitions interleave, not on which process reads the partition.
+
+Stage 2, :class:`PartialMerge`, one per model version, adds the partials of every partition it waits
+for. A window closes when all their watermarks have passed its end; a window is then the sum of final
+panes. A partial delivered again (a partition re-read after a crash or a rebalance) is recognised and
+not added twice.
+
+So a closed window is a function of each partition's own event sequence: one process or several, any
+batching, any interleaving, any redelivery give the same windows (``tests/unit/test_partials.py``).
+This is stricter than :class:`~driftline.engine.window.WindowState` with per-source watermarks, whose
+lateness is judged against the slowest source at the start of a batch: there an out-of-order event's
+fate can depend on how far another partition had been read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from driftline.engine.bins import Counts
+from driftline.engine.features import FeatureSet
+from driftline.engine.window import WindowState
+from driftline.engine.window_spec import ClosedWindow, LateCount, WindowSpec, window_id
+
+NO_TIME = np.iinfo(np.int64).min
+
+
+@dataclass(frozen=True)
+class PanePartial:
+    """The final count vector of one pane of one partition."""
+
+    pane: int
+    """The pane's index: its start is ``pane * hop``."""
+    counts: Counts
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PanePartial) and self.pane == other.pane and np.array_equal(self.counts, other.counts)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@dataclass
+class PartitionUpdate:
+    """What one batch of a partition produced: the panes it made final, the late events per pane, and
+    the partition's largest event time so far (None before its first event)."""
+
+    partials: list[PanePartial]
+    late: dict[int, int]
+    mark: int | None
+    accepted_rows: NDArray[np.intp] = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
+
+
+class PartitionPanes:
+    """Stage 1: the open panes of one partition's events for one model version."""
+
+    def __init__(self, features: FeatureSet, spec: WindowSpec) -> None:
+        self.features = features
+        self.spec = spec
+        self.panes: dict[int, Counts] = {}
+        self.mark: int | None = None
+        """The largest event time seen in the partition."""
+
+    def update(self, event_time_ms: NDArray[np.int64], columns: Mapping[str, NDArray[Any]]) -> PartitionUpdate:
+        """Add one batch of the partition's events, in the partition's order."""
+        times = np.asarray(event_time_ms, dtype=np.int64)
+        if not len(times):
+            return PartitionUpdate([], {}, self.mark)
+        hop, lateness = self.spec.hop, self.spec.allowed_lateness_ms
+        running = np.maximum.accumulate(times)
+        before = np.empty_like(times)  # the largest time before each event, in this partition
+        before[0] = NO_TIME if self.mark is None else self.mark
+        if len(times) > 1:
+            before[1:] = np.maximum(running[:-1], before[0])
+        panes = np.floor_divide(times, hop)
+        late = (panes + 1) * hop + lateness <= before
+        accepted = np.flatnonzero(~late)
+        self._count(panes, accepted, columns)
+        newest = int(running[-1])
+        self.mark = newest if self.mark is None else max(self.mark, newest)
+        late_panes, late_counts = np.unique(panes[late], return_counts=True)
+        return PartitionUpdate(self._final(), dict(zip(late_panes.tolist(), late_counts.tolist(), strict=True)),
+                               self.mark, accepted)
+
+    def flush(self) -> list[PanePartial]:
+        """End of input: every open pane is final."""
+        partials = [PanePartial(pane, self.panes.pop(pane)) for pane in sorted(self.panes)]
+        return partials
+
+    def _count(self, panes: NDArray[np.int64], accepted: NDArray[np.intp], columns: Mapping[str, NDArray[Any]]) -> None:
+        if not len(accepted):
+            return
+        order = accepted[np.argsort(panes[accepted], kind="stable")]
+        unique, starts = np.unique(panes[order], return_index=True)
+        bounds = np.append(starts, len(order))
+        for pane, lo, hi in zip(unique.tolist(), bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+            counts = self.features.count(columns, len(panes), index=order[lo:hi])
+            current = self.panes.get(pane)
+            self.panes[pane] = counts if current is None else current + counts
+
+    def _final(self) -> list[PanePartial]:
+        assert self.mark is not None
+        hop, lateness = self.spec.hop, self.spec.allowed_lateness_ms
+        final = sorted(pane for pane in self.panes if (pane + 1) * hop + lateness <= self.mark)
+        return [PanePartial(pane, self.panes.pop(pane)) for pane in final]
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"mark": self.mark, "panes": {str(p): c.tolist() for p, c in sorted(self.panes.items())}}
+
+    def restore(self, data: Mapping[str, Any]) -> None:
+        self.mark = data["mark"]
+        self.panes = {int(p): np.asarray(c, dtype=np.int64) for p, c in data["panes"].items()}
+
+
+class PartialMerge:
+    """Stage 2: the partitions' partials of one model version, summed into windows."""
+
+    def __init__(self, features: FeatureSet, spec: WindowSpec) -> None:
+        self.spec = spec
+        self.state = WindowState(features, spec)
+        self.received: set[tuple[str, int]] = set()
+        """(partition, pane) of the partials added to panes still open here."""
+
+    def add(self, source: str, partials: list[PanePartial], mark: int | None) -> list[ClosedWindow]:
+        """One partition's final panes and its largest event time; returns the windows that closed."""
+        watermark = self.state.watermark
+        for partial in partials:
+            spent = watermark is not None and partial.pane * self.spec.hop + self.spec.size_ms <= watermark
+            if (source, partial.pane) in self.received or spent:  # delivered before
+                continue
+            self.received.add((source, partial.pane))
+            self.state.add_pane(partial.pane, partial.counts.copy())
+        closed = self.state.set_mark(source, mark) if mark is not None else []
+        self._forget()
+        return closed
+
+    def hold(self, sources: frozenset[str] | None) -> list[ClosedWindow]:
+        """The partitions to wait for (None: every partition heard from); returns what closes."""
+        closed = self.state.hold(sources)
+        self._forget()
+        return closed
+
+    def late_counts(self, late: Mapping[int, int]) -> list[LateCount]:
+        """Late events per pane → per window holding the pane (each lost the event)."""
+        per_window: dict[int, int] = {}
+        for pane, n in late.items():
+            for start_pane in range(pane - self.spec.panes_per_window + 1, pane + 1):
+                per_window[start_pane] = per_window.get(start_pane, 0) + n
+        out = []
+        for start_pane in sorted(per_window):
+            start, end = self.state.window_bounds(start_pane)
+            out.append(LateCount(window_id(self.state.model, self.state.model_version, start, end), start, end,
+                                 per_window[start_pane]))
+        return out
+
+    def flush(self) -> list[ClosedWindow]:
+        return self.state.flush()
+
+    def _forget(self) -> None:
+        self.received = {(s, p) for s, p in self.received if p in self.state.panes}
