@@ -42,7 +42,7 @@ from driftline.connectors.kafka import KafkaSource, Publisher
 from driftline.connectors.profiles import save_profile
 from driftline.engine.profile import build_profile
 from driftline.replay import open_store
-from driftline.service import Service
+from driftline.service import Service, settle_garbage_collector
 from tests.kafka_broker import KafkaBroker, create_topic
 
 REPO = Path(__file__).resolve().parent.parent
@@ -128,6 +128,7 @@ def driftline_run(bootstrap: str, group: str, total: int, profile_path: Path) ->
         source = KafkaSource(cfg.kafka)
         try:
             service = Service(cfg, store, source, Publisher(cfg.kafka))
+            settle_garbage_collector()  # as `driftline run` does after start-up
             seen, dead, start = 0, 0, None
             while seen < total:
                 began = time.perf_counter()
