@@ -278,13 +278,11 @@ class Service:
         parts: list[Events] = []
         order: list[NDArray[np.intp]] = []
         for schema, indices in columnar.items():
-            def pick(items: list[Any], indices: list[int] = indices) -> list[Any]:
-                return items if len(indices) == len(batch) else [items[i] for i in indices]
-
-            values = pick(batch.values)
+            values, origins, sources = (batch.values, batch.origins, batch.sources) if len(indices) == len(batch) \
+                else ([column[i] for i in indices] for column in (batch.values, batch.origins, batch.sources))
             if self.formats[batch.topics[indices[0]]] == "avro-confluent":
                 values = [value[5:] for value in values]  # past the magic byte and the schema id
-            fast = avro_events(values, schema.parsed, pick(batch.origins), pick(batch.sources))
+            fast = avro_events(values, schema.parsed, origins, sources)  # type: ignore[arg-type]
             parts.append(fast.events)
             order.append(np.asarray(indices, dtype=np.intp)[fast.rows])
             one_by_one.extend(indices[i] for i in fast.rest.tolist())

@@ -50,10 +50,24 @@ class ColumnarSchema:
 
 
 def columnar(schema: Any) -> bool:
-    """Whether :func:`avro_events` can read this schema's messages in batches."""
-    names = {field["name"] for field in schema.get("fields", [])} if isinstance(schema, dict) else set()
-    return batchable(schema) and {"request_id", "model", "model_version", "event_time"} <= names \
-        and "kind" not in names
+    """Whether :func:`avro_events` can read this schema's messages in batches: a batchable record with
+    text ids, an event time in epoch milliseconds (a long, or ``timestamp-millis``), plain score and
+    decision if any, and ``features`` (if any) a map; no ``kind`` field. Anything else, one at a time."""
+    if not isinstance(schema, dict) or not batchable(schema):
+        return False
+    types = {field["name"]: field["type"] for field in schema["fields"]}
+    if not {"request_id", "model", "model_version", "event_time"} <= types.keys() or "kind" in types:
+        return False
+    time_type = types["event_time"]
+    millis = time_type in ("long", "int") or (isinstance(time_type, dict) and time_type.get("type") in ("long", "int")
+                                              and time_type.get("logicalType") in (None, "timestamp-millis"))
+    plain = all(not _is_map(types[name]) for name in ("request_id", "model", "model_version", "score", "decision")
+                if name in types)
+    return millis and plain and ("features" not in types or _is_map(types["features"]))
+
+
+def _is_map(schema: Any) -> bool:
+    return isinstance(schema, dict) and schema.get("type") == "map"
 
 
 def avro_events(values: Sequence[bytes], schema: Any, origins: Sequence[str],

@@ -131,3 +131,20 @@ def test_schema_checks() -> None:
     assert ColumnarSchema.of(avro_schema("scoring_event.avsc")) is not None
     no_ids = fastavro.parse_schema({"type": "record", "name": "X", "fields": [{"name": "x", "type": "long"}]})
     assert ColumnarSchema.of(no_ids) is None
+
+
+def test_schemas_read_one_at_a_time() -> None:
+    """Shapes whose meaning the columnar path would have to guess are left to fastavro + EventBuilder."""
+    base = [{"name": "request_id", "type": "string"}, {"name": "model", "type": "string"},
+            {"name": "model_version", "type": "string"}]
+
+    def schema(*fields: dict[str, Any]) -> Any:
+        return fastavro.parse_schema({"type": "record", "name": "S", "fields": [*base, *fields]})
+    micros = {"name": "event_time", "type": {"type": "long", "logicalType": "timestamp-micros"}}
+    local = {"name": "event_time", "type": {"type": "long", "logicalType": "local-timestamp-millis"}}
+    millis = {"name": "event_time", "type": {"type": "long", "logicalType": "timestamp-millis"}}
+    assert not columnar(schema(micros)) and not columnar(schema(local))
+    assert columnar(schema(millis)) and columnar(schema({"name": "event_time", "type": "long"}))
+    assert not columnar(schema(millis, {"name": "features", "type": "string"}))
+    assert not columnar(schema(millis, {"name": "kind", "type": "string"}))
+    assert not columnar(schema(millis, {"name": "score", "type": {"type": "map", "values": "double"}}))
