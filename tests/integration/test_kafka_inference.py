@@ -19,6 +19,7 @@ from driftline.engine.profile import build_profile
 from driftline.service import Service
 from driftline.synthetic import credit_applications
 from tests.integration.conftest import opened
+from tests.integration.streams import drain
 from tests.kafka_broker import KafkaBroker, create_topic
 
 pytestmark = pytest.mark.integration
@@ -79,13 +80,8 @@ def test_seldon_oip_topics_join_into_windows(tmp_path: Path, broker: KafkaBroker
     with opened(cfg) as store:
         source, publisher = KafkaSource(cfg.kafka), Publisher(cfg.kafka)
         service = Service(cfg, store, source, publisher)
-        consumed, deadline = 0, time.monotonic() + 60
         try:
-            while consumed < total:
-                assert time.monotonic() < deadline, f"{consumed} of {total} consumed"
-                consumed += service.step().messages
-            for _ in range(5):  # let the partitions report their ends
-                service.step()
+            drain(service, total)  # and let the partitions report their ends
         finally:
             source.close()
         _, rows = store.query("SELECT window_start, window_rows FROM driftline.windows FINAL "
