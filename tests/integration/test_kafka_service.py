@@ -591,8 +591,10 @@ def test_an_unmatched_request_is_dead_lettered_with_its_bytes(tmp_path: Path, pr
                    as_json({k: v for k, v in pair.items() if k not in ("score", "decision")}), "validate",
                    "SchemaMismatch", "feature 'income' must be a number, got 'lots'"))
     pair_response = (b"pair", as_json({k: v for k, v in pair.items() if k != "features"}), 0)
+    # the pair's response is read before minute 1's events: the join's clock (the newest event time seen,
+    # over every partition) must not pass the pair's request before its response arrives
     minutes = [[(b.key, b.value, i) for i, b in enumerate(bad)] + spread(minute_events(0, 50), as_json),
-               [pair_response] + spread(minute_events(1, 50), as_json), spread(minute_events(2, 50), as_json)]
+               [pair_response], spread(minute_events(1, 50), as_json), spread(minute_events(2, 50), as_json)]
     with opened(config) as store:
         running = Running(config, store)
         try:
