@@ -42,7 +42,8 @@ from driftline.connectors.kafka import KafkaSource, MessageBatch, Publisher
 from driftline.connectors.profiles import save_profile
 from driftline.engine.profile import build_profile
 from driftline.replay import open_store
-from driftline.service import Service, settle_garbage_collector
+from driftline.runtime import settle_garbage_collector
+from driftline.service import Service
 from tests.kafka_broker import KafkaBroker, create_topic
 
 REPO = Path(__file__).resolve().parent.parent

@@ -54,7 +54,6 @@ was seen with default settings) before it is logged; committing asynchronously w
 from __future__ import annotations
 
 import copy
-import gc
 import logging
 import signal
 import threading
@@ -78,6 +77,7 @@ from driftline.connectors.kafka_fetch import Fetched, MessageFetcher, describe_m
 from driftline.connectors.oip_protobuf import oip_protobuf
 from driftline.events import BadEvent, EventBuilder, Events
 from driftline.pipeline import Pipeline, StepResult, Totals
+from driftline.runtime import settle_garbage_collector
 
 log = logging.getLogger("driftline.service")
 T = TypeVar("T")
@@ -488,16 +488,6 @@ def run_service(config: Config, on_batch: Callable[[BatchReport], None] | None =
         except PublishError as exc:  # the batches they belong to are not committed: they are redone
             log.warning("records left unpublished at shutdown: %s", exc)
         store.close()
-
-
-def settle_garbage_collector() -> None:
-    """After start-up: what exists now (profiles, configuration, restored state) lives as long as the
-    process, so it leaves the collector's generations; and collections start after 50k new objects rather
-    than 700, since a batch allocates a Message per event and frees them together. Measured: 4x the
-    consume rate of a 200k-message backlog (docs/decisions.md)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
 
 
 def describe(report: BatchReport) -> dict[str, Any]:
