@@ -226,13 +226,14 @@ def _canonical_labels(strings: NDArray[np.str_]) -> NDArray[np.str_]:
     for i in candidates.tolist():
         head = str(strings[i])[:-2]
         if head.lstrip("-").isdigit():
-            strings[i] = head
+            strings[i] = "0" if head == "-0" else head
     return strings
 
 
 def _float_labels(values: NDArray[np.float64]) -> NDArray[np.str_]:
     """Labels of numbers used as categories: integral floats print without ``.0`` (``3.0`` → ``"3"``)."""
-    integral = np.isfinite(values) & (values == np.round(values))
+    # Python prints integral floats from 1e16 up in exponent form ("1e+16"), as numpy does: keep those
+    integral = np.isfinite(values) & (values == np.round(values)) & (np.abs(values) < 1e16)
     labels = values.astype(str)
     labels[integral] = values[integral].astype(np.int64).astype(str)
     return labels

@@ -148,3 +148,16 @@ def test_schemas_read_one_at_a_time() -> None:
     assert not columnar(schema(millis, {"name": "features", "type": "string"}))
     assert not columnar(schema(millis, {"name": "kind", "type": "string"}))
     assert not columnar(schema(millis, {"name": "score", "type": {"type": "map", "values": "double"}}))
+
+
+def test_numbers_as_categories_read_the_same_from_floats_and_from_objects() -> None:
+    """The columnar path hands a numeric column over as float64, the one-by-one path as Python objects:
+    as category labels both must print alike (the engine counts labels)."""
+    from driftline.engine.bins import category_strings
+
+    values = [3.0, 3.5, 1e20, -0.0, 1e-7, 12345678901234.0, 1e16, -2.0]
+    typed, _ = category_strings(np.asarray(values, dtype=np.float64))
+    objects, _ = category_strings(np.asarray(values, dtype=object))
+    ints, _ = category_strings(np.asarray([3, -2, 0], dtype=object))
+    assert typed.tolist() == objects.tolist()
+    assert ints.tolist() == ["3", "-2", "0"]
