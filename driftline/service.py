@@ -2,19 +2,22 @@
 
 Delivery order of one batch, as :meth:`Service.step` does it:
 
-1. decode every message; what cannot be decoded or validated becomes a bad event;
+1. decode every message (raw Avro a batch at a time, :mod:`driftline.connectors.avro_events`); what
+   cannot be decoded or validated becomes a bad event;
 2. run the pipeline, which writes windows, late counts, alerts, rollback requests and the audit
    trail to the store (idempotent inserts) before it returns;
 3. produce the alerts and rollback requests to the control topic and the bad events to the
    dead-letter topic, then flush the producer and check every record was acknowledged;
-4. write a checkpoint to the store: the offsets after this batch and the state they leave (open
-   windows, the join's waiting halves, the decisions' history);
-5. only then commit the batch's offsets, synchronously.
+4. when ``kafka.checkpoint_interval`` has passed since the last one (and at every stop), write a
+   checkpoint to the store: the offsets consumed so far and the state they leave (open windows, the
+   join's waiting halves, the decisions' history);
+5. only then commit those offsets, synchronously.
 
 A restart restores the newest checkpoint and starts each partition at its offsets: a crash before 4
-repeats the batch from the previous checkpoint's state (the idempotent store and the deterministic ids
-on the control topic absorb the repetition); a crash between 4 and 5 goes on after it. So open windows
-survive a crash with nothing lost and nothing counted twice, for one consumer per group.
+repeats what was consumed since the previous checkpoint, from its state (the idempotent store and the
+deterministic ids on the control topic absorb the repetition); a crash between 4 and 5 goes on after
+it. So open windows survive a crash with nothing lost and nothing counted twice, for one consumer per
+group.
 
 Outages do not stop the service. When 1–4 fail for a reason that passes — the store unreachable, timed
 out or overloaded (:class:`~driftline.connectors.clickhouse.StoreUnavailable`), the broker not
