@@ -1,0 +1,164 @@
+"""``kafka.stages: two`` on a real broker (chDB store): one member in two stages, two members of one
+group, and a member joining mid-stream (a rebalance) all leave the rows one single-stage process leaves.
+
+Several members are ``TwoStageService`` instances stepped in turn in this one thread (chDB opens one
+store per process, so they share it; a member's rows are told apart by nothing, so the test also reads
+the tables without FINAL: a window written twice with different counts would show there)."""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from driftline.config import Config
+from driftline.connectors.clickhouse import ClickHouseStore
+from driftline.connectors.kafka import KafkaSource, Publisher
+from driftline.service import Service
+from driftline.two_stage import TwoStageService, merge_settings
+from tests.integration.conftest import opened, table_rows
+from tests.integration.streams import PER_MINUTE, drain, outcome, produce, service_config, stream_events
+from tests.kafka_broker import KafkaBroker, create_topic
+
+pytestmark = pytest.mark.integration
+PREFIX = "two"
+TOPIC, PARTIALS = f"{PREFIX}.scoring", f"{PREFIX}.partials"
+PARTITIONS, MINUTES = 6, 6
+TOTAL = PER_MINUTE * MINUTES
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[KafkaBroker]:
+    with KafkaBroker() as running:
+        create_topic(running.bootstrap, TOPIC, PARTITIONS)
+        create_topic(running.bootstrap, PARTIALS, 2)
+        for topic in (f"{PREFIX}.dead-letter", f"{PREFIX}.control"):
+            create_topic(running.bootstrap, topic, 1)
+        produce(running.bootstrap, TOPIC, stream_events(range(MINUTES), incident_minutes=(2, 3, 4)),
+                partitions=PARTITIONS)
+        yield running
+
+
+@pytest.fixture(scope="module")
+def single(broker: KafkaBroker, tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[tuple[Any, ...]]]:
+    """What one single-stage process leaves in its store."""
+    cfg = service_config(tmp_path_factory.mktemp("single"), broker.bootstrap, PREFIX, "single",
+                         checkpoint_interval=0)
+    with opened(cfg) as store:
+        source = KafkaSource(cfg.kafka)
+        try:
+            drain(Service(cfg, store, source, Publisher(cfg.kafka)), TOTAL)
+        finally:
+            source.close()
+        rows = outcome(store)
+    gc.collect()
+    assert {row[9] for row in rows["windows"]} == {PER_MINUTE}  # minutes 0-4 closed, full
+    assert rows["alerts"]  # income in thousands in minutes 2-4: the policy fires
+    return rows
+
+
+def two_stage_config(folder: Path, bootstrap: str, group: str) -> Config:
+    return service_config(folder, bootstrap, PREFIX, group, checkpoint_interval=0, stages="two",
+                          partials_topic=PARTIALS,
+                          client={"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"})
+
+
+class Member:
+    """One member of the group: its two consumers, its producer, its service."""
+
+    def __init__(self, cfg: Config, store: ClickHouseStore) -> None:
+        self.source = KafkaSource(cfg.kafka)
+        self.merge_source = KafkaSource(merge_settings(cfg.kafka))
+        self.service = TwoStageService(cfg, store, self.source, Publisher(cfg.kafka), merge_source=self.merge_source)
+
+    def close(self) -> None:
+        self.service.checkpoint()
+        self.source.close()
+        self.merge_source.close()
+
+
+def partials_end(bootstrap: str) -> dict[str, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "two-inspector"})
+    try:
+        return {f"{PARTIALS}[{p}]": consumer.get_watermark_offsets(TopicPartition(PARTIALS, p), timeout=10)[1]
+                for p in range(2)}
+    finally:
+        consumer.close()
+
+
+def settle(bootstrap: str, members: list[Member], timeout: float = 50, idle_steps: int = 6) -> None:
+    """Step the members in turn until every message is counted by stage 1, every partials record added up
+    by stage 2, everything checkpointed, and ``idle_steps`` rounds brought nothing."""
+    deadline, idle = time.monotonic() + timeout, 0
+    while idle < idle_steps:
+        assert time.monotonic() < deadline, [(m.service.offsets, m.service.merge_offsets) for m in members]
+        messages = sum(m.service.step().messages for m in members)
+        counted = {name: o for m in members for name, o in m.service.offsets.items()}
+        merged = {name: o for m in members for name, o in m.service.merge_offsets.items()}
+        done = sum(counted.values()) >= TOTAL and all(merged.get(name, 0) >= end
+                                                      for name, end in partials_end(bootstrap).items())
+        idle = idle + 1 if done and not messages else 0
+
+
+def rows_written(store: ClickHouseStore) -> dict[str, list[tuple[Any, ...]]]:
+    rows = outcome(store)
+    unmerged = sorted(set(table_rows(store, "windows", final=False)))
+    assert unmerged == sorted(set(rows["windows"])), "a window was written twice with different contents"
+    return rows
+
+
+def test_one_member_in_two_stages_writes_what_one_single_stage_process_writes(
+        tmp_path: Path, broker: KafkaBroker, single: dict[str, list[tuple[Any, ...]]]) -> None:
+    cfg = two_stage_config(tmp_path, broker.bootstrap, "two-one")
+    with opened(cfg) as store:
+        member = Member(cfg, store)
+        try:
+            settle(broker.bootstrap, [member])
+        finally:
+            member.close()
+        rows = rows_written(store)
+    assert rows == single
+
+
+def test_two_members_of_one_group_write_what_one_process_writes(
+        tmp_path: Path, broker: KafkaBroker, single: dict[str, list[tuple[Any, ...]]]) -> None:
+    cfg = two_stage_config(tmp_path, broker.bootstrap, "two-pair")
+    with opened(cfg) as store:
+        members = [Member(cfg, store), Member(cfg, store)]
+        try:
+            settle(broker.bootstrap, members)
+            owned = [m.source.assigned for m in members]
+        finally:
+            for member in members:
+                member.close()
+        rows = rows_written(store)
+    assert all(owned) and not owned[0] & owned[1]  # the partitions were split between the two
+    assert rows == single
+
+
+def test_a_member_joining_mid_stream_changes_nothing(
+        tmp_path: Path, broker: KafkaBroker, single: dict[str, list[tuple[Any, ...]]]) -> None:
+    cfg = two_stage_config(tmp_path, broker.bootstrap, "two-join")
+    with opened(cfg) as store:
+        first = Member(cfg, store)
+        members = [first]
+        try:
+            deadline = time.monotonic() + 30
+            while sum(first.service.offsets.values()) < TOTAL // 3:  # a third of the stream, in batches of 150
+                assert time.monotonic() < deadline
+                first.service.step()
+            assert sum(first.service.offsets.values()) < TOTAL
+            members.append(Member(cfg, store))
+            settle(broker.bootstrap, members)
+            owned = [m.source.assigned for m in members]
+        finally:
+            for member in members:
+                member.close()
+        rows = rows_written(store)
+    assert all(owned)  # the second member took partitions over from the first
+    assert rows == single
