@@ -162,3 +162,36 @@ def test_a_member_joining_mid_stream_changes_nothing(
         rows = rows_written(store)
     assert all(owned)  # the second member took partitions over from the first
     assert rows == single
+
+
+def test_a_member_dying_between_checkpoints_loses_nothing_and_counts_nothing_twice(
+        tmp_path: Path, broker: KafkaBroker, single: dict[str, list[tuple[Any, ...]]]) -> None:
+    """The first member reads a third of the stream with a checkpoint after each batch, then a few batches
+    more without one (their partials published, some added up and persisted), and dies; the next member
+    starts every partition from its checkpoint: those batches are read again, their partials published
+    again and recognised by stage 2."""
+    cfg = two_stage_config(tmp_path, broker.bootstrap, "two-die")
+    with opened(cfg) as store:
+        first = Member(cfg, store)
+        try:
+            deadline = time.monotonic() + 30
+            while sum(first.service.offsets.values()) < TOTAL // 3:
+                assert time.monotonic() < deadline
+                first.service.step()
+            checkpointed = sum(first.service.offsets.values())
+            first.service._checkpoint = lambda *_: None  # type: ignore[method-assign]  # from here on: none
+            while sum(first.service.offsets.values()) < checkpointed + 6 * 150:
+                assert time.monotonic() < deadline
+                first.service.step()
+        finally:
+            first.source.close()  # the process dies: nothing is checkpointed or committed on the way out
+            first.merge_source.close()
+        second = Member(cfg, store)
+        try:
+            settle(broker.bootstrap, [second])
+            read_again = second.service.pipeline.totals.events
+        finally:
+            second.close()
+        rows = rows_written(store)
+    assert read_again == TOTAL - checkpointed  # the batches after the last checkpoint were read twice
+    assert rows == single
