@@ -29,7 +29,7 @@ from driftline.engine.profile import ReferenceProfile
 from driftline.engine.window_spec import WindowSpec
 from driftline.pipeline import MAX_LATE_WINDOWS, LateTally, StepResult, Totals, _assessment_policy, _policies, \
     decide_and_persist
-from driftline.stage import Key, PartialRecord
+from driftline.stage import Key, PartialRecord, split_key
 
 
 class MergeShard:
@@ -99,7 +99,7 @@ class MergeShard:
 
     def restore(self, data: Mapping[str, Any]) -> None:
         for name, model in data["models"].items():
-            key: Key = tuple(name.split("\x1f", 1))  # type: ignore[assignment]
+            key = split_key(name)
             merge = self._merge(key)
             if merge is None:
                 continue

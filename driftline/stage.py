@@ -172,18 +172,24 @@ class StageOne:
         if data is None:
             return
         for name, snapshot in data["panes"].items():
-            key: Key = tuple(name.split("\x1f", 1))  # type: ignore[assignment]
+            key = split_key(name)
             if key in self.features:  # a model version since removed from the configuration is forgotten
                 stage = self.panes.setdefault(partition, {})[key] = PartitionPanes(self.features[key], self.spec)
                 stage.restore(snapshot)
         for name, late in data["late"].items():
-            key = tuple(name.split("\x1f", 1))  # type: ignore[assignment]
+            key = split_key(name)
             self.late.setdefault(partition, {})[key] = {int(p): int(n) for p, n in late.items()}
 
     def drop(self, partition: str) -> None:
         """Forget a partition (handed to another member)."""
         self.panes.pop(partition, None)
         self.late.pop(partition, None)
+
+
+def split_key(name: str) -> Key:
+    """``model\x1fversion`` (as snapshots name a model version) → (model, version)."""
+    model, version = name.split("\x1f", 1)
+    return model, version
 
 
 def _by_partition(sources: NDArray[Any]) -> list[tuple[str, NDArray[np.intp]]]:

@@ -162,7 +162,7 @@ class TwoStageService(Service):
             self.health.reason = f"commit failed: {exc}"
             log.warning("offset commit failed (%s); the checkpoints hold the offsets", exc)
 
-    def _read(self, key: str) -> tuple[int, int, dict[str, Any]] | None:
+    def _stored(self, key: str) -> tuple[int, int, dict[str, Any]] | None:
         """(seq, offset, state) of a partition's checkpoint."""
         found = self.store.read_checkpoint(key)
         if found is None:
@@ -174,7 +174,7 @@ class TwoStageService(Service):
         """Source partitions assigned: each starts from its checkpoint (state and offset), else anew."""
         for name in sorted(names):
             key = f"{self.config.kafka.group_id}/{name}"
-            found = self._read(key)
+            found = self._stored(key)
             self._dirty.discard(name)
             if found is None:
                 self.stage1.restore(name, None)
@@ -199,7 +199,7 @@ class TwoStageService(Service):
         for name in sorted(names):
             key = f"{self.config.kafka.group_id}.merge/{name}"
             shard = self.shards[name] = MergeShard(self.config, self.profiles, self.spec, expected)
-            found = self._read(key)
+            found = self._stored(key)
             self._dirty_shards.discard(name)
             if found is None:
                 self.merge_offsets.pop(name, None)
