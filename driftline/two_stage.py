@@ -186,9 +186,12 @@ class TwoStageService(Service):
             self.source.start_offsets[name] = self.offsets[name]
         log.info("source partitions assigned: %s", sorted(names))
 
-    def _hand_over_partitions(self, names: set[str]) -> None:
-        """Source partitions taken away: a last checkpoint of what was read, then forgotten here."""
-        self._checkpoint(self._dirty & names, set())
+    def _hand_over_partitions(self, names: set[str], lost: bool) -> None:
+        """Source partitions taken away: a last checkpoint of what was read (unless they were lost: another
+        member may own them already), then forgotten here."""
+        if not lost:
+            self._checkpoint(self._dirty & names, set())
+        self._dirty -= names
         for name in names:
             self.stage1.drop(name)
             self.offsets.pop(name, None)
@@ -210,8 +213,10 @@ class TwoStageService(Service):
             self.merge_source.start_offsets[name] = self.merge_offsets[name]
         log.info("partials partitions assigned: %s", sorted(names))
 
-    def _hand_over_shards(self, names: set[str]) -> None:
-        self._checkpoint(set(), self._dirty_shards & names)
+    def _hand_over_shards(self, names: set[str], lost: bool) -> None:
+        if not lost:
+            self._checkpoint(set(), self._dirty_shards & names)
+        self._dirty_shards -= names
         for name in names:
             self.shards.pop(name, None)
             self.merge_offsets.pop(name, None)

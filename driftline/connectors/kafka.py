@@ -166,13 +166,14 @@ class KafkaSource:
         self.before_assign: Callable[[set[str]], None] | None = None
         """Called with the partitions being assigned before their ``start_offsets`` are read (the two-stage
         service loads their checkpoints there)."""
-        self.before_revoke: Callable[[set[str]], None] | None = None
-        """Called with the partitions being taken away while they are still owned (a last checkpoint)."""
+        self.before_revoke: Callable[[set[str], bool], None] | None = None
+        """Called with the partitions being taken away while they are still owned (a last checkpoint), and
+        whether they were lost (the session expired: another member may own them already)."""
         self.expected = self._partitions_of([t.topic for t in config.topics])
         """Every partition of the subscribed topics: one this member does not own yet may still deliver
         (after a restart, before the group hands it back), so it holds the watermark."""
         self.consumer.subscribe([t.topic for t in config.topics], on_assign=self._assigned,
-                                on_revoke=self._revoked, on_lost=self._revoked)
+                                on_revoke=self._revoked, on_lost=self._lost)
 
     def _partitions_of(self, topics: list[str]) -> set[str]:
         try:
@@ -197,10 +198,13 @@ class KafkaSource:
         self.fresh |= names
         self.at_end -= names
 
-    def _revoked(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+    def _lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._revoked(consumer, partitions, lost=True)
+
+    def _revoked(self, consumer: Any, partitions: list[TopicPartition], lost: bool = False) -> None:
         names = {partition_name(p.topic, p.partition) for p in partitions}
         if self.before_revoke is not None:
-            self.before_revoke(names & self.assigned)
+            self.before_revoke(names & self.assigned, lost)
         self.assigned -= names
         self.fresh -= names
         self.at_end -= names

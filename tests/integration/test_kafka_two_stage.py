@@ -8,6 +8,11 @@ the tables without FINAL: a window written twice with different counts would sho
 from __future__ import annotations
 
 import gc
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +20,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from driftline.config import Config
 from driftline.connectors.clickhouse import ClickHouseStore
@@ -26,6 +32,7 @@ from tests.integration.streams import PER_MINUTE, drain, outcome, produce, servi
 from tests.kafka_broker import KafkaBroker, create_topic
 
 pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
 PREFIX = "two"
 TOPIC, PARTIALS = f"{PREFIX}.scoring", f"{PREFIX}.partials"
 PARTITIONS, MINUTES = 6, 6
@@ -82,10 +89,10 @@ class Member:
         self.merge_source.close()
 
 
-def partials_end(bootstrap: str) -> dict[str, int]:
+def partials_end(bootstrap: str, topic: str = PARTIALS) -> dict[str, int]:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "two-inspector"})
     try:
-        return {f"{PARTIALS}[{p}]": consumer.get_watermark_offsets(TopicPartition(PARTIALS, p), timeout=10)[1]
+        return {f"{topic}[{p}]": consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
                 for p in range(2)}
     finally:
         consumer.close()
@@ -195,3 +202,87 @@ def test_a_member_dying_between_checkpoints_loses_nothing_and_counts_nothing_twi
         rows = rows_written(store)
     assert read_again == TOTAL - checkpointed  # the batches after the last checkpoint were read twice
     assert rows == single
+
+
+def test_two_driftline_run_processes_write_what_one_process_writes(tmp_path: Path, broker: KafkaBroker) -> None:
+    """Two ``driftline run`` processes, each with its own chDB store (chDB opens one store per process), in
+    one group; the stream is produced once both are in both groups, so no state has to move between their
+    stores; the union of their stores' rows is then the rows of one single-stage process."""
+    topic, partials, group = f"{PREFIX}.live", f"{PREFIX}.live-partials", "two-live"
+    create_topic(broker.bootstrap, topic, PARTITIONS)
+    create_topic(broker.bootstrap, partials, 2)
+    configs = []
+    for name in ("a", "b"):
+        cfg = service_config(tmp_path / name, broker.bootstrap, PREFIX, group, batch_size=50,
+                             checkpoint_interval=200, stages="two", partials_topic=partials, topics=[{"topic": topic}],
+                             client={"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"})
+        (tmp_path / name).mkdir(parents=True, exist_ok=True)
+        path = tmp_path / name / "driftline.yaml"
+        path.write_text(json.dumps(cfg.model_dump(mode="json")))
+        configs.append((cfg, path))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    processes = [subprocess.Popen([sys.executable, "-m", "driftline.cli", "run", "--config", str(path)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=path.parent, env=env)
+                 for _, path in configs]
+    try:
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+        wait_for(lambda: all(members(admin, g) == 2 for g in (group, f"{group}.merge")), processes, "both members")
+        produce(broker.bootstrap, topic, stream_events(range(MINUTES), incident_minutes=(2, 3, 4)),
+                partitions=PARTITIONS)
+        wait_for(lambda: committed(broker.bootstrap, group, topic, PARTITIONS) >= TOTAL, processes, "stage 1")
+        end = sum(partials_end(broker.bootstrap, partials).values())
+        wait_for(lambda: committed(broker.bootstrap, f"{group}.merge", partials, 2) >= end, processes, "stage 2")
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                assert process.wait(30) == 0
+            except subprocess.TimeoutExpired:
+                process.kill()
+                raise
+    union: dict[str, set[tuple[Any, ...]]] = {}
+    counted: list[set[str]] = []  # the source partitions each process checkpointed
+    for cfg, _ in configs:
+        with opened(cfg) as store:
+            for table, rows in outcome(store).items():
+                union.setdefault(table, set()).update(rows)
+            counted.append({row[0] for row in store.query(
+                "SELECT DISTINCT group_id FROM driftline.checkpoints WHERE group_id LIKE '%.live[%'")[1]})
+        gc.collect()
+    assert all(counted) and set.union(*counted) == {f"{group}/{topic}[{p}]" for p in range(PARTITIONS)}
+    single_cfg = service_config(tmp_path / "single", broker.bootstrap, PREFIX, f"{group}-single", topics=[{"topic": topic}])
+    with opened(single_cfg) as store:
+        source = KafkaSource(single_cfg.kafka)
+        try:
+            drain(Service(single_cfg, store, source, Publisher(single_cfg.kafka)), TOTAL)
+        finally:
+            source.close()
+        expected = outcome(store)
+    assert expected["windows"] and expected["alerts"]
+    assert {table: sorted(rows) for table, rows in union.items()} == {t: sorted(rows) for t, rows in expected.items()}
+
+
+def wait_for(condition: Any, processes: list[subprocess.Popen[bytes]], what: str, timeout: float = 45) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert all(p.poll() is None for p in processes), f"driftline run exited while waiting for {what}"
+        assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
+        time.sleep(0.3)
+
+
+def members(admin: AdminClient, group: str) -> int:
+    try:
+        description = admin.describe_consumer_groups([group], request_timeout=10)[group].result()
+    except Exception:  # (not known yet)
+        return 0
+    return len(description.members) if str(description.state).endswith("STABLE") else 0
+
+
+def committed(bootstrap: str, group: str, topic: str, partitions: int) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        offsets = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        return sum(max(tp.offset, 0) for tp in offsets)
+    finally:
+        consumer.close()
