@@ -24,8 +24,11 @@ restarts, with its state: what was read after the checkpoint is read again, its 
 again, and stage 2 adds each (partition, pane) once and keeps the largest running late count (see
 :mod:`driftline.merge`).
 
-Not yet done: outages (the store or the broker away) stop the process instead of pausing it (a restart
-goes on from the checkpoints); the request/response join (combined events only; the configuration
+Outages (the store, the broker or the schema registry away) pause both consumers as in the single-stage
+service; both stages go back to the partitions' last checkpoints (kept in memory) and, after the
+backoff, read again from their offsets.
+
+Not yet done: the request/response join (combined events only; the configuration
 refuses topics of halves); the score change watch.
 """
 
@@ -40,7 +43,7 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaException
 
 from driftline.config import Config, KafkaConfig, TopicConfig
 from driftline.connectors.clickhouse import ClickHouseStore
-from driftline.connectors.kafka import KafkaSource, Publisher
+from driftline.connectors.kafka import KafkaSource, Publisher, split_partition_name
 from driftline.connectors.kafka_fetch import MessageFetcher
 from driftline.engine.window_spec import WindowSpec
 from driftline.merge import MergeShard
@@ -76,15 +79,11 @@ class TwoStageService(Service):
         self._dirty: set[str] = set()
         """Source partitions read since their checkpoint."""
         self._dirty_shards: set[str] = set()
+        self._kept: dict[str, tuple[int | None, dict[str, Any] | None]] = {}
+        """Checkpoint key → the (offset, state) of its newest checkpoint (None, None: none), to go back to."""
         source.before_assign, source.before_revoke = self._load_partitions, self._hand_over_partitions
         self.merge_source.before_assign = self._load_shards
         self.merge_source.before_revoke = self._hand_over_shards
-
-    def step(self) -> BatchReport:
-        """One batch through both stages (see the module docstring); any failure stops the service."""
-        batch = self.source.take(self.source.poll_batch())
-        events, bad = self._decode(batch)
-        return self._process(batch, events, bad, self.source.holding)
 
     def _process(self, batch: Any, events: Any, bad: list[Any], waiting: Any) -> BatchReport:
         counted = self.stage1.count(events, int(self.clock() * 1000))
@@ -112,6 +111,10 @@ class TwoStageService(Service):
         self.publisher.flush(self.config.kafka.publish_timeout / 1000)
         if self.clock() - self._checkpointed_at >= self.config.kafka.checkpoint_interval / 1000:
             self.checkpoint()
+        if self.health.paused and len(batch):  # (right after a retry's seek, a poll may bring nothing yet)
+            log.info("store and broker answer again after %d failures: consumption goes on", self._attempts)
+            self.health.paused = False
+            self.backoff.reset()
         return BatchReport(len(batch) + merged, step, len(bad))
 
     def _merge(self) -> tuple[int, StepResult]:
@@ -152,6 +155,7 @@ class TwoStageService(Service):
         checkpoints = [(key, self._seqs.get(key, 0) + 1, offsets, state) for key, _, offsets, state in rows]
         self.store.write_checkpoints(checkpoints)
         self._seqs.update((key, seq) for key, seq, _, _ in checkpoints)
+        self._kept.update((key, (next(iter(offsets.values())), state)) for key, _, offsets, state in checkpoints)
         self._dirty -= partitions
         self._dirty_shards -= shards
         try:
@@ -176,6 +180,7 @@ class TwoStageService(Service):
             key = f"{self.config.kafka.group_id}/{name}"
             found = self._stored(key)
             self._dirty.discard(name)
+            self._kept[key] = (None, None) if found is None else (found[1], found[2])
             if found is None:
                 self.stage1.restore(name, None)
                 self.offsets.pop(name, None)
@@ -204,6 +209,7 @@ class TwoStageService(Service):
             shard = self.shards[name] = MergeShard(self.config, self.profiles, self.spec, expected)
             found = self._stored(key)
             self._dirty_shards.discard(name)
+            self._kept[key] = (None, None) if found is None else (found[1], found[2])
             if found is None:
                 self.merge_offsets.pop(name, None)
                 self.merge_source.start_offsets[name] = OFFSET_BEGINNING
@@ -221,6 +227,45 @@ class TwoStageService(Service):
             self.shards.pop(name, None)
             self.merge_offsets.pop(name, None)
         log.info("partials partitions handed over: %s", sorted(names))
+
+    # -- outages: back to the checkpoints, read again from their offsets --------------------------------
+
+    def _restore(self) -> None:
+        """Every owned partition as its last checkpoint left it (kept in memory), both stages; a retry reads
+        each again from the checkpoint's offset (see :meth:`_wait`)."""
+        group = self.config.kafka.group_id
+        self._since = {}
+        for name in self.source.assigned:
+            offset, state = self._kept.get(f"{group}/{name}", (None, None))
+            self.stage1.restore(name, state)
+            if offset is None:
+                self.offsets.pop(name, None)
+            else:
+                self.offsets[name] = offset
+            self._since[split_partition_name(name)] = OFFSET_BEGINNING if offset is None else offset
+        self._dirty.clear()
+        self._batch_offsets = {}
+        self.merge_source.pause()
+        expected = frozenset(self.source.expected) or None
+        for name in list(self.shards):
+            offset, state = self._kept.get(f"{group}.merge/{name}", (None, None))
+            shard = self.shards[name] = MergeShard(self.config, self.profiles, self.spec, expected)
+            if state is not None:
+                shard.restore(state)
+            if offset is None:
+                self.merge_offsets.pop(name, None)
+            else:
+                self.merge_offsets[name] = offset
+        self._dirty_shards.clear()
+
+    def _wait(self) -> BatchReport:
+        self.merge_source.consumer.consume(self.config.kafka.batch_size, 0)  # paused: kept in its group
+        report = super()._wait()
+        if self._retry_at is None:  # the retry: stage 2 reads its partials again from the checkpoints too
+            self.merge_source.resume()
+            self.merge_source.seek({split_partition_name(name): self.merge_offsets.get(name, OFFSET_BEGINNING)
+                                    for name in self.shards})
+        return report
 
     def close(self) -> None:
         self.merge_source.close()

@@ -23,7 +23,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from driftline.config import Config
-from driftline.connectors.clickhouse import ClickHouseStore
+from driftline.connectors.clickhouse import ClickHouseStore, StoreUnavailable
 from driftline.connectors.kafka import KafkaSource, Publisher
 from driftline.service import Service
 from driftline.two_stage import TwoStageService, merge_settings
@@ -69,10 +69,10 @@ def single(broker: KafkaBroker, tmp_path_factory: pytest.TempPathFactory) -> dic
     return rows
 
 
-def two_stage_config(folder: Path, bootstrap: str, group: str) -> Config:
+def two_stage_config(folder: Path, bootstrap: str, group: str, **kafka: Any) -> Config:
     return service_config(folder, bootstrap, PREFIX, group, checkpoint_interval=0, stages="two",
                           partials_topic=PARTIALS,
-                          client={"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"})
+                          client={"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"}, **kafka)
 
 
 class Member:
@@ -202,6 +202,41 @@ def test_a_member_dying_between_checkpoints_loses_nothing_and_counts_nothing_twi
         rows = rows_written(store)
     assert read_again == TOTAL - checkpointed  # the batches after the last checkpoint were read twice
     assert rows == single
+
+
+def test_the_store_away_mid_stream_pauses_both_stages_and_changes_nothing(
+        tmp_path: Path, broker: KafkaBroker, single: dict[str, list[tuple[Any, ...]]]) -> None:
+    """The store fails while stage 2 writes its audit trail (twice in a row) and later while checkpointing:
+    both stages go back to their checkpoints, pause, and read again from there."""
+    cfg = two_stage_config(tmp_path, broker.bootstrap, "two-outage", retry_backoff=50, retry_backoff_max=100)
+    with opened(cfg) as store:
+        member = Member(cfg, store)
+        store.audit = failing(store.audit, {3, 4})  # type: ignore[method-assign]
+        store.write_checkpoints = failing(store.write_checkpoints, {6})  # type: ignore[method-assign]
+        try:
+            settle(broker.bootstrap, [member])
+            health = member.service.health
+        finally:
+            member.close()
+            for name in ("audit", "write_checkpoints"):
+                vars(store).pop(name)
+        rows = rows_written(store)
+    assert health.retries == 3 and health.outages >= 2 and not health.paused  # (3 outages when a batch came between)
+    assert rows == single
+
+
+def failing(call: Any, failures: set[int]) -> Any:
+    """``call``, raising StoreUnavailable on the calls numbered in ``failures`` (from 1)."""
+    calls = 0
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls in failures:
+            raise StoreUnavailable(f"call {calls} failed (injected)", "injected")
+        return call(*args, **kwargs)
+
+    return flaky
 
 
 def test_two_driftline_run_processes_write_what_one_process_writes(tmp_path: Path, broker: KafkaBroker) -> None:
