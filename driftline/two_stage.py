@@ -43,9 +43,10 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaException
 
 from driftline.config import Config, KafkaConfig, TopicConfig
 from driftline.connectors.clickhouse import ClickHouseStore
-from driftline.connectors.kafka import KafkaSource, Publisher, split_partition_name
+from driftline.connectors.kafka import KafkaSource, MessageBatch, Publisher, split_partition_name
 from driftline.connectors.kafka_fetch import MessageFetcher
 from driftline.engine.window_spec import WindowSpec
+from driftline.events import BadEvent, Events
 from driftline.merge import MergeShard
 from driftline.pipeline import StepResult
 from driftline.service import BatchReport, Service
@@ -85,7 +86,9 @@ class TwoStageService(Service):
         self.merge_source.before_assign = self._load_shards
         self.merge_source.before_revoke = self._hand_over_shards
 
-    def _process(self, batch: Any, events: Any, bad: list[Any], waiting: Any) -> BatchReport:
+    def _process(self, batch: MessageBatch, events: Events, bad: list[BadEvent],
+                 waiting: tuple[frozenset[str], frozenset[str], frozenset[str]]) -> BatchReport:
+        """Steps 2-5 of the module docstring (``waiting`` is the single-stage watermark's; not used here)."""
         counted = self.stage1.count(events, int(self.clock() * 1000))
         totals = self.pipeline.totals
         totals.events += len(events) + len(bad)

@@ -18,17 +18,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from driftline.config import Config
+from driftline.config import Config, WindowConfig
 from driftline.connectors.clickhouse import ClickHouseStore, StoreUnavailable
 from driftline.connectors.kafka import KafkaSource, Publisher
 from driftline.service import Service
 from driftline.two_stage import TwoStageService, merge_settings
 from tests.integration.conftest import opened, table_rows
-from tests.integration.streams import PER_MINUTE, drain, outcome, produce, service_config, stream_events
+from tests.integration.streams import MINUTE, PER_MINUTE, drain, outcome, produce, service_config, stream_events
 from tests.kafka_broker import KafkaBroker, create_topic
 
 pytestmark = pytest.mark.integration
@@ -70,9 +71,9 @@ def single(broker: KafkaBroker, tmp_path_factory: pytest.TempPathFactory) -> dic
 
 
 def two_stage_config(folder: Path, bootstrap: str, group: str, **kafka: Any) -> Config:
-    return service_config(folder, bootstrap, PREFIX, group, checkpoint_interval=0, stages="two",
-                          partials_topic=PARTIALS,
-                          client={"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"}, **kafka)
+    settings = {"checkpoint_interval": 0, "stages": "two", "partials_topic": PARTIALS,
+                "client": {"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"}, **kafka}
+    return service_config(folder, bootstrap, PREFIX, group, **settings)
 
 
 class Member:
@@ -98,7 +99,8 @@ def partials_end(bootstrap: str, topic: str = PARTIALS) -> dict[str, int]:
         consumer.close()
 
 
-def settle(bootstrap: str, members: list[Member], timeout: float = 50, idle_steps: int = 6) -> None:
+def settle(bootstrap: str, members: list[Member], timeout: float = 50, idle_steps: int = 6,
+           partials: str = PARTIALS) -> None:
     """Step the members in turn until every message is counted by stage 1, every partials record added up
     by stage 2, everything checkpointed, and ``idle_steps`` rounds brought nothing."""
     deadline, idle = time.monotonic() + timeout, 0
@@ -108,7 +110,7 @@ def settle(bootstrap: str, members: list[Member], timeout: float = 50, idle_step
         counted = {name: o for m in members for name, o in m.service.offsets.items()}
         merged = {name: o for m in members for name, o in m.service.merge_offsets.items()}
         done = sum(counted.values()) >= TOTAL and all(merged.get(name, 0) >= end
-                                                      for name, end in partials_end(bootstrap).items())
+                                                      for name, end in partials_end(bootstrap, partials).items())
         idle = idle + 1 if done and not messages else 0
 
 
@@ -237,6 +239,47 @@ def failing(call: Any, failures: set[int]) -> Any:
         return call(*args, **kwargs)
 
     return flaky
+
+
+def test_out_of_order_hopping_windows_are_the_same_for_one_member_and_two(tmp_path: Path, broker: KafkaBroker) -> None:
+    """Events out of order by up to 20 s in each partition, 1-minute windows every 30 s, 10 s of allowed
+    lateness: late events on every partition. One member, then two members of another group (the second
+    joining after a third of the stream), write the same windows, late counts and alerts."""
+    topic, partials = f"{PREFIX}.disorder", f"{PREFIX}.disorder-partials"
+    create_topic(broker.bootstrap, topic, PARTITIONS)
+    create_topic(broker.bootstrap, partials, 2)
+    rng = np.random.default_rng(11)
+    events = stream_events(range(MINUTES), incident_minutes=(2, 3, 4))
+    for event in events:
+        event["event_time"] += int(rng.integers(-20_000, 20_000))
+    produce(broker.bootstrap, topic, events, partitions=PARTITIONS)
+
+    def config(folder: Path, group: str) -> Config:
+        cfg = two_stage_config(folder, broker.bootstrap, group, partials_topic=partials, topics=[{"topic": topic}])
+        return cfg.model_copy(update={"windows": WindowConfig(size=MINUTE, hop=MINUTE // 2, allowed_lateness=10_000,
+                                                               max_future=None)})
+
+    results = []
+    for group, join_after in (("disorder-one", None), ("disorder-two", TOTAL // 3)):
+        cfg = config(tmp_path / group, group)
+        with opened(cfg) as store:
+            members = [Member(cfg, store)]
+            try:
+                if join_after is not None:
+                    deadline = time.monotonic() + 30
+                    while sum(members[0].service.offsets.values()) < join_after:
+                        assert time.monotonic() < deadline
+                        members[0].service.step()
+                    members.append(Member(cfg, store))
+                settle(broker.bootstrap, members, partials=partials)
+            finally:
+                for member in members:
+                    member.close()
+            results.append(rows_written(store))
+        gc.collect()
+    one, two = results
+    assert one["windows"] and one["late_events"] and one["alerts"]
+    assert two == one
 
 
 def test_two_driftline_run_processes_write_what_one_process_writes(tmp_path: Path, broker: KafkaBroker) -> None:

@@ -33,7 +33,7 @@ def profile() -> ReferenceProfile:
                          score_column="score")
 
 
-def events(seed: int, n: int, partitions: int, extra: list[dict[str, Any]] = ()) -> Events:  # type: ignore[assignment]
+def events(seed: int, n: int, partitions: int, extra: tuple[dict[str, Any], ...] = ()) -> Events:
     """``n`` credit events over four minutes, out of order by up to 30 s, spread over the partitions."""
     rng = np.random.default_rng(seed)
     times = T0 + np.sort(rng.integers(0, 4 * MINUTE, n)) + rng.integers(-30_000, 30_000, n)
@@ -79,11 +79,11 @@ def test_a_partials_record_survives_its_wire_format(profile: ReferenceProfile) -
 
 
 def test_halves_unknown_models_and_future_events_are_refused(profile: ReferenceProfile) -> None:
-    extra = [{"request_id": "q", "model": "credit", "model_version": "3", "event_time": T0, "features": {}},
+    extra = ({"request_id": "q", "model": "credit", "model_version": "3", "event_time": T0, "features": {}},
              {"request_id": "u", "model": "other", "model_version": "1", "event_time": T0, "features": {},
               "score": 0.5},
              {"request_id": "f", "model": "credit", "model_version": "3", "event_time": T0 + 10 * MINUTE,
-              "features": {}, "score": 0.5}]
+              "features": {}, "score": 0.5})
     result = StageOne({KEY: profile}, SPEC, MINUTE).count(events(3, 10, 1, extra), now_ms=T0 + 4 * MINUTE)
     assert sorted(b.error_class for b in result.bad) == ["FutureEvent", "UnknownModel", "Unsupported"]
     assert result.accepted + result.late == 10
