@@ -173,6 +173,31 @@ def test_a_member_joining_mid_stream_changes_nothing(
     assert rows == single
 
 
+def test_a_member_leaving_mid_stream_changes_nothing(
+        tmp_path: Path, broker: KafkaBroker, single: dict[str, list[tuple[Any, ...]]]) -> None:
+    """Two members share the stream; after a third of it one stops cleanly (its partitions' last
+    checkpoints written as the group takes them away) and the other reads the rest."""
+    cfg = two_stage_config(tmp_path, broker.bootstrap, "two-leave")
+    with opened(cfg) as store:
+        members = [Member(cfg, store), Member(cfg, store)]
+        try:
+            deadline = time.monotonic() + 30
+            while sum(o for m in members for o in m.service.offsets.values()) < TOTAL // 3 or \
+                    not all(m.source.assigned for m in members):
+                assert time.monotonic() < deadline
+                for member in members:
+                    member.service.step()
+            members.pop().close()
+            settle(broker.bootstrap, members)
+            owned = set(members[0].source.assigned)
+        finally:
+            for member in members:
+                member.close()
+        rows = rows_written(store)
+    assert len(owned) == PARTITIONS
+    assert rows == single
+
+
 def test_a_member_dying_between_checkpoints_loses_nothing_and_counts_nothing_twice(
         tmp_path: Path, broker: KafkaBroker, single: dict[str, list[tuple[Any, ...]]]) -> None:
     """The first member reads a third of the stream with a checkpoint after each batch, then a few batches
