@@ -354,7 +354,8 @@ def test_two_driftline_run_processes_write_what_one_process_writes(tmp_path: Pat
                 "SELECT DISTINCT group_id FROM driftline.checkpoints WHERE group_id LIKE '%.live[%'")[1]})
         gc.collect()
     assert all(counted) and set.union(*counted) == {f"{group}/{topic}[{p}]" for p in range(PARTITIONS)}
-    single_cfg = service_config(tmp_path / "single", broker.bootstrap, PREFIX, f"{group}-single", topics=[{"topic": topic}])
+    single_cfg = service_config(tmp_path / "single", broker.bootstrap, PREFIX, f"{group}-single",
+                                topics=[{"topic": topic}])
     with opened(single_cfg) as store:
         source = KafkaSource(single_cfg.kafka)
         try:
