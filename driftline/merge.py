@@ -27,8 +27,8 @@ from driftline.engine.partials import PartialMerge
 from driftline.engine.policy import Decider, DeciderState
 from driftline.engine.profile import ReferenceProfile
 from driftline.engine.window_spec import WindowSpec
-from driftline.pipeline import MAX_LATE_WINDOWS, LateTally, StepResult, Totals, _assessment_policy, _policies, \
-    decide_and_persist
+from driftline.pipeline import (MAX_LATE_WINDOWS, LateTally, StepResult, Totals, assessment_policy, decide_and_persist,
+                                decision_policies)
 from driftline.stage import Key, PartialRecord, split_key
 
 
@@ -45,7 +45,7 @@ class MergeShard:
         self.merges: dict[Key, PartialMerge] = {}
         self.monitors: dict[Key, ModelMonitor] = {}
         state = DeciderState()
-        self.deciders = {model.name: Decider(*_policies(config, model), state=state) for model in config.models}
+        self.deciders = {model.name: Decider(*decision_policies(config, model), state=state) for model in config.models}
         self.late = LateTally()
         self.late_seen: dict[tuple[str, str, str, int], int] = {}
         """(model, version, source partition, pane) → the largest running late count received."""
@@ -81,7 +81,7 @@ class MergeShard:
             if profile is None:  # (stage 1 refuses unknown models; a record of one since removed is ignored)
                 return None
             model = next(m for m in self.config.models if m.name == key[0])
-            monitor = self.monitors[key] = ModelMonitor(profile, self.spec, _assessment_policy(model),
+            monitor = self.monitors[key] = ModelMonitor(profile, self.spec, assessment_policy(model),
                                                         watch_score=False)
             merge = self.merges[key] = PartialMerge(monitor.features, self.spec)
             merge.hold(self.expected)

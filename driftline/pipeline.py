@@ -86,13 +86,13 @@ class Pipeline:
                           allowed_lateness_ms=config.windows.allowed_lateness,
                           max_open_panes=config.windows.max_open_panes, max_future_ms=config.windows.max_future)
         for model in config.models:
-            self.deciders[model.name] = Decider(*_policies(config, model), state=state)
+            self.deciders[model.name] = Decider(*decision_policies(config, model), state=state)
             for version, path in model.references.items():
                 profile = (profiles or {}).get((model.name, version)) or load_profile(path)
                 if (profile.model, profile.model_version) != (model.name, version):
                     raise ConfigError(f"models.{model.name}.references.{version}: {path} profiles "
                                       f"{profile.model} {profile.model_version}, not {model.name} {version}")
-                self.monitors[(model.name, version)] = ModelMonitor(profile, spec, _assessment_policy(model))
+                self.monitors[(model.name, version)] = ModelMonitor(profile, spec, assessment_policy(model))
 
     def process(self, events: Events, bad: list[BadEvent] | None = None, now_ms: int | None = None,
                 partitioned: bool = False) -> StepResult:
@@ -338,7 +338,7 @@ def audit_entries(step: StepResult) -> list[AuditEntry]:
     return entries
 
 
-def _assessment_policy(model: ModelConfig) -> AssessmentPolicy:
+def assessment_policy(model: ModelConfig) -> AssessmentPolicy:
     p = model.policy
     kwargs: dict[str, Any] = {"min_samples": p.min_samples, "drift_share": p.drift_share,
                               "pvalue_correction": p.pvalue_correction}
@@ -347,7 +347,7 @@ def _assessment_policy(model: ModelConfig) -> AssessmentPolicy:
     return AssessmentPolicy(**kwargs)
 
 
-def _policies(config: Config, model: ModelConfig) -> tuple[AlertPolicy, RollbackPolicy]:
+def decision_policies(config: Config, model: ModelConfig) -> tuple[AlertPolicy, RollbackPolicy]:
     p, fleet = model.policy, config.rollback
     return (AlertPolicy(consecutive=p.consecutive, resolve_after=p.resolve_after),
             RollbackPolicy(triggers=dict(p.rollback_on), cooldown_ms=p.cooldown, daily_cap=p.daily_cap,
