@@ -208,6 +208,25 @@ class KafkaConfig(_Strict):
     """How long a batch may spend fetching back, by offset, the messages of its bad events that were
     consumed in an earlier batch (unmatched join halves); past it they are dead-lettered with headers
     only, ``driftline.payload.missing`` saying why."""
+    stages: Literal["single", "two"] = "single"
+    """``single``: one process per consumer group counts and closes windows. ``two``: every member counts
+    partial windows of its partitions and publishes them to ``partials_topic``; a second consumer group
+    (``<group_id>.merge``) adds them up and closes windows, so several members of one group give the
+    windows one gives (docs/scaling.md). Combined events only, for now."""
+    partials_topic: str = Field("driftline.partials", min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    """With ``stages: two``: the topic of partial windows, keyed by ``model|version``."""
+
+    @model_validator(mode="after")
+    def _two_stages_without_join(self) -> KafkaConfig:
+        if self.stages != "two":
+            return self
+        halves = [t.topic for t in self.topics if t.format in ("oip-json", "oip-protobuf", "kserve-cloudevents")
+                  or (t.format == "avro" and t.avro_schema != "scoring_event.avsc")]
+        if halves:
+            raise ValueError(f"stages: two counts combined scoring events only (request and response in one "
+                             f"record); {', '.join(halves)} carry requests or responses to join, which needs "
+                             "stages: single for now")
+        return self
 
 
 class Config(_Strict):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -31,6 +32,7 @@ from driftline.connectors.profiles import load_profile
 from driftline.engine.assess import AssessmentPolicy, Threshold
 from driftline.engine.bins import as_float
 from driftline.engine.changewatch import ChangeDetection
+from driftline.engine.features import FeatureSet
 from driftline.engine.monitor import ModelMonitor, WindowReport
 from driftline.engine.policy import AlertEvent, AlertPolicy, Decider, DeciderState, RollbackPolicy, RollbackRequest
 from driftline.engine.profile import ReferenceProfile
@@ -78,19 +80,19 @@ class Pipeline:
         self.deciders: dict[str, Decider] = {}
         self.totals = Totals()
         self._newest: int | None = None
-        self._late: dict[tuple[str, str, str], int] = {}
+        self.late = LateTally()
         state = DeciderState()  # shared: the circuit breaker is fleet-wide
         spec = WindowSpec(size_ms=config.windows.size, hop_ms=config.windows.hop,
                           allowed_lateness_ms=config.windows.allowed_lateness,
                           max_open_panes=config.windows.max_open_panes, max_future_ms=config.windows.max_future)
         for model in config.models:
-            self.deciders[model.name] = Decider(*_policies(config, model), state=state)
+            self.deciders[model.name] = Decider(*decision_policies(config, model), state=state)
             for version, path in model.references.items():
                 profile = (profiles or {}).get((model.name, version)) or load_profile(path)
                 if (profile.model, profile.model_version) != (model.name, version):
                     raise ConfigError(f"models.{model.name}.references.{version}: {path} profiles "
                                       f"{profile.model} {profile.model_version}, not {model.name} {version}")
-                self.monitors[(model.name, version)] = ModelMonitor(profile, spec, _assessment_policy(model))
+                self.monitors[(model.name, version)] = ModelMonitor(profile, spec, assessment_policy(model))
 
     def process(self, events: Events, bad: list[BadEvent] | None = None, now_ms: int | None = None,
                 partitioned: bool = False) -> StepResult:
@@ -137,7 +139,7 @@ class Pipeline:
             "monitors": {f"{m}\x1f{v}": monitor.snapshot() for (m, v), monitor in self.monitors.items()},
             "joiner": self.joiner.snapshot(),
             "decider": decider.state.to_dict() if decider is not None else None,
-            "late": [[m, v, w, n] for (m, v, w), n in self._late.items()],
+            "late": self.late.snapshot(),
             "newest": self._newest,
         }
 
@@ -151,7 +153,7 @@ class Pipeline:
             state = DeciderState.from_dict(data["decider"])
             for decider in self.deciders.values():  # one fleet-wide state, shared
                 decider.state = state
-        self._late = {(m, v, w): int(n) for m, v, w, n in data["late"]}
+        self.late.restore(data["late"])
         self._newest = data["newest"]
 
     # -- stages ---------------------------------------------------------------------------------------
@@ -202,7 +204,7 @@ class Pipeline:
             self.totals.accepted += update.accepted
             self.totals.late += monitor.state.late_events - late_before
             if self.store is not None and update.late:
-                self.store.write_late(key[0], key[1], self._running_late(key, update.late))
+                self.store.write_late(key[0], key[1], self.late.running(key, update.late))
             step.reports.extend(update.reports)
             if update.detections:
                 newest = int(group.event_time.max())
@@ -229,36 +231,58 @@ class Pipeline:
             self._newest = newest if self._newest is None else max(self._newest, newest)
         return events
 
-    def _running_late(self, key: tuple[str, str], late: list[LateCount]) -> list[LateCount]:
-        """Late counts so far per window (the store keeps the largest), remembered for recent windows."""
+    def _decide_and_persist(self, step: StepResult) -> None:
+        decide_and_persist(step, self.deciders, {key: m.features for key, m in self.monitors.items()}, self.totals,
+                           self.store)
+
+
+def decide_and_persist(step: StepResult, deciders: Mapping[str, Decider],
+                       features: Mapping[tuple[str, str], FeatureSet], totals: Totals,
+                       store: ClickHouseStore | None) -> None:
+    """Fold the step's windows through the deciders in order of window end, count, and write windows,
+    alerts, rollback requests and audit entries to the store (in that order; every insert idempotent)."""
+    step.reports.sort(key=lambda r: (r.window.end_ms, r.window.model, r.window.model_version))
+    for report in step.reports:
+        alerts, rollbacks = deciders[report.window.model].step(report.ref, report.assessment)
+        step.alerts.extend(alerts)
+        step.rollbacks.extend(rollbacks)
+    totals.windows += len(step.reports)
+    totals.alerts += len(step.alerts)
+    totals.rollbacks += len(step.rollbacks)
+    for bad in step.bad:
+        totals.bad[bad.stage] += 1
+    if store is None:
+        return
+    for key in sorted({(r.window.model, r.window.model_version) for r in step.reports}):
+        store.write_windows(features[key], [r for r in step.reports if (r.window.model, r.window.model_version) == key])
+    store.write_alerts(step.alerts)
+    store.write_rollbacks(step.rollbacks)
+    store.audit(audit_entries(step))
+
+
+class LateTally:
+    """Late events so far per window (the store keeps the largest count written), remembered for the
+    ``MAX_LATE_WINDOWS`` most recent windows."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str, str], int] = {}
+
+    def running(self, key: tuple[str, str], late: list[LateCount]) -> list[LateCount]:
+        """``late`` (new late events per window) → the running count of each of those windows."""
         running = []
         for count in late:
-            total = self._late.pop((*key, count.window_id), 0) + count.count
-            self._late[(*key, count.window_id)] = total
+            total = self.counts.pop((*key, count.window_id), 0) + count.count
+            self.counts[(*key, count.window_id)] = total
             running.append(replace(count, count=total))
-        while len(self._late) > MAX_LATE_WINDOWS:
-            del self._late[next(iter(self._late))]
+        while len(self.counts) > MAX_LATE_WINDOWS:
+            del self.counts[next(iter(self.counts))]
         return running
 
-    def _decide_and_persist(self, step: StepResult) -> None:
-        step.reports.sort(key=lambda r: (r.window.end_ms, r.window.model, r.window.model_version))
-        for report in step.reports:
-            alerts, rollbacks = self.deciders[report.window.model].step(report.ref, report.assessment)
-            step.alerts.extend(alerts)
-            step.rollbacks.extend(rollbacks)
-        self.totals.windows += len(step.reports)
-        self.totals.alerts += len(step.alerts)
-        self.totals.rollbacks += len(step.rollbacks)
-        for bad in step.bad:
-            self.totals.bad[bad.stage] += 1
-        if self.store is None:
-            return
-        for key in sorted({(r.window.model, r.window.model_version) for r in step.reports}):
-            self.store.write_windows(self.monitors[key].features,
-                                     [r for r in step.reports if (r.window.model, r.window.model_version) == key])
-        self.store.write_alerts(step.alerts)
-        self.store.write_rollbacks(step.rollbacks)
-        self.store.audit(audit_entries(step))
+    def snapshot(self) -> list[list[Any]]:
+        return [[m, v, w, n] for (m, v, w), n in self.counts.items()]
+
+    def restore(self, data: list[list[Any]]) -> None:
+        self.counts = {(m, v, w): int(n) for m, v, w, n in data}
 
 
 def typed_columns(profile: ReferenceProfile, events: Events) -> tuple[dict[str, NDArray[Any]], dict[int, str]]:
@@ -314,7 +338,7 @@ def audit_entries(step: StepResult) -> list[AuditEntry]:
     return entries
 
 
-def _assessment_policy(model: ModelConfig) -> AssessmentPolicy:
+def assessment_policy(model: ModelConfig) -> AssessmentPolicy:
     p = model.policy
     kwargs: dict[str, Any] = {"min_samples": p.min_samples, "drift_share": p.drift_share,
                               "pvalue_correction": p.pvalue_correction}
@@ -323,7 +347,7 @@ def _assessment_policy(model: ModelConfig) -> AssessmentPolicy:
     return AssessmentPolicy(**kwargs)
 
 
-def _policies(config: Config, model: ModelConfig) -> tuple[AlertPolicy, RollbackPolicy]:
+def decision_policies(config: Config, model: ModelConfig) -> tuple[AlertPolicy, RollbackPolicy]:
     p, fleet = model.policy, config.rollback
     return (AlertPolicy(consecutive=p.consecutive, resolve_after=p.resolve_after),
             RollbackPolicy(triggers=dict(p.rollback_on), cooldown_ms=p.cooldown, daily_cap=p.daily_cap,

@@ -44,9 +44,9 @@ its events (and every assigned partition nothing has been read from yet) has mov
 been read to its end. So a backlog handed out one partition at a time gives the same windows as live
 traffic.
 
-Not yet done (issue 4 continues): the checkpoint is one state per consumer group, so several consumers
-in one group are not supported yet: the engine's partial windows and their merge are built
-(``engine/partials.py``); the two-stage service that uses them is designed in docs/scaling.md. A
+Several consumers in one group: not with this service, whose checkpoint is one state per consumer
+group; ``kafka.stages: two`` runs :class:`~driftline.two_stage.TwoStageService` instead, which
+checkpoints per partition (docs/scaling.md). A
 partition that carried a model's events holds that model's watermark while it is not assigned here.
 An outage keeps the state of the last checkpoint in memory and re-reads everything since it, so a
 long outage costs a re-read of up to one batch, not more (nothing is consumed while paused). A
@@ -479,12 +479,22 @@ def run_service(config: Config, on_batch: Callable[[BatchReport], None] | None =
     source = KafkaSource(config.kafka)
     publisher = Publisher(config.kafka)
     fetcher = MessageFetcher(config.kafka)
+    merge_source = None
     try:
-        service = Service(config, store, source, publisher, fetcher=fetcher)
+        if config.kafka.stages == "two":
+            from driftline.two_stage import TwoStageService, merge_settings
+
+            merge_source = KafkaSource(merge_settings(config.kafka))
+            service: Service = TwoStageService(config, store, source, publisher, fetcher=fetcher,
+                                               merge_source=merge_source)
+        else:
+            service = Service(config, store, source, publisher, fetcher=fetcher)
         settle_garbage_collector()
         service.run(stop, on_batch)
     finally:
         source.close()
+        if merge_source is not None:
+            merge_source.close()
         fetcher.close()
         try:
             publisher.flush(config.kafka.publish_timeout / 1000)

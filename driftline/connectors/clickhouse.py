@@ -204,6 +204,16 @@ class ClickHouseStore:
         self._insert("checkpoints", ("group_id", "seq", "written_at", "offsets", "state"), [row],
                      token_rows=[[group_id, seq]])
 
+    def write_checkpoints(self, checkpoints: Sequence[tuple[str, int, dict[str, int], dict[str, Any]]]) -> None:
+        """Several checkpoints (group_id, seq, offsets, state) in one insert: the two-stage service's, one
+        per partition."""
+        now = datetime.now(tz=UTC)
+        rows = [[group_id, seq, now, json.dumps(offsets, sort_keys=True),
+                 json.dumps(state, allow_nan=False, separators=(",", ":"))]
+                for group_id, seq, offsets, state in checkpoints]
+        self._insert("checkpoints", ("group_id", "seq", "written_at", "offsets", "state"), rows,
+                     token_rows=[[group_id, seq] for group_id, seq, _, _ in checkpoints])
+
     def read_checkpoint(self, group_id: str) -> tuple[int, dict[str, int], dict[str, Any]] | None:
         _, rows = self.query(f"SELECT seq, offsets, state FROM {self.database}.checkpoints FINAL "
                              "WHERE group_id = {group:String}", {"group": group_id})

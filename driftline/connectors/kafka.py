@@ -23,7 +23,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from itertools import repeat
 from operator import is_not
@@ -163,11 +163,17 @@ class KafkaSource:
         """Where to start each partition when it is assigned (a checkpoint's offsets); else the committed one."""
         self.paused = False
         """Consumption paused (the store or the broker is away): partitions assigned meanwhile stay paused."""
+        self.before_assign: Callable[[set[str]], None] | None = None
+        """Called with the partitions being assigned before their ``start_offsets`` are read (the two-stage
+        service loads their checkpoints there)."""
+        self.before_revoke: Callable[[set[str], bool], None] | None = None
+        """Called with the partitions being taken away while they are still owned (a last checkpoint), and
+        whether they were lost (the session expired: another member may own them already)."""
         self.expected = self._partitions_of([t.topic for t in config.topics])
         """Every partition of the subscribed topics: one this member does not own yet may still deliver
         (after a restart, before the group hands it back), so it holds the watermark."""
         self.consumer.subscribe([t.topic for t in config.topics], on_assign=self._assigned,
-                                on_revoke=self._revoked, on_lost=self._revoked)
+                                on_revoke=self._revoked, on_lost=self._lost)
 
     def _partitions_of(self, topics: list[str]) -> set[str]:
         try:
@@ -179,6 +185,8 @@ class KafkaSource:
     def _assigned(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         names = {partition_name(p.topic, p.partition) for p in partitions}
         self.expected |= names
+        if self.before_assign is not None:
+            self.before_assign(names)
         for p in partitions:
             start = self.start_offsets.get(partition_name(p.topic, p.partition))
             if start is not None:
@@ -190,8 +198,13 @@ class KafkaSource:
         self.fresh |= names
         self.at_end -= names
 
-    def _revoked(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+    def _lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._revoked(consumer, partitions, lost=True)
+
+    def _revoked(self, consumer: Any, partitions: list[TopicPartition], lost: bool = False) -> None:
         names = {partition_name(p.topic, p.partition) for p in partitions}
+        if self.before_revoke is not None:
+            self.before_revoke(names & self.assigned, lost)
         self.assigned -= names
         self.fresh -= names
         self.at_end -= names
@@ -339,6 +352,10 @@ class Publisher:
         self._produce(self.config.control_topic, _avro(self._rollback_schema, record), request.model.encode(),
                       _cloudevent(ROLLBACK_TYPE, request.request_id, request.model,
                                   f"{request.model}/{request.model_version}", w.end_ms))
+
+    def partial(self, key: bytes, value: bytes) -> None:
+        """A partials record (two-stage service: :mod:`driftline.stage`) to ``kafka.partials_topic``."""
+        self._produce(self.config.partials_topic, value, key, [])
 
     def flush(self, timeout_s: float = 30.0) -> None:
         """Wait until every record is acknowledged; raise :class:`PublishError` if any was not (the caller

@@ -170,5 +170,13 @@ class PartialMerge:
     def flush(self) -> list[ClosedWindow]:
         return self.state.flush()
 
+    def snapshot(self) -> dict[str, Any]:
+        """Open panes, the partitions' marks and the partials already added, as plain JSON-ready data."""
+        return {"window_state": self.state.snapshot(), "received": sorted([s, p] for s, p in self.received)}
+
+    def restore(self, data: Mapping[str, Any]) -> None:
+        self.state = WindowState.restore(self.state.features, data["window_state"])
+        self.received = {(str(s), int(p)) for s, p in data["received"]}
+
     def _forget(self) -> None:
         self.received = {(s, p) for s, p in self.received if p in self.state.panes}

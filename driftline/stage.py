@@ -1,0 +1,205 @@
+"""Stage 1 of the two-stage service (``kafka.stages: two``): each source partition's events counted
+into partial windows, and the partials records that carry them to stage 2 (:mod:`driftline.merge`).
+
+Per (model version, source partition) a :class:`~driftline.engine.partials.PartitionPanes` counts the
+partition's events in its own order (a batch is grouped by model version, then by partition, keeping
+message order: no per-event Python). After each batch, one :class:`PartialRecord` per (model version,
+partition) that had events: the partition's largest event time, the panes that became final, and the
+*running* count of late events of each pane that got one in the batch. Running counts, not increments:
+a partition re-read from its checkpoint (after a crash or a handover) repeats the same running counts,
+and stage 2 keeps the largest it has seen, so nothing is counted twice.
+
+The state is kept per source partition (:meth:`StageOne.snapshot` / :meth:`StageOne.restore`), so a
+partition moves between members with its state.
+
+Wire format of a partials record (value of a message on ``kafka.partials_topic``, key ``model|version``),
+JSON::
+
+    {"v": 1, "model": "credit", "version": "3", "partition": "scoring[4]", "mark": 1767225659850,
+     "panes": [{"pane": 29453760, "counts": "<base64 of the int64 little-endian count vector>"}],
+     "late": {"29453759": 3}}
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from driftline.engine.features import FeatureSet
+from driftline.engine.partials import PanePartial, PartitionPanes
+from driftline.engine.profile import ReferenceProfile
+from driftline.engine.window_spec import WindowSpec
+from driftline.events import COMBINED, BadEvent, Events
+from driftline.join import group_indices
+from driftline.pipeline import typed_columns
+
+LATE_PANES = 10_000
+"""Panes per (model version, partition) whose running late count is remembered (the oldest go first)."""
+
+Key = tuple[str, str]
+
+
+@dataclass
+class PartialRecord:
+    """What one batch of one partition contributed to one model version's windows."""
+
+    model: str
+    version: str
+    partition: str
+    """The source partition, ``topic[p]``."""
+    mark: int | None
+    panes: list[PanePartial]
+    late: dict[int, int] = field(default_factory=dict)
+    """Pane → running count of the partition's late events for it (panes with a late event in the batch)."""
+
+    @property
+    def key(self) -> bytes:
+        return f"{self.model}|{self.version}".encode()
+
+    def encode(self) -> bytes:
+        return json.dumps({
+            "v": 1, "model": self.model, "version": self.version, "partition": self.partition, "mark": self.mark,
+            "panes": [{"pane": p.pane, "counts": base64.b64encode(p.counts.astype("<i8").tobytes()).decode()}
+                      for p in self.panes],
+            "late": {str(pane): n for pane, n in sorted(self.late.items())},
+        }, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, value: bytes) -> PartialRecord:
+        data = json.loads(value)
+        if data.get("v") != 1:
+            raise ValueError(f"partials record version {data.get('v')!r} is not 1")
+        return cls(str(data["model"]), str(data["version"]), str(data["partition"]), data["mark"],
+                   [PanePartial(int(p["pane"]), np.frombuffer(base64.b64decode(p["counts"]), dtype="<i8")
+                                .astype(np.int64)) for p in data["panes"]],
+                   {int(pane): int(n) for pane, n in data["late"].items()})
+
+
+@dataclass
+class StageOneResult:
+    records: list[PartialRecord] = field(default_factory=list)
+    bad: list[BadEvent] = field(default_factory=list)
+    accepted: int = 0
+    late: int = 0
+
+
+class StageOne:
+    """The partial windows of the source partitions this member owns."""
+
+    def __init__(self, profiles: Mapping[Key, ReferenceProfile], spec: WindowSpec, max_future_ms: int | None) -> None:
+        self.features = {key: FeatureSet(profile) for key, profile in profiles.items()}
+        self.spec = spec
+        self.max_future_ms = max_future_ms
+        self.panes: dict[str, dict[Key, PartitionPanes]] = {}
+        """Source partition → model version → its open panes."""
+        self.late: dict[str, dict[Key, dict[int, int]]] = {}
+        """Source partition → model version → pane → running count of late events."""
+
+    def count(self, events: Events, now_ms: int | None) -> StageOneResult:
+        """One batch (in message order; ``events.source`` names each event's partition)."""
+        result = StageOneResult()
+        events = self._usable(events, now_ms, result)
+        for key, rows in sorted(group_indices(events).items()):
+            group = events.take(rows)
+            features = self.features.get(key)
+            if features is None:
+                result.bad.extend(BadEvent(str(origin), "engine", "UnknownModel",
+                                           f"no reference profile configured for model {key[0]} version {key[1]}")
+                                  for origin in group.position)
+                continue
+            columns, invalid = typed_columns(features.profile, group)
+            if invalid:
+                result.bad.extend(BadEvent(str(group.position[row]), "validate", "SchemaMismatch", reason)
+                                  for row, reason in invalid.items())
+                keep = np.setdiff1d(np.arange(len(group)), np.fromiter(invalid, dtype=np.intp))
+                group = group.take(keep)
+                columns = {name: values[keep] for name, values in columns.items()}
+            for partition, part in _by_partition(group.source):
+                self._count(key, partition, group.event_time[part], {k: v[part] for k, v in columns.items()},
+                            result)
+        return result
+
+    def _count(self, key: Key, partition: str, times: NDArray[np.int64], columns: Mapping[str, NDArray[Any]],
+               result: StageOneResult) -> None:
+        panes = self.panes.setdefault(partition, {})
+        stage = panes.get(key)
+        if stage is None:
+            stage = panes[key] = PartitionPanes(self.features[key], self.spec)
+        update = stage.update(times, columns)
+        late = self.late.setdefault(partition, {}).setdefault(key, {})
+        for pane, n in update.late.items():
+            late[pane] = late.pop(pane, 0) + n
+        while len(late) > LATE_PANES:
+            del late[min(late)]
+        result.accepted += len(update.accepted_rows)
+        result.late += sum(update.late.values())
+        result.records.append(PartialRecord(key[0], key[1], partition, update.mark, update.partials,
+                                            {pane: late[pane] for pane in update.late if pane in late}))
+
+    def _usable(self, events: Events, now_ms: int | None, result: StageOneResult) -> Events:
+        """Combined events within ``max_future`` of the clock; the others as bad events."""
+        if not len(events):
+            return events
+        halves = events.kind != COMBINED
+        result.bad.extend(BadEvent(str(origin), "join", "Unsupported", "a request or response half: kafka.stages "
+                                   "two counts combined events only (the join needs stages: single for now)")
+                          for origin in events.position[halves])
+        ahead = np.zeros(len(events), dtype=bool)
+        if self.max_future_ms is not None and now_ms is not None:
+            ahead = ~halves & (events.event_time > now_ms + self.max_future_ms)
+            result.bad.extend(BadEvent(str(origin), "engine", "FutureEvent",
+                                       f"event time more than {self.max_future_ms // 1000}s ahead of {now_ms} "
+                                       "(epoch ms)") for origin in events.position[ahead])
+        if halves.any() or ahead.any():
+            events = events.take(np.flatnonzero(~halves & ~ahead))
+        return events
+
+    def snapshot(self, partition: str) -> dict[str, Any]:
+        """One source partition's state, JSON-ready."""
+        return {"panes": {f"{m}\x1f{v}": stage.snapshot() for (m, v), stage in self.panes.get(partition, {}).items()},
+                "late": {f"{m}\x1f{v}": {str(p): n for p, n in late.items()}
+                         for (m, v), late in self.late.get(partition, {}).items()}}
+
+    def restore(self, partition: str, data: Mapping[str, Any] | None) -> None:
+        """A source partition's state as a checkpoint left it (None: as new)."""
+        self.drop(partition)
+        if data is None:
+            return
+        for name, snapshot in data["panes"].items():
+            key = split_key(name)
+            if key in self.features:  # a model version since removed from the configuration is forgotten
+                stage = self.panes.setdefault(partition, {})[key] = PartitionPanes(self.features[key], self.spec)
+                stage.restore(snapshot)
+        for name, late in data["late"].items():
+            key = split_key(name)
+            self.late.setdefault(partition, {})[key] = {int(p): int(n) for p, n in late.items()}
+
+    def drop(self, partition: str) -> None:
+        """Forget a partition (handed to another member)."""
+        self.panes.pop(partition, None)
+        self.late.pop(partition, None)
+
+
+def split_key(name: str) -> Key:
+    """``model\x1fversion`` (as snapshots name a model version) → (model, version)."""
+    model, version = name.split("\x1f", 1)
+    return model, version
+
+
+def _by_partition(sources: NDArray[Any]) -> list[tuple[str, NDArray[np.intp]]]:
+    """Row indices of each partition, in message order."""
+    if not len(sources):
+        return []
+    names = np.asarray(sources).astype(str)
+    if (names == names[0]).all():
+        return [(str(names[0]), np.arange(len(names)))]
+    unique, inverse = np.unique(names, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(len(unique) + 1))
+    return [(str(name), order[bounds[i]:bounds[i + 1]]) for i, name in enumerate(unique.tolist())]
