@@ -46,10 +46,10 @@ traffic.
 
 Several consumers in one group: not with this service, whose checkpoint is one state per consumer
 group; ``kafka.stages: two`` runs :class:`~driftline.two_stage.TwoStageService` instead, which
-checkpoints per partition (docs/scaling.md). A
-partition that carried a model's events holds that model's watermark while it is not assigned here.
-An outage keeps the state of the last checkpoint in memory and re-reads everything since it, so a
-long outage costs a re-read of up to one batch, not more (nothing is consumed while paused). A
+checkpoints per partition (docs/scaling.md). A partition that carried a model's events holds that
+model's watermark while it is not assigned here. An outage keeps the state of the last checkpoint in
+memory and re-reads everything since it, so a long outage costs a re-read of up to one checkpoint
+interval, not more (nothing is consumed while paused). A
 synchronous offset commit while the group coordinator is down blocks until librdkafka gives up (45 s
 was seen with default settings) before it is logged; committing asynchronously would avoid the stall.
 """
