@@ -122,7 +122,7 @@ def decode_batch(values: Sequence[bytes], schema: Mapping[str, Any]) -> Decoded 
     starts = ends - lengths
     buffer = np.frombuffer(b"".join(values), dtype=np.uint8)
     columns = np.empty((n, len(plans), 3), dtype=np.int64)  # the integer or the double's bits, start, length
-    kinds = np.empty((n, len(plans)), dtype=np.int8)
+    kinds = np.full((n, len(plans)), ABSENT, dtype=np.int8)  # (a field a failed message never reached: no range)
     failed = np.zeros(n, dtype=bool)
     capacity = KEY_CAPACITY
     while True:
@@ -259,7 +259,7 @@ def _is_key(buffer: Any, at: int, length: int, field: int, keys: Any, k: int) ->
     return keys[k, 0] == field and keys[k, 2] == length and _same(buffer, keys[k, 1], at, length)
 
 
-@numba.njit(cache=False, nogil=True)
+@numba.njit(cache=False, nogil=True, inline="always")
 def _intern(buffer: Any, at: int, length: int, field: int, keys: Any, used: int, hint: int) -> int:
     """The id of the map key at (at, length): ``hint`` (the key at this entry's place in the last
     message) if it is that one, else a known key, else a new id (``used``); -1 when ``keys`` is full."""

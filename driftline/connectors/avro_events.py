@@ -82,7 +82,7 @@ def avro_events(values: Sequence[bytes], schema: Any, origins: Sequence[str],
     good = ~decoded.failed
     ids = {}
     for name in _TEXT_FIELDS:
-        ids[name], ok = _text_column(decoded, _plain(fields[name]), intern=name != "request_id")
+        ids[name], ok = _text_column(decoded, _plain(fields[name]), good, intern=name != "request_id")
         good &= ok
     times = _plain(fields["event_time"])
     good &= (times.kind == INTEGER) & (times.integer >= MIN_EVENT_TIME_MS) & (times.integer < MAX_EVENT_TIME_MS)
@@ -123,10 +123,11 @@ def _plain(field: Values | dict[str, Values]) -> Values:
     return field
 
 
-def _text_column(decoded: Decoded, values: Values, intern: bool) -> tuple[NDArray[Any], NDArray[np.bool_]]:
-    """Non-empty text without NUL characters, and the mask of rows that have it; ``intern``: few distinct
-    values (a model name), kept as shared ``str`` objects."""
-    ok = (values.kind == STRING) & (values.length > 0)
+def _text_column(decoded: Decoded, values: Values, decodable: NDArray[np.bool_],
+                 intern: bool) -> tuple[NDArray[Any], NDArray[np.bool_]]:
+    """Non-empty text without NUL characters, and the mask of rows that have it (read only where
+    ``decodable``); ``intern``: few distinct values (a model name), kept as shared ``str`` objects."""
+    ok = decodable & (values.kind == STRING) & (values.length > 0)
     strings, invalid = text(decoded.buffer, np.where(ok, values.start, 0), np.where(ok, values.length, 0),
                             nul_invalid=True)
     ok &= ~invalid
