@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -179,23 +179,10 @@ class Pipeline:
         if partitioned and len(events):
             partitions = events.source if len(events.source) == len(events) else \
                 np.char.partition(events.position.astype(str), "@")[:, 0]
-        for key, rows in sorted(group_indices(events).items()):
-            group = events.take(rows)
-            monitor = self.monitors.get(key)
-            if monitor is None:
-                step.bad.extend(BadEvent(str(origin), "engine", "UnknownModel",
-                                         f"no reference profile configured for model {key[0]} version {key[1]}")
-                                for origin in group.position)
-                continue
-            columns, invalid = typed_columns(monitor.profile, group)
-            for row, reason in invalid.items():
-                step.bad.append(BadEvent(str(group.position[row]), "validate", "SchemaMismatch", reason))
+        profiles = {key: monitor.profile for key, monitor in self.monitors.items()}
+        for key, rows, group, columns in model_groups(events, profiles, step.bad):
+            monitor = self.monitors[key]
             sources = partitions[rows] if partitions is not None else None
-            if invalid:
-                keep = np.setdiff1d(np.arange(len(group)), np.fromiter(invalid, dtype=np.intp))
-                group = group.take(keep)
-                columns = {name: values[keep] for name, values in columns.items()}
-                sources = sources[keep] if sources is not None else None
             late_before = monitor.state.late_events
             update = monitor.update(group.event_time, columns, now_ms, sources)
             for row in update.rejected.tolist():
@@ -283,6 +270,29 @@ class LateTally:
 
     def restore(self, data: list[list[Any]]) -> None:
         self.counts = {(m, v, w): int(n) for m, v, w, n in data}
+
+
+def model_groups(events: Events, profiles: Mapping[tuple[str, str], ReferenceProfile], bad: list[BadEvent]
+                 ) -> Iterator[tuple[tuple[str, str], NDArray[np.intp], Events, dict[str, NDArray[Any]]]]:
+    """Each (model, version)'s usable events, in order: (key, their rows in ``events``, the events,
+    their typed columns). Events of a model version without a profile, and rows whose values have the
+    wrong type, go to ``bad``."""
+    for key, rows in sorted(group_indices(events).items()):
+        group = events.take(rows)
+        profile = profiles.get(key)
+        if profile is None:
+            bad.extend(BadEvent(str(origin), "engine", "UnknownModel",
+                                f"no reference profile configured for model {key[0]} version {key[1]}")
+                       for origin in group.position)
+            continue
+        columns, invalid = typed_columns(profile, group)
+        if invalid:
+            bad.extend(BadEvent(str(group.position[row]), "validate", "SchemaMismatch", reason)
+                       for row, reason in invalid.items())
+            keep = np.setdiff1d(np.arange(len(group)), np.fromiter(invalid, dtype=np.intp))
+            rows, group = rows[keep], group.take(keep)
+            columns = {name: values[keep] for name, values in columns.items()}
+        yield key, rows, group, columns
 
 
 def typed_columns(profile: ReferenceProfile, events: Events) -> tuple[dict[str, NDArray[Any]], dict[int, str]]:

@@ -369,13 +369,17 @@ class Service:
         self.offsets.update(self._batch_offsets)
         self._uncommitted |= bool(self._batch_offsets)
         self._batch_offsets = {}
+        self._batch_done(batch)
+        return BatchReport(len(batch), result, len(result.bad))
+
+    def _batch_done(self, batch: MessageBatch) -> None:
+        """A batch went through: checkpoint when the interval has passed; a paused service goes on."""
         if self.clock() - self._checkpointed_at >= self.config.kafka.checkpoint_interval / 1000:
             self.checkpoint()
         if self.health.paused and len(batch):  # (right after a retry's seek, a poll may bring nothing yet)
             log.info("store and broker answer again after %d failures: consumption goes on", self._attempts)
             self.health.paused = False
             self.backoff.reset()
-        return BatchReport(len(batch), result, len(result.bad))
 
     def _dead_letter(self, batch: MessageBatch, bad: list[BadEvent]) -> None:
         """Each bad event to the dead-letter topic with its message's value and key: from the batch in hand,

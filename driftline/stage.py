@@ -36,8 +36,7 @@ from driftline.engine.partials import PanePartial, PartitionPanes
 from driftline.engine.profile import ReferenceProfile
 from driftline.engine.window_spec import WindowSpec
 from driftline.events import COMBINED, BadEvent, Events
-from driftline.join import group_indices
-from driftline.pipeline import typed_columns
+from driftline.pipeline import model_groups
 
 LATE_PANES = 10_000
 """Panes per (model version, partition) whose running late count is remembered (the oldest go first)."""
@@ -105,21 +104,8 @@ class StageOne:
         """One batch (in message order; ``events.source`` names each event's partition)."""
         result = StageOneResult()
         events = self._usable(events, now_ms, result)
-        for key, rows in sorted(group_indices(events).items()):
-            group = events.take(rows)
-            features = self.features.get(key)
-            if features is None:
-                result.bad.extend(BadEvent(str(origin), "engine", "UnknownModel",
-                                           f"no reference profile configured for model {key[0]} version {key[1]}")
-                                  for origin in group.position)
-                continue
-            columns, invalid = typed_columns(features.profile, group)
-            if invalid:
-                result.bad.extend(BadEvent(str(group.position[row]), "validate", "SchemaMismatch", reason)
-                                  for row, reason in invalid.items())
-                keep = np.setdiff1d(np.arange(len(group)), np.fromiter(invalid, dtype=np.intp))
-                group = group.take(keep)
-                columns = {name: values[keep] for name, values in columns.items()}
+        profiles = {key: features.profile for key, features in self.features.items()}
+        for key, _, group, columns in model_groups(events, profiles, result.bad):
             for partition, part in _by_partition(group.source):
                 self._count(key, partition, group.event_time[part], {k: v[part] for k, v in columns.items()},
                             result)

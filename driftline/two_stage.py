@@ -112,12 +112,7 @@ class TwoStageService(Service):
         for request in step.rollbacks:
             self.publisher.rollback(request)
         self.publisher.flush(self.config.kafka.publish_timeout / 1000)
-        if self.clock() - self._checkpointed_at >= self.config.kafka.checkpoint_interval / 1000:
-            self.checkpoint()
-        if self.health.paused and len(batch):  # (right after a retry's seek, a poll may bring nothing yet)
-            log.info("store and broker answer again after %d failures: consumption goes on", self._attempts)
-            self.health.paused = False
-            self.backoff.reset()
+        self._batch_done(batch)
         return BatchReport(len(batch) + merged, step, len(bad))
 
     def _merge(self) -> tuple[int, StepResult]:
