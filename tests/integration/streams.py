@@ -10,6 +10,7 @@ the tests that compare a disturbed run with one clean pass (crash recovery, stor
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 from collections.abc import Callable, Iterable
@@ -21,11 +22,12 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from driftline.config import Config
 from driftline.connectors.clickhouse import ClickHouseStore
+from driftline.connectors.kafka import KafkaSource, Publisher
 from driftline.connectors.profiles import save_profile
 from driftline.engine.profile import build_profile
 from driftline.service import Service
 from driftline.synthetic import CREDIT_CATEGORICAL, Incident, credit_applications
-from tests.integration.conftest import CREDIT_INCIDENT, table_rows
+from tests.integration.conftest import CREDIT_INCIDENT, opened, table_rows
 
 T0 = 1_767_225_600_000
 MINUTE = 60_000
@@ -121,6 +123,20 @@ def drain(service: Service, total: int, timeout: float = 60, idle_steps: int = 8
         report = service.step()
         done = sum(service.offsets.values()) >= total and not service.health.paused
         idle = idle + 1 if done and not report.messages else 0
+
+
+def single_stage_pass(cfg: Config, total: int) -> dict[str, list[tuple[Any, ...]]]:
+    """One undisturbed single-stage run over ``total`` messages with ``cfg``'s group and store: what it
+    leaves in the store (:func:`outcome`)."""
+    with opened(cfg) as store:
+        source = KafkaSource(cfg.kafka)
+        try:
+            drain(Service(cfg, store, source, Publisher(cfg.kafka)), total)
+        finally:
+            source.close()
+        rows = outcome(store)
+    gc.collect()
+    return rows
 
 
 def ce_ids(bootstrap: str, topic: str) -> list[str]:

@@ -30,7 +30,8 @@ from driftline.connectors.clickhouse import ClickHouseStore, StoreError
 from driftline.connectors.kafka import KafkaSource, Publisher
 from driftline.service import Service
 from tests.integration.conftest import opened
-from tests.integration.streams import MINUTE, PARTITIONS, T0, ce_ids, drain, outcome, produce, service_config, stream_events
+from tests.integration.streams import (MINUTE, PARTITIONS, T0, ce_ids, drain, outcome, produce, service_config,
+                                       single_stage_pass, stream_events)
 from tests.kafka_broker import KafkaBroker, create_topic
 
 pytestmark = pytest.mark.integration
@@ -62,15 +63,8 @@ def close(svc: Service) -> None:
 
 def clean_pass(root: Path, bootstrap: str, prefix: str, total: int) -> dict[str, list[tuple[Any, ...]]]:
     """One undisturbed run over the whole topic, with its own group and store."""
-    cfg = service_config(root / "clean", bootstrap, prefix, f"{prefix}-clean", checkpoint_interval=0)
-    with opened(cfg) as store:
-        svc = service(cfg, store)
-        try:
-            drain(svc, total)
-        finally:
-            close(svc)
-        rows = outcome(store)
-    gc.collect()
+    rows = single_stage_pass(service_config(root / "clean", bootstrap, prefix, f"{prefix}-clean",
+                                            checkpoint_interval=0), total)
     assert rows["windows"] and rows["alerts"], "the clean pass should close windows and fire alerts"
     return rows
 

@@ -26,10 +26,10 @@ from confluent_kafka.admin import AdminClient
 from driftline.config import Config, WindowConfig
 from driftline.connectors.clickhouse import ClickHouseStore, StoreUnavailable
 from driftline.connectors.kafka import KafkaSource, Publisher
-from driftline.service import Service
 from driftline.two_stage import TwoStageService, merge_settings
 from tests.integration.conftest import opened, table_rows
-from tests.integration.streams import MINUTE, PER_MINUTE, drain, outcome, produce, service_config, stream_events
+from tests.integration.streams import (MINUTE, PER_MINUTE, outcome, produce, service_config, single_stage_pass,
+                                       stream_events)
 from tests.kafka_broker import KafkaBroker, create_topic
 
 pytestmark = pytest.mark.integration
@@ -55,16 +55,8 @@ def broker() -> Iterator[KafkaBroker]:
 @pytest.fixture(scope="module")
 def single(broker: KafkaBroker, tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[tuple[Any, ...]]]:
     """What one single-stage process leaves in its store."""
-    cfg = service_config(tmp_path_factory.mktemp("single"), broker.bootstrap, PREFIX, "single",
-                         checkpoint_interval=0)
-    with opened(cfg) as store:
-        source = KafkaSource(cfg.kafka)
-        try:
-            drain(Service(cfg, store, source, Publisher(cfg.kafka)), TOTAL)
-        finally:
-            source.close()
-        rows = outcome(store)
-    gc.collect()
+    rows = single_stage_pass(service_config(tmp_path_factory.mktemp("single"), broker.bootstrap, PREFIX, "single",
+                                            checkpoint_interval=0), TOTAL)
     assert {row[9] for row in rows["windows"]} == {PER_MINUTE}  # minutes 0-4 closed, full
     assert rows["alerts"]  # income in thousands in minutes 2-4: the policy fires
     return rows
@@ -354,15 +346,8 @@ def test_two_driftline_run_processes_write_what_one_process_writes(tmp_path: Pat
                 "SELECT DISTINCT group_id FROM driftline.checkpoints WHERE group_id LIKE '%.live[%'")[1]})
         gc.collect()
     assert all(counted) and set.union(*counted) == {f"{group}/{topic}[{p}]" for p in range(PARTITIONS)}
-    single_cfg = service_config(tmp_path / "single", broker.bootstrap, PREFIX, f"{group}-single",
-                                topics=[{"topic": topic}])
-    with opened(single_cfg) as store:
-        source = KafkaSource(single_cfg.kafka)
-        try:
-            drain(Service(single_cfg, store, source, Publisher(single_cfg.kafka)), TOTAL)
-        finally:
-            source.close()
-        expected = outcome(store)
+    expected = single_stage_pass(service_config(tmp_path / "single", broker.bootstrap, PREFIX, f"{group}-single",
+                                                topics=[{"topic": topic}]), TOTAL)
     assert expected["windows"] and expected["alerts"]
     assert {table: sorted(rows) for table, rows in union.items()} == {t: sorted(rows) for t, rows in expected.items()}
 
