@@ -171,7 +171,8 @@ def _decision(decoded: Decoded, field: Values | dict[str, Values] | None,
 def _features(decoded: Decoded, per_key: dict[str, Values],
               good: NDArray[np.bool_]) -> tuple[dict[str, NDArray[Any]], NDArray[np.bool_]]:
     """One column per feature name: float64 (NaN where null or absent) when every value is a number a
-    float holds exactly, else objects as fastavro gives them; and the rows whose features are usable."""
+    float holds exactly, numpy strings when every row has text, else objects as fastavro gives them;
+    and the rows whose features are usable."""
     ok = np.ones(len(good), dtype=bool)
     columns: dict[str, NDArray[Any]] = {}
     for name, values in per_key.items():
