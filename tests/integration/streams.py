@@ -139,6 +139,16 @@ def single_stage_pass(cfg: Config, total: int) -> dict[str, list[tuple[Any, ...]
     return rows
 
 
+def committed_total(bootstrap: str, group: str, topic: str, partitions: int) -> int:
+    """The sum of ``group``'s committed offsets over the topic's partitions (0 for none committed)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        offsets = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        return sum(max(tp.offset, 0) for tp in offsets)
+    finally:
+        consumer.close()
+
+
 def ce_ids(bootstrap: str, topic: str) -> list[str]:
     """The ``ce_id`` header of every record on a control topic, read from the beginning to its end."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "driftline-test-inspector",

@@ -16,13 +16,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from driftline.config import Config
 from driftline.connectors.profiles import save_profile
 from driftline.engine.profile import build_profile
 from driftline.synthetic import CREDIT_CATEGORICAL, credit_applications
 from tests.integration.conftest import opened
+from tests.integration.streams import committed_total
 from tests.kafka_broker import KafkaBroker, create_topic
 
 pytestmark = pytest.mark.integration
@@ -80,12 +81,7 @@ def start(config: Path) -> subprocess.Popen[bytes]:
 
 
 def committed(bootstrap: str, group: str) -> int:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    try:
-        offsets = consumer.committed([TopicPartition(TOPIC, p) for p in range(PARTITIONS)], timeout=10)
-        return sum(max(tp.offset, 0) for tp in offsets)
-    finally:
-        consumer.close()
+    return committed_total(bootstrap, group, TOPIC, PARTITIONS)
 
 
 def drain(config: Path, bootstrap: str, group: str, timeout: float = 120) -> None:

@@ -28,7 +28,7 @@ from driftline.connectors.clickhouse import ClickHouseStore, StoreUnavailable
 from driftline.connectors.kafka import KafkaSource, Publisher
 from driftline.two_stage import TwoStageService, merge_settings
 from tests.integration.conftest import opened, table_rows
-from tests.integration.streams import (MINUTE, PER_MINUTE, outcome, produce, service_config, single_stage_pass,
+from tests.integration.streams import (MINUTE, PER_MINUTE, committed_total, outcome, produce, service_config, single_stage_pass,
                                        stream_events)
 from tests.kafka_broker import KafkaBroker, create_topic
 
@@ -324,9 +324,9 @@ def test_two_driftline_run_processes_write_what_one_process_writes(tmp_path: Pat
         wait_for(lambda: all(members(admin, g) == 2 for g in (group, f"{group}.merge")), processes, "both members")
         produce(broker.bootstrap, topic, stream_events(range(MINUTES), incident_minutes=(2, 3, 4)),
                 partitions=PARTITIONS)
-        wait_for(lambda: committed(broker.bootstrap, group, topic, PARTITIONS) >= TOTAL, processes, "stage 1")
+        wait_for(lambda: committed_total(broker.bootstrap, group, topic, PARTITIONS) >= TOTAL, processes, "stage 1")
         end = sum(partials_end(broker.bootstrap, partials).values())
-        wait_for(lambda: committed(broker.bootstrap, f"{group}.merge", partials, 2) >= end, processes, "stage 2")
+        wait_for(lambda: committed_total(broker.bootstrap, f"{group}.merge", partials, 2) >= end, processes, "stage 2")
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)
@@ -366,12 +366,3 @@ def members(admin: AdminClient, group: str) -> int:
     except Exception:  # (not known yet)
         return 0
     return len(description.members) if str(description.state).endswith("STABLE") else 0
-
-
-def committed(bootstrap: str, group: str, topic: str, partitions: int) -> int:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    try:
-        offsets = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
-        return sum(max(tp.offset, 0) for tp in offsets)
-    finally:
-        consumer.close()
