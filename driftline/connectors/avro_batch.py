@@ -202,10 +202,12 @@ def _symbols(schema: Any) -> tuple[str, ...]:
 # -- the compiled loop -----------------------------------------------------------------------------------
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(cache=True, nogil=True)
 def _long(buffer: Any, at: int, end: int) -> tuple[int, int, bool]:
     """A zigzag varint: (value, position after it, whether it was whole). int64 arithmetic throughout:
-    numba's uint64 scalars are several times slower."""
+    numba's uint64 scalars are several times slower. Helpers taking an array are called, not inlined by
+    numba (``inline="always"``): numba's own inlining counts a reference to the array at every call
+    (an atomic increment and a decref call), which made the loop 5x slower; LLVM inlines them anyway."""
     raw = 0
     shift = 0
     while at < end and shift < 70:
@@ -218,7 +220,7 @@ def _long(buffer: Any, at: int, end: int) -> tuple[int, int, bool]:
     return 0, at, False
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(cache=True, nogil=True)
 def _word(buffer: Any, at: int) -> int:
     """Four bytes little-endian."""
     return (np.int64(buffer[at]) | (np.int64(buffer[at + 1]) << 8) | (np.int64(buffer[at + 2]) << 16)
@@ -240,33 +242,28 @@ _memcmp = _libc_memcmp()
 
 
 if _memcmp is not None:
-    @numba.njit(cache=False, nogil=True, inline="always")
-    def _same(buffer: Any, a: int, b: int, length: int) -> bool:
-        """Whether the ``length`` bytes at ``a`` and at ``b`` are equal (memcmp: 10x a byte loop here)."""
-        base = buffer.ctypes.data
-        return _memcmp(base + a, base + b, length) == 0
+    _SAME_AS_KNOWN = "_memcmp(base + keys[hint, 1], base + at, length) == 0"
+    """The generated loop's test that the key at ``at`` is known key ``hint``: memcmp on the buffer's
+    address (10x a byte loop here)."""
 else:
-    @numba.njit(cache=True, nogil=True, inline="always")
-    def _same(buffer: Any, a: int, b: int, length: int) -> bool:
-        for i in range(length):
-            if buffer[a + i] != buffer[b + i]:
-                return False
-        return True
+    _SAME_AS_KNOWN = "_same(buffer, keys[hint, 1], at, length)"
 
 
-@numba.njit(cache=False, nogil=True, inline="always")
-def _is_key(buffer: Any, at: int, length: int, field: int, keys: Any, k: int) -> bool:
-    return keys[k, 0] == field and keys[k, 2] == length and _same(buffer, keys[k, 1], at, length)
+@numba.njit(cache=True, nogil=True)
+def _same(buffer: Any, a: int, b: int, length: int) -> bool:
+    """Whether the ``length`` bytes at ``a`` and at ``b`` are equal (where there is no libc memcmp)."""
+    for i in range(length):
+        if buffer[a + i] != buffer[b + i]:
+            return False
+    return True
 
 
-@numba.njit(cache=False, nogil=True, inline="always")
-def _intern(buffer: Any, at: int, length: int, field: int, keys: Any, used: int, hint: int) -> int:
-    """The id of the map key at (at, length): ``hint`` (the key at this entry's place in the last
-    message) if it is that one, else a known key, else a new id (``used``); -1 when ``keys`` is full."""
-    if hint < used and _is_key(buffer, at, length, field, keys, hint):
-        return hint
+@numba.njit(cache=True, nogil=True)
+def _intern(buffer: Any, at: int, length: int, field: int, keys: Any, used: int) -> int:
+    """The id of the map key at (at, length) when it is not the one the last message had at this
+    place: a known key, else a new id (``used``); -1 when ``keys`` is full."""
     for k in range(used):
-        if _is_key(buffer, at, length, field, keys, k):
+        if keys[k, 0] == field and keys[k, 2] == length and _same(buffer, keys[k, 1], at, length):
             return k
     if used == keys.shape[0]:
         return -1
@@ -281,7 +278,7 @@ def _compiled(plans: tuple[Plan, ...]) -> Any:
     loop = _compiled_loops.get(plans)
     if loop is None:
         source = _loop_source(plans)
-        namespace: dict[str, Any] = {"np": np, "_long": _long, "_word": _word, "_intern": _intern}
+        namespace = {"np": np, "_long": _long, "_word": _word, "_intern": _intern, "_same": _same, "_memcmp": _memcmp}
         exec(compile(source, f"<avro batch loop {len(_compiled_loops)}>", "exec"), namespace)  # noqa: S102 (our own source)
         loop = _compiled_loops[plans] = numba.njit(nogil=True)(namespace["loop"])
     return loop
@@ -294,6 +291,7 @@ def _loop_source(plans: tuple[Plan, ...]) -> str:
         "    used = 0",
         "    guess = np.zeros(keys.shape[0], dtype=np.int64)",
         "    single, double = np.zeros(1, dtype=np.uint32), np.zeros(1, dtype=np.float64)",
+        "    base = buffer.ctypes.data",
         "    for message in range(starts.shape[0]):",
         "        at, end, whole = starts[message], ends[message], True",
         "        while True:  # once; a failed read breaks out",
@@ -321,7 +319,11 @@ def _loop_source(plans: tuple[Plan, ...]) -> str:
             "                        whole = False",
             "                        break",
             "                    hint = guess[entry] if entry < guess.shape[0] else 0",
-            f"                    key = _intern(buffer, at, length, {field}, keys, used, hint)",
+            f"                    if (hint < used and keys[hint, 0] == {field} and keys[hint, 2] == length",
+            f"                            and {_SAME_AS_KNOWN}):",
+            "                        key = hint  # the common case, tested here: a call costs more than the test",
+            "                    else:",
+            f"                        key = _intern(buffer, at, length, {field}, keys, used)",
             "                    if key < 0:",
             "                        return -1",
             "                    if key == used:",
