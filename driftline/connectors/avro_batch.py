@@ -121,13 +121,14 @@ def decode_batch(values: Sequence[bytes], schema: Mapping[str, Any]) -> Decoded 
     ends = np.cumsum(lengths)
     starts = ends - lengths
     buffer = np.frombuffer(b"".join(values), dtype=np.uint8)
-    columns = np.empty((n, len(plans), 3), dtype=np.int64)  # the integer or the double's bits, start, length
-    kinds = np.full((n, len(plans)), ABSENT, dtype=np.int8)  # (a field a failed message never reached: no range)
+    # Per field (and map key), a row of ``n``: read column by column afterwards, so each is contiguous.
+    columns = np.empty((3, len(plans), n), dtype=np.int64)  # the integer or the double's bits, start, length
+    kinds = np.full((len(plans), n), ABSENT, dtype=np.int8)  # (a field a failed message never reached: no range)
     failed = np.zeros(n, dtype=bool)
     capacity = KEY_CAPACITY
     while True:
-        map_kinds = np.full((n, capacity), ABSENT, dtype=np.int8)
-        map_columns = np.empty((n, capacity, 3), dtype=np.int64)
+        map_kinds = np.full((capacity, n), ABSENT, dtype=np.int8)
+        map_columns = np.empty((3, capacity, n), dtype=np.int64)
         keys = np.zeros((capacity, 3), dtype=np.int64)  # field, start, length of the key's first occurrence
         failed[:] = False
         used = loop(buffer, starts, ends, kinds, columns, map_kinds, map_columns, keys, failed)
@@ -141,11 +142,11 @@ def decode_batch(values: Sequence[bytes], schema: Mapping[str, Any]) -> Decoded 
     for row, field in enumerate(schema["fields"]):
         symbols = _symbols(_resolved(field["type"], named))
         if not plans[row][0]:  # type: ignore[index]
-            fields[field["name"]] = _values(kinds[:, row], columns[:, row], symbols)
+            fields[field["name"]] = _values(kinds[row], columns[:, row], symbols)
             continue
         per_key: dict[str, Values] = {}
         for key in np.flatnonzero(keys[:used, 0] == row).tolist():
-            present = map_kinds[:, key] != ABSENT
+            present = map_kinds[key] != ABSENT
             if not present[~failed].any():  # only a failed message had it
                 continue
             _, start, length = keys[key].tolist()
@@ -154,13 +155,13 @@ def decode_batch(values: Sequence[bytes], schema: Mapping[str, Any]) -> Decoded 
             except UnicodeDecodeError:  # fastavro cannot read these messages either: let it say so
                 failed |= present
                 continue
-            per_key[name] = _values(map_kinds[:, key], map_columns[:, key], symbols)
+            per_key[name] = _values(map_kinds[key], map_columns[:, key], symbols)
         fields[field["name"]] = per_key
     return Decoded(buffer, fields, failed)
 
 
 def _values(kind: NDArray[np.int8], columns: NDArray[np.int64], symbols: tuple[str, ...]) -> Values:
-    return Values(kind, columns[:, 0].view(np.float64), columns[:, 0], columns[:, 1], columns[:, 2], symbols)
+    return Values(kind, columns[0].view(np.float64), columns[0], columns[1], columns[2], symbols)
 
 
 Plan = tuple[bool, bool, tuple[tuple[str, int], ...]]
@@ -298,7 +299,7 @@ def _loop_source(plans: tuple[Plan, ...]) -> str:
     ]
     for field, (is_map, is_union, wires) in enumerate(plans):
         if not is_map:
-            lines += _value_source(is_union, wires, f"kinds[message, {field}]", f"columns[message, {field}, ", 12)
+            lines += _value_source(is_union, wires, f"kinds[{field}, message]", f"columns[{{}}, {field}, message]", 12)
             lines += ["            if not whole:", "                break"]
             continue
         lines += [
@@ -333,21 +334,22 @@ def _loop_source(plans: tuple[Plan, ...]) -> str:
             "                    entry += 1",
             "                    at += length",
         ]
-        lines += _value_source(is_union, wires, "map_kinds[message, key]", "map_columns[message, key, ", 20)
+        lines += _value_source(is_union, wires, "map_kinds[key, message]", "map_columns[{}, key, message]", 20)
         lines += ["            if not whole:", "                break"]
     lines += [
         "            break",
         "        if not whole or at != end:",
         "            failed[message] = True",
         "            for k in range(used):",
-        "                map_kinds[message, k] = -1",
+        "                map_kinds[k, message] = -1",
         "    return used",
     ]
     return "\n".join(lines) + "\n"
 
 
 def _value_source(is_union: bool, wires: tuple[tuple[str, int], ...], kind: str, column: str, indent: int) -> list[str]:
-    """Reading one value into ``kind`` and ``column`` 0/1/2; a failure sets ``whole`` False and breaks."""
+    """Reading one value into ``kind`` and ``column`` (a template: its ``{}`` is 0 for the number, 1 and 2 for
+    a string's start and length); a failure sets ``whole`` False and breaks."""
     pad = " " * indent
     fail = [f"{pad}    whole = False", f"{pad}    break"]
     if not is_union:
@@ -366,22 +368,22 @@ def _branch_source(wire: tuple[str, int], kind: str, column: str, indent: int) -
     code = [f"{kind} = {_KIND[name]}"]
     if name == "boolean":
         code = ["if at >= end or buffer[at] > 1:", "    whole = False", "    break",
-                *code, f"{column}0] = buffer[at]", "at += 1"]
+                *code, f"{column.format(0)} = buffer[at]", "at += 1"]
     elif name in ("long", "enum"):
         check = "not whole" if name == "long" else f"not whole or value < 0 or value >= {size}"
         code = ["value, at, whole = _long(buffer, at, end)", f"if {check}:", "    whole = False", "    break",
-                *code, f"{column}0] = value"]
+                *code, f"{column.format(0)} = value"]
     elif name == "double":
         code = ["if at + 8 > end:", "    whole = False", "    break",
-                *code, f"{column}0] = _word(buffer, at) | (_word(buffer, at + 4) << 32)", "at += 8"]
+                *code, f"{column.format(0)} = _word(buffer, at) | (_word(buffer, at + 4) << 32)", "at += 8"]
     elif name == "float":
         code = ["if at + 4 > end:", "    whole = False", "    break", "single[0] = _word(buffer, at)",
                 "double[0] = np.float64(single.view(np.float32)[0])",
-                *code, f"{column}0] = double.view(np.int64)[0]", "at += 4"]
+                *code, f"{column.format(0)} = double.view(np.int64)[0]", "at += 4"]
     elif name in ("string", "bytes"):
         code = ["length, at, whole = _long(buffer, at, end)",
                 "if not whole or length < 0 or length > end - at:", "    whole = False", "    break",
-                *code, f"{column}1] = at", f"{column}2] = length", "at += length"]
+                *code, f"{column.format(1)} = at", f"{column.format(2)} = length", "at += length"]
     return [pad + line for line in code]
 
 
