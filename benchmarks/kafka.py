@@ -50,7 +50,7 @@ from driftline.connectors.kafka import KafkaSource, MessageBatch, Publisher
 from driftline.connectors.profiles import save_profile
 from driftline.engine.profile import build_profile
 from driftline.replay import open_store
-from driftline.runtime import settle_garbage_collector
+from driftline.runtime import settle_process
 from driftline.service import Service
 from driftline.two_stage import TwoStageService, merge_settings
 from tests.kafka_broker import KafkaBroker, create_topic
@@ -147,7 +147,7 @@ def driftline_run(bootstrap: str, group: str, total: int, profile_path: Path,
         try:
             service = Service(cfg, store, source, Publisher(cfg.kafka)) if merge_source is None else \
                 TwoStageService(cfg, store, source, Publisher(cfg.kafka), merge_source=merge_source)
-            settle_garbage_collector()  # as `driftline run` does after start-up
+            settle_process()  # as `driftline run` does after start-up
             dead, start = 0, None
             while sum(service.offsets.values()) < total:  # every scoring message consumed
                 began = time.perf_counter()
@@ -187,7 +187,7 @@ def driftline_without_broker(bootstrap: str, payloads: list[tuple[int, bytes]], 
                 sources = [f"{TOPIC}[{(first + i) % PARTITIONS}]" for i in range(len(chunk))]
                 batches.append(MessageBatch([None] * len(chunk), [v for _, v in chunk], [TOPIC] * len(chunk),
                                             sources, offsets, [f"{s}@{o}" for s, o in zip(sources, offsets)]))
-            settle_garbage_collector()
+            settle_process()
             began = time.perf_counter()
             for batch in batches:
                 events, bad = service._decode(batch)

@@ -20,7 +20,7 @@ from pathlib import Path
 from driftline.config import load_config
 from driftline.demo import prepare
 from driftline.replay import replay
-from driftline.runtime import settle_garbage_collector
+from driftline.runtime import settle_process
 
 
 def parse_only(files: list[Path]) -> int:
@@ -44,7 +44,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config_path, files = prepare(Path(tmp) / "bench", args.events_per_hour)
         lines = sum(1 for path in files for _ in path.open("rb"))
-        settle_garbage_collector()  # as `driftline replay` does
+        settle_process()  # as `driftline replay` does
         parse, full = [], []
         for repeat in range(args.repeats):
             started = time.perf_counter()

@@ -162,9 +162,9 @@ def evaluate_file(reference: str, data: str, policy: Any = None) -> dict[str, An
 
 def _demo(args: argparse.Namespace) -> int:
     from driftline.demo import run_demo
-    from driftline.runtime import settle_garbage_collector
+    from driftline.runtime import settle_process
 
-    settle_garbage_collector()
+    settle_process()
     run_demo(args.workdir, args.events_per_hour, args.seed, incidents=not args.no_incidents)
     return EXIT_OK
 
@@ -172,10 +172,10 @@ def _demo(args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace) -> int:
     from driftline.config import load_config
     from driftline.replay import replay
-    from driftline.runtime import settle_garbage_collector
+    from driftline.runtime import settle_process
 
     config = load_config(args.config)
-    settle_garbage_collector()
+    settle_process()
     outcome = replay(config, args.files, on_step=None if args.json else _progress)
     t = outcome.totals
     summary = {"events": t.events, "accepted": t.accepted, "windows": t.windows, "late_events": t.late,

@@ -80,7 +80,7 @@ from driftline.connectors.kafka_fetch import Fetched, MessageFetcher, describe_m
 from driftline.connectors.oip_protobuf import oip_protobuf
 from driftline.events import BadEvent, EventBuilder, Events
 from driftline.pipeline import Pipeline, StepResult, Totals
-from driftline.runtime import settle_garbage_collector
+from driftline.runtime import settle_process
 
 log = logging.getLogger("driftline.service")
 T = TypeVar("T")
@@ -493,7 +493,7 @@ def run_service(config: Config, on_batch: Callable[[BatchReport], None] | None =
                                                merge_source=merge_source)
         else:
             service = Service(config, store, source, publisher, fetcher=fetcher)
-        settle_garbage_collector()
+        settle_process()
         service.run(stop, on_batch)
     finally:
         source.close()

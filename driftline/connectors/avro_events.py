@@ -101,12 +101,13 @@ def avro_events(values: Sequence[bytes], schema: Any, origins: Sequence[str],
         features = {}
         good &= has_output
     rows = np.flatnonzero(good)
+    take = slice(None) if len(rows) == len(values) else rows  # every row taken: no copies
     position = _pick(origins, rows)
     source = _pick(sources, rows) if sources is not None else np.zeros(0, dtype=object)
-    events = Events(kind=kind[rows], request_id=ids["request_id"][rows], model=ids["model"][rows],
-                    model_version=ids["model_version"][rows], event_time=times.integer[rows].copy(),
-                    score=score[rows], decision=decision[rows],
-                    features={name: column[rows] for name, column in features.items()}, position=position,
+    events = Events(kind=kind[take], request_id=ids["request_id"][take], model=ids["model"][take],
+                    model_version=ids["model_version"][take], event_time=times.integer[rows],
+                    score=score[take], decision=decision[take],
+                    features={name: column[take] for name, column in features.items()}, position=position,
                     source=source)
     return FastRows(events, rows, np.flatnonzero(~good))
 
@@ -135,6 +136,8 @@ def _text_column(decoded: Decoded, values: Values, decodable: NDArray[np.bool_],
 
 
 def _interned(strings: NDArray[np.str_]) -> NDArray[np.object_]:
+    if len(strings) and (strings == strings[0]).all():  # one model (version, decision) in the batch: no sort
+        return np.full(len(strings), str(strings[0]), dtype=object)
     distinct, inverse = np.unique(strings, return_inverse=True)
     return distinct.astype(object)[inverse]
 

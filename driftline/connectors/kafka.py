@@ -121,7 +121,7 @@ class MessageBatch:
 
     def next_offsets(self) -> dict[str, int]:
         """Each partition's offset after its last message here (a partition's messages come in order)."""
-        return {name: offset + 1 for name, offset in zip(self.sources, self.offsets)}
+        return {name: last + 1 for name, last in dict(zip(self.sources, self.offsets)).items()}
 
     def first_offsets(self) -> dict[tuple[str, int], int]:
         """(topic, partition) → its first offset here."""

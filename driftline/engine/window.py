@@ -61,10 +61,13 @@ def _marked(marks: Mapping[str, int], times: NDArray[np.int64], rows: NDArray[np
     if sources is None:
         updated[""] = max(int(times[rows].max()), updated.get("", int(times[rows].max())))
         return updated
-    names, inverse = np.unique(np.asarray(sources)[rows].astype(str), return_inverse=True)
-    newest = np.full(len(names), np.iinfo(np.int64).min, dtype=np.int64)
-    np.maximum.at(newest, inverse, times[rows])
-    for name, mark in zip(names.tolist(), newest.tolist(), strict=True):
+    # A batch's events come a partition at a time: the newest time of each run of one source, then of
+    # each source (a sort of the names would cost more than the few runs).
+    names = np.asarray(sources)[rows]
+    starts = np.flatnonzero(np.concatenate(([True], names[1:] != names[:-1])))
+    newest = np.maximum.reduceat(times[rows], starts)
+    for name, mark in zip(names[starts].tolist(), newest.tolist(), strict=True):
+        name = str(name)
         updated[name] = max(mark, updated.get(name, mark))
     return updated
 
