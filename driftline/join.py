@@ -25,6 +25,10 @@ from numpy.typing import NDArray
 from driftline.events import COMBINED, REQUEST, RESPONSE, Events, events_from_dict, events_to_dict
 
 
+DUPLICATE_REASON = "duplicate request_id (the first one was kept)"
+"""How a bad-event report names a repeated request id."""
+
+
 @dataclass
 class JoinResult:
     joined: Events

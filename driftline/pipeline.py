@@ -38,7 +38,7 @@ from driftline.engine.policy import AlertEvent, AlertPolicy, Decider, DeciderSta
 from driftline.engine.profile import ReferenceProfile
 from driftline.engine.window import LateCount, WindowSpec
 from driftline.events import BadEvent, Events
-from driftline.join import Joiner, group_indices
+from driftline.join import DUPLICATE_REASON, Joiner, group_indices
 
 
 MAX_LATE_WINDOWS = 100_000
@@ -167,7 +167,7 @@ class Pipeline:
                                         f"(or past the join's bound of {bound} waiting halves)"),
                 (responses, "Unmatched", f"response without a request within {wait} of event time "
                                          f"(or past the join's bound of {bound} waiting halves)"),
-                (duplicates, "Duplicate", "duplicate request_id (the first one was kept)"),
+                (duplicates, "Duplicate", DUPLICATE_REASON),
                 (mismatched, "ModelMismatch", "request and response name different models or versions")):
             step.bad.extend(BadEvent(str(origin), "join", error, reason) for origin in events.position)
         self.totals.unmatched_requests += len(requests)

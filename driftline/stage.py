@@ -9,6 +9,11 @@ partition) that had events: the partition's largest event time, the panes that b
 a partition re-read from its checkpoint (after a crash or a handover) repeats the same running counts,
 and stage 2 keeps the largest it has seen, so nothing is counted twice.
 
+A request id seen again in its partition (a producer's retry) is a duplicate: dropped and reported,
+as the single-stage joiner does, within ``join.max_wait`` of the partition's event time and up to
+``join.max_pending`` ids per partition. Producers key by request id, so a retry lands in the partition
+of its first delivery; the decision depends on that partition's order only.
+
 The state is kept per source partition (:meth:`StageOne.snapshot` / :meth:`StageOne.restore`), so a
 partition moves between members with its state.
 
@@ -31,11 +36,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from driftline.config import JoinConfig
 from driftline.engine.features import FeatureSet
 from driftline.engine.partials import PanePartial, PartitionPanes
 from driftline.engine.profile import ReferenceProfile
 from driftline.engine.window_spec import WindowSpec
 from driftline.events import COMBINED, BadEvent, Events
+from driftline.join import DUPLICATE_REASON, Joiner
 from driftline.pipeline import model_groups
 
 LATE_PANES = 10_000
@@ -86,15 +93,20 @@ class StageOneResult:
     bad: list[BadEvent] = field(default_factory=list)
     accepted: int = 0
     late: int = 0
+    duplicates: int = 0
 
 
 class StageOne:
     """The partial windows of the source partitions this member owns."""
 
-    def __init__(self, profiles: Mapping[Key, ReferenceProfile], spec: WindowSpec, max_future_ms: int | None) -> None:
+    def __init__(self, profiles: Mapping[Key, ReferenceProfile], spec: WindowSpec, max_future_ms: int | None,
+                 join: JoinConfig | None = None) -> None:
         self.features = {key: FeatureSet(profile) for key, profile in profiles.items()}
         self.spec = spec
         self.max_future_ms = max_future_ms
+        self.join = join if join is not None else JoinConfig()
+        self.recent: dict[str, Joiner] = {}
+        """Source partition → its recent request ids (a joiner that only ever sees combined events)."""
         self.panes: dict[str, dict[Key, PartitionPanes]] = {}
         """Source partition → model version → its open panes."""
         self.late: dict[str, dict[Key, dict[int, int]]] = {}
@@ -103,7 +115,7 @@ class StageOne:
     def count(self, events: Events, now_ms: int | None) -> StageOneResult:
         """One batch (in message order; ``events.source`` names each event's partition)."""
         result = StageOneResult()
-        events = self._usable(events, now_ms, result)
+        events = self._first_deliveries(self._usable(events, now_ms, result), result)
         profiles = {key: features.profile for key, features in self.features.items()}
         for key, _, group, columns in model_groups(events, profiles, result.bad):
             for partition, part in _by_partition(group.source):
@@ -146,11 +158,32 @@ class StageOne:
             events = events.take(np.flatnonzero(~halves & ~ahead))
         return events
 
+    def _first_deliveries(self, events: Events, result: StageOneResult) -> Events:
+        """The events whose request id their partition has not carried recently; the others as duplicates."""
+        if not len(events):
+            return events
+        kept = []
+        for partition, rows in _by_partition(events.source):
+            pushed = self._recent(partition).push(events.take(rows))
+            kept.append(pushed.joined)
+            result.duplicates += len(pushed.duplicates)
+            result.bad.extend(BadEvent(str(origin), "join", "Duplicate", DUPLICATE_REASON)
+                              for origin in pushed.duplicates.position)
+        return kept[0] if len(kept) == 1 else Events.concat(kept)
+
+    def _recent(self, partition: str) -> Joiner:
+        recent = self.recent.get(partition)
+        if recent is None:
+            recent = self.recent[partition] = Joiner(self.join.max_wait, self.join.max_pending)
+        return recent
+
     def snapshot(self, partition: str) -> dict[str, Any]:
         """One source partition's state, JSON-ready."""
+        recent = self.recent.get(partition)
         return {"panes": {f"{m}\x1f{v}": stage.snapshot() for (m, v), stage in self.panes.get(partition, {}).items()},
                 "late": {f"{m}\x1f{v}": {str(p): n for p, n in late.items()}
-                         for (m, v), late in self.late.get(partition, {}).items()}}
+                         for (m, v), late in self.late.get(partition, {}).items()},
+                "recent": recent.snapshot() if recent is not None else None}
 
     def restore(self, partition: str, data: Mapping[str, Any] | None) -> None:
         """A source partition's state as a checkpoint left it (None: as new)."""
@@ -165,11 +198,14 @@ class StageOne:
         for name, late in data["late"].items():
             key = split_key(name)
             self.late.setdefault(partition, {})[key] = {int(p): int(n) for p, n in late.items()}
+        if data.get("recent") is not None:  # (checkpoints written before duplicates were dropped have none)
+            self._recent(partition).restore(data["recent"])
 
     def drop(self, partition: str) -> None:
         """Forget a partition (handed to another member)."""
         self.panes.pop(partition, None)
         self.late.pop(partition, None)
+        self.recent.pop(partition, None)
 
 
 def split_key(name: str) -> Key:

@@ -92,7 +92,7 @@ def partials_end(bootstrap: str, topic: str = PARTIALS) -> dict[str, int]:
 
 
 def settle(bootstrap: str, members: list[Member], timeout: float = 50, idle_steps: int = 6,
-           partials: str = PARTIALS) -> None:
+           partials: str = PARTIALS, total: int = TOTAL) -> None:
     """Step the members in turn until every message is counted by stage 1, every partials record added up
     by stage 2, everything checkpointed, and ``idle_steps`` rounds brought nothing."""
     deadline, idle = time.monotonic() + timeout, 0
@@ -101,7 +101,7 @@ def settle(bootstrap: str, members: list[Member], timeout: float = 50, idle_step
         messages = sum(m.service.step().messages for m in members)
         counted = {name: o for m in members for name, o in m.service.offsets.items()}
         merged = {name: o for m in members for name, o in m.service.merge_offsets.items()}
-        done = sum(counted.values()) >= TOTAL and all(merged.get(name, 0) >= end
+        done = sum(counted.values()) >= total and all(merged.get(name, 0) >= end
                                                       for name, end in partials_end(bootstrap, partials).items())
         idle = idle + 1 if done and not messages else 0
 
@@ -139,6 +139,42 @@ def test_two_members_of_one_group_write_what_one_process_writes(
                 member.close()
         rows = rows_written(store)
     assert all(owned) and not owned[0] & owned[1]  # the partitions were split between the two
+    assert rows == single
+
+
+def test_producer_retries_are_dropped_as_the_single_stage_service_drops_them(
+        tmp_path: Path, broker: KafkaBroker, single: dict[str, list[tuple[Any, ...]]]) -> None:
+    """The same stream with every 40th event sent again a little later in its partition (a producer's
+    retry): two members, the second joining after a third of it, write what one single-stage process
+    writes without the retries, and report each retry as a duplicate."""
+    # A partials topic of its own: stage 2 adds every record of the one it reads.
+    topic, partials = f"{PREFIX}.retried", f"{PREFIX}.retried-partials"
+    create_topic(broker.bootstrap, topic, PARTITIONS)
+    create_topic(broker.bootstrap, partials, 2)
+    events = stream_events(range(MINUTES), incident_minutes=(2, 3, 4))
+    retried: list[dict[str, Any]] = []
+    for i, event in enumerate(events):
+        retried.append(event)
+        if i >= 150 and i % 40 == 0:
+            retried.append(events[i - 150])  # its partition's event of ~25 messages before, again
+    total = produce(broker.bootstrap, topic, retried, partitions=PARTITIONS)
+    cfg = two_stage_config(tmp_path, broker.bootstrap, "two-retried", topics=[{"topic": topic}],
+                           partials_topic=partials)
+    with opened(cfg) as store:
+        members = [Member(cfg, store)]
+        try:
+            deadline = time.monotonic() + 30
+            while sum(members[0].service.offsets.values()) < total // 3:
+                assert time.monotonic() < deadline
+                members[0].service.step()
+            members.append(Member(cfg, store))
+            settle(broker.bootstrap, members, partials=partials, total=total)
+            duplicates = sum(m.service.pipeline.totals.duplicates for m in members)
+        finally:
+            for member in members:
+                member.close()
+        rows = rows_written(store)
+    assert duplicates == total - TOTAL > 0
     assert rows == single
 
 

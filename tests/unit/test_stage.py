@@ -4,6 +4,7 @@ again after a crash or a handover) writes what it writes fed each once — late 
 
 from __future__ import annotations
 
+import json
 import random
 from typing import Any
 
@@ -87,6 +88,47 @@ def test_halves_unknown_models_and_future_events_are_refused(profile: ReferenceP
     result = StageOne({KEY: profile}, SPEC, MINUTE).count(events(3, 10, 1, extra), now_ms=T0 + 4 * MINUTE)
     assert sorted(b.error_class for b in result.bad) == ["FutureEvent", "UnknownModel", "Unsupported"]
     assert result.accepted + result.late == 10
+
+
+def test_a_request_id_repeated_in_its_partition_is_dropped_and_reported(profile: ReferenceProfile) -> None:
+    batch = events(5, 600, partitions=3)
+    rows = np.arange(len(batch))
+    retried = rows[::7]  # producer retries: the same message again later in its partition
+    again = batch.take(np.concatenate((rows, retried)))
+    again.source = np.concatenate((batch.source, batch.source[retried]))
+    again.position = np.concatenate((batch.position, np.asarray([f"{p}#retry" for p in batch.position[retried]])))
+    expected = records(StageOne({KEY: profile}, SPEC, None), batch, 97)
+    stage = StageOne({KEY: profile}, SPEC, None)
+    results = [stage.count(again.take(np.arange(lo, min(lo + 97, len(again)))), None)
+               for lo in range(0, len(again), 97)]
+    assert sum(r.duplicates for r in results) == len(retried)
+    reported = [b for r in results for b in r.bad]
+    assert {b.error_class for b in reported} == {"Duplicate"} and all(b.origin.endswith("#retry") for b in reported)
+    by_partition = _merged(r for result in results for r in result.records)
+    assert by_partition == _merged(expected)
+
+
+def test_duplicates_are_recognised_after_a_checkpoint_not_across_partitions(profile: ReferenceProfile) -> None:
+    batch = events(6, 300, partitions=2)
+    first = StageOne({KEY: profile}, SPEC, None)
+    first.count(batch, None)
+    moved = StageOne({KEY: profile}, SPEC, None)  # the partition handed to another member with its checkpoint
+    moved.restore("s[0]", json.loads(json.dumps(first.snapshot("s[0]"))))
+    repeat = batch.take(np.flatnonzero(batch.source == "s[0]")[:5])
+    assert moved.count(repeat, None).duplicates == 5
+    elsewhere = repeat.take(np.arange(len(repeat)))
+    elsewhere.source = np.full(len(repeat), "s[1]", dtype=object)  # another partition: its own order, counted
+    assert first.count(elsewhere, None).duplicates == 0
+
+
+def _merged(records: Any) -> dict[str, tuple[Any, list[tuple[int, list[int]]]]]:
+    """Per partition: its last mark and every final pane's counts (how a batching is compared to another)."""
+    out: dict[str, tuple[Any, list[tuple[int, list[int]]]]] = {}
+    for record in records:
+        mark, panes = out.get(record.partition, (None, []))
+        out[record.partition] = (record.mark if record.mark is not None else mark,
+                                 panes + [(p.pane, p.counts.tolist()) for p in record.panes])
+    return out
 
 
 class Recorder:
