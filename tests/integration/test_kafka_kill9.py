@@ -111,11 +111,6 @@ def windows(config: Path) -> list[tuple[Any, ...]]:
     return rows
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "Watch (issue 4): it once found a real loss (a partition not yet handed back after a restart did not hold "
-    "the watermark; fixed by KafkaSource.expected). Reworked on 2026-11-28 for the faster service (5 trials, "
-    "checkpoints every 200 ms, kills after a seeded share of what is left) and green in every run since; "
-    "kept non-strict until it has stayed green across sessions"))
 def test_kill_minus_9_at_random_points_loses_nothing_and_counts_nothing_twice(tmp_path: Path,
                                                                                broker: KafkaBroker) -> None:
     clean = write_config(tmp_path / "clean", broker.bootstrap, "kill9-clean")
