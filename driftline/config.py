@@ -196,7 +196,8 @@ class KafkaConfig(_Strict):
     max_message_bytes: int = Field(1_048_576, ge=1)
     """Larger messages go to the dead-letter topic unread."""
     client: dict[str, str] = Field(default_factory=dict)
-    """Extra librdkafka settings for every client (security.protocol, sasl.*, ssl.*, …)."""
+    """Extra librdkafka settings for every client (security.protocol, sasl.*, ssl.*, …); they override the
+    consumers' defaults driftline sets (``connectors.kafka.CONSUMER_DEFAULTS``: fetch.queue.backoff.ms 50)."""
     retry_backoff: DurationMs = Field(500, ge=1)
     """First pause after the store or the broker failed a batch; doubled after each failed retry, up to
     ``retry_backoff_max``."""
