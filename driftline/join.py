@@ -11,6 +11,12 @@ counted per side and returned, never silently dropped. A repeated request id (a 
 *duplicate*: on the same side within a batch or while pending, or — for up to ``max_wait_ms`` of event
 time, ``max_pending`` ids — after its event was already joined or passed through; the first is kept,
 the others are counted and returned, never counted twice.
+
+The ids joined or passed through are remembered as 64-bit hashes (FNV-1a of their UTF-32 code points,
+computed column by column) in :class:`RecentIds`, so that a batch costs in proportion to itself rather
+than to the up to ``max_pending`` ids remembered (docs/decisions.md). Two different ids with equal
+hashes would make the second a duplicate (reported, not lost); at 1M remembered ids the chance of one
+within a horizon is about 3e-8.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import base64
 
 import numpy as np
 from numpy.typing import NDArray
@@ -45,15 +53,13 @@ class Joiner:
         self.max_pending = max_pending
         self.pending = Events.empty()
         self.max_event_time: int | None = None
-        self.emitted_ids = np.zeros(0, dtype=str)
-        """Request ids joined or passed through within the last ``max_wait_ms`` (sorted), with their times."""
-        self.emitted_times = np.zeros(0, dtype=np.int64)
+        self.emitted = RecentIds(max_wait_ms, max_pending)
+        """The request ids joined or passed through within the last ``max_wait_ms``."""
 
     def push(self, events: Events) -> JoinResult:
         if len(events):
             newest = int(events.event_time.max())
             self.max_event_time = newest if self.max_event_time is None else max(self.max_event_time, newest)
-        self._remember(Events.empty())  # forget ids older than max_wait behind the newest event
         events, repeated = self._drop_emitted(events)
         combined, combined_repeats = _drop_duplicates(events.take(np.flatnonzero(events.kind == COMBINED)))
         halves = Events.concat([self.pending, events.take(np.flatnonzero(events.kind != COMBINED))])
@@ -90,44 +96,25 @@ class Joiner:
     def _drop_emitted(self, events: Events) -> tuple[Events, Events]:
         """Events whose request id was already joined or passed through recently (a producer's retry of
         a combined event, a half repeated after its pair was matched) are duplicates, not new traffic."""
-        if not len(events) or not len(self.emitted_ids):
+        if not len(events) or not len(self.emitted):
             return events, Events.empty()
-        ids = events.request_id.astype(str)
-        at = np.minimum(np.searchsorted(self.emitted_ids, ids), len(self.emitted_ids) - 1)
-        seen = self.emitted_ids[at] == ids
+        seen = self.emitted.seen(id_hashes(events.request_id), self.max_event_time)
         if not seen.any():
             return events, Events.empty()
         return events.take(np.flatnonzero(~seen)), events.take(np.flatnonzero(seen))
 
     def _remember(self, emitted: Events) -> None:
-        """Add these ids (kept sorted, merged in rather than sorted again), forget those older than
-        ``max_wait_ms`` behind the newest event, and keep at most ``max_pending`` (the newest)."""
-        ids, times = self.emitted_ids, self.emitted_times
         if len(emitted):
-            new_ids = emitted.request_id.astype(str)
-            order = np.argsort(new_ids, kind="stable")
-            at = np.searchsorted(ids, new_ids[order], side="right")
-            ids = np.insert(ids.astype(new_ids.dtype) if ids.dtype.itemsize < new_ids.dtype.itemsize else ids,
-                            at, new_ids[order])
-            times = np.insert(times, at, emitted.event_time[order])
-        if self.max_event_time is not None and len(times):
-            recent = times >= self.max_event_time - self.max_wait_ms
-            if not recent.all():
-                ids, times = ids[recent], times[recent]
-        if len(ids) > self.max_pending:  # bounded like the pending halves: the oldest are forgotten first
-            newest = np.sort(np.argpartition(times, len(times) - self.max_pending)[-self.max_pending:])
-            ids, times = ids[newest], times[newest]
-        self.emitted_ids, self.emitted_times = ids, times
+            self.emitted.add(id_hashes(emitted.request_id), emitted.event_time, self.max_event_time)
 
     def snapshot(self) -> dict[str, Any]:
         return {"pending": events_to_dict(self.pending), "max_event_time": self.max_event_time,
-                "emitted_ids": self.emitted_ids.tolist(), "emitted_times": self.emitted_times.tolist()}
+                **self.emitted.snapshot(self.max_event_time)}
 
     def restore(self, data: Mapping[str, Any]) -> None:
         self.pending = events_from_dict(data["pending"])
         self.max_event_time = data["max_event_time"]
-        self.emitted_ids = np.asarray(data["emitted_ids"], dtype=str)
-        self.emitted_times = np.asarray(data["emitted_times"], dtype=np.int64)
+        self.emitted.restore(data)
 
     def flush(self) -> JoinResult:
         """End of input: everything still pending is unmatched."""
@@ -145,6 +132,109 @@ class Joiner:
             oldest = fresh[np.argsort(waiting.event_time[fresh], kind="stable")[:overflow]]
             stale[oldest] = True
         return waiting.take(np.flatnonzero(~stale)), waiting.take(np.flatnonzero(stale))
+
+
+class RecentIds:
+    """Hashes of request ids with their event times, for duplicate checks: the ids of the last
+    ``horizon_ms`` of event time behind the newest event, at most ``bound`` of them (the oldest go first).
+
+    Two sorted runs: a large one, and a small one that each batch is merged into; the small run is merged
+    into the large one when it reaches an eighth of it, and only then are ids past the horizon or the
+    bound removed. So a batch costs in proportion to itself and to the small run, not to everything
+    remembered (1M ids and 20k-event batches: 2.4 µs per event with the sorted strings merged every
+    batch, ~0.1 with this). A lookup counts an id only if its time is within the horizon, so removing
+    late changes no decision; between merges up to an eighth more than ``bound`` may be held."""
+
+    MIN_SMALL = 4_096
+
+    def __init__(self, horizon_ms: int, bound: int) -> None:
+        self.horizon_ms = horizon_ms
+        self.bound = bound
+        self.large = (np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64))
+        self.small = (np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.large[0]) + len(self.small[0])
+
+    def seen(self, hashes: NDArray[np.uint64], newest: int | None) -> NDArray[np.bool_]:
+        """Which of these hashes were added within the horizon behind ``newest``."""
+        out = np.zeros(len(hashes), dtype=bool)
+        for ids, times in (self.large, self.small):
+            if not len(ids):
+                continue
+            at = np.searchsorted(ids, hashes, side="right") - 1  # the newest entry of an equal hash
+            found = (at >= 0) & (ids[np.maximum(at, 0)] == hashes)
+            if newest is not None:
+                found &= times[np.maximum(at, 0)] >= newest - self.horizon_ms
+            out |= found
+        return out
+
+    def add(self, hashes: NDArray[np.uint64], times: NDArray[np.int64], newest: int | None) -> None:
+        order = np.argsort(hashes, kind="stable")
+        self.small = _merged(self.small, (hashes[order], times[order]))
+        if len(self.small[0]) > max(len(self.large[0]) // 8, self.MIN_SMALL):
+            self.compact(newest)
+
+    def compact(self, newest: int | None) -> None:
+        """One sorted run, without the ids past the horizon or beyond the bound (the oldest)."""
+        ids, times = _merged(self.large, self.small)
+        keep = times >= newest - self.horizon_ms if newest is not None else np.ones(len(ids), dtype=bool)
+        excess = int(keep.sum()) - self.bound
+        if excess > 0:
+            kept = np.flatnonzero(keep)
+            keep[kept[np.argpartition(times[kept], excess - 1)[:excess]]] = False
+        if not keep.all():
+            ids, times = ids[keep], times[keep]
+        self.large = (ids, times)
+        self.small = (np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64))
+
+    def snapshot(self, newest: int | None) -> dict[str, str]:
+        self.compact(newest)
+        ids, times = self.large
+        return {"emitted": _b64(ids.astype("<u8")), "emitted_times": _b64(times.astype("<i8"))}
+
+    def restore(self, data: Mapping[str, Any]) -> None:
+        if "emitted_ids" in data:  # a checkpoint from before the hashes: the ids themselves
+            hashes = id_hashes(np.asarray(data["emitted_ids"], dtype=str))
+            times = np.asarray(data["emitted_times"], dtype=np.int64)
+            order = np.argsort(hashes, kind="stable")
+            self.large = (hashes[order], times[order])
+        else:
+            self.large = (np.frombuffer(base64.b64decode(data["emitted"]), dtype="<u8").astype(np.uint64),
+                          np.frombuffer(base64.b64decode(data["emitted_times"]), dtype="<i8").astype(np.int64))
+        self.small = (np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64))
+
+
+def _merged(into: tuple[NDArray[np.uint64], NDArray[np.int64]],
+            new: tuple[NDArray[np.uint64], NDArray[np.int64]]) -> tuple[NDArray[np.uint64], NDArray[np.int64]]:
+    """Two sorted runs as one; of equal hashes, those of ``new`` after those of ``into`` (newer: right)."""
+    at = np.searchsorted(into[0], new[0], side="right")
+    return np.insert(into[0], at, new[0]), np.insert(into[1], at, new[1])
+
+
+_FNV_OFFSET, _FNV_PRIME = np.uint64(0xCBF29CE484222325), np.uint64(0x100000001B3)
+
+
+def id_hashes(ids: NDArray[Any]) -> NDArray[np.uint64]:
+    """64-bit FNV-1a of each id's UTF-32 code points (a string's trailing padding does not count): the
+    same for the same text, in any process."""
+    text = np.asarray(ids).astype(str)
+    width = text.dtype.itemsize // 4
+    if not len(text) or width == 0:
+        return np.full(len(text), _FNV_OFFSET, dtype=np.uint64)
+    codes = text.reshape(-1, 1).view(np.uint32).astype(np.uint64)  # (n, width), 0 past each string's end
+    lengths = np.char.str_len(text)
+    hashes = np.full(len(text), _FNV_OFFSET, dtype=np.uint64)
+    uniform = bool((lengths == width).all())  # ids of one format: no string ends early
+    with np.errstate(over="ignore"):
+        for column in range(width):
+            step = (hashes ^ codes[:, column]) * _FNV_PRIME
+            hashes = step if uniform else np.where(column < lengths, step, hashes)
+    return hashes
+
+
+def _b64(array: NDArray[Any]) -> str:
+    return base64.b64encode(array.tobytes()).decode("ascii")
 
 
 def _drop_duplicates(halves: Events) -> tuple[Events, Events]:
