@@ -209,24 +209,42 @@ def driftline_without_broker(bootstrap: str, payloads: list[tuple[int, bytes]], 
 @contextlib.contextmanager
 def one_core(broker_pid: int | None) -> Iterator[bool]:
     """This process (every thread, and the threads it starts) on its first CPU, the broker's threads on
-    the others, for the block; whether that could be done (two CPUs or more, a running broker)."""
+    the others, for the block; whether that could be done (two CPUs or more, a running broker). Every
+    thread gets back the CPUs it had."""
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2 or broker_pid is None:
         yield False
         return
-    _pin(broker_pid, set(cpus[1:]))
-    _pin(os.getpid(), {cpus[0]})
+    before = {**_affinities(broker_pid), **_affinities(os.getpid())}
     try:
+        _pin(broker_pid, set(cpus[1:]))
+        _pin(os.getpid(), {cpus[0]})
         yield True
     finally:
-        _pin(os.getpid(), set(cpus))
-        _pin(broker_pid, set(cpus))
+        for thread, allowed in before.items():
+            with contextlib.suppress(OSError):  # a thread that has ended since
+                os.sched_setaffinity(thread, allowed)
+
+
+def _affinities(pid: int) -> dict[int, set[int]]:
+    out = {}
+    for thread in _threads(pid):
+        with contextlib.suppress(OSError):
+            out[thread] = os.sched_getaffinity(thread)
+    return out
 
 
 def _pin(pid: int, cpus: set[int]) -> None:
-    for thread in os.listdir(f"/proc/{pid}/task"):
-        with contextlib.suppress(ProcessLookupError):  # a thread that has just ended
-            os.sched_setaffinity(int(thread), cpus)
+    for thread in _threads(pid):
+        with contextlib.suppress(OSError):  # a thread that has just ended
+            os.sched_setaffinity(thread, cpus)
+
+
+def _threads(pid: int) -> list[int]:
+    try:
+        return [int(thread) for thread in os.listdir(f"/proc/{pid}/task")]
+    except FileNotFoundError:  # the process has ended
+        return []
 
 
 def rates(seconds: list[float], events: int) -> dict[str, Any]:

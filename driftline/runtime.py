@@ -8,7 +8,8 @@ import gc
 MMAP_THRESHOLD = 32 * 1024 * 1024
 """Blocks from this size up get memory of their own from the kernel (glibc's largest allowed value)."""
 TRIM_THRESHOLD = 128 * 1024 * 1024
-"""Freed memory the process keeps for the next batch before giving it back to the kernel."""
+"""Freed memory kept for the next batch before it goes back to the kernel (per glibc arena: the main
+thread's, where batches are built; librdkafka's and chDB's threads have arenas of their own)."""
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 
 
@@ -36,7 +37,8 @@ def keep_freed_memory() -> bool:
     (docs/decisions.md). Whether the allocator took the settings (False: not glibc; nothing changed)."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # no C library to ask, or not glibc's (macOS)
+    except (OSError, AttributeError, TypeError):  # no C library to ask (Windows), or not glibc's (macOS)
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    took = [mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD), mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)]
+    return all(took)

@@ -201,14 +201,16 @@ def _symbols(schema: Any) -> tuple[str, ...]:
 
 
 # -- the compiled loop -----------------------------------------------------------------------------------
+#
+# The helpers below are called, not inlined by numba (``inline="always"``): numba's own inlining counts a
+# reference to every array passed at every call (an atomic increment and a decref call), which made the
+# loop 5x slower; LLVM inlines them anyway (docs/decisions.md).
 
 
 @numba.njit(cache=True, nogil=True)
 def _long(buffer: Any, at: int, end: int) -> tuple[int, int, bool]:
     """A zigzag varint: (value, position after it, whether it was whole). int64 arithmetic throughout:
-    numba's uint64 scalars are several times slower. Helpers taking an array are called, not inlined by
-    numba (``inline="always"``): numba's own inlining counts a reference to the array at every call
-    (an atomic increment and a decref call), which made the loop 5x slower; LLVM inlines them anyway."""
+    numba's uint64 scalars are several times slower."""
     raw = 0
     shift = 0
     while at < end and shift < 70:
@@ -261,8 +263,9 @@ def _same(buffer: Any, a: int, b: int, length: int) -> bool:
 
 @numba.njit(cache=True, nogil=True)
 def _intern(buffer: Any, at: int, length: int, field: int, keys: Any, used: int) -> int:
-    """The id of the map key at (at, length) when it is not the one the last message had at this
-    place: a known key, else a new id (``used``); -1 when ``keys`` is full."""
+    """The id of the map key at (at, length): a known key's, else a new one (``used``, recorded in
+    ``keys``); -1 when ``keys`` is full. (The loop calls it when the key is not the one the previous
+    message had at this place.)"""
     for k in range(used):
         if keys[k, 0] == field and keys[k, 2] == length and _same(buffer, keys[k, 1], at, length):
             return k
@@ -279,7 +282,8 @@ def _compiled(plans: tuple[Plan, ...]) -> Any:
     loop = _compiled_loops.get(plans)
     if loop is None:
         source = _loop_source(plans)
-        namespace = {"np": np, "_long": _long, "_word": _word, "_intern": _intern, "_same": _same, "_memcmp": _memcmp}
+        namespace: dict[str, Any] = {"np": np, "_long": _long, "_word": _word, "_intern": _intern,
+                                     "_same": _same, "_memcmp": _memcmp}
         exec(compile(source, f"<avro batch loop {len(_compiled_loops)}>", "exec"), namespace)  # noqa: S102 (our own source)
         loop = _compiled_loops[plans] = numba.njit(nogil=True)(namespace["loop"])
     return loop

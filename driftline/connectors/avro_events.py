@@ -105,7 +105,8 @@ def avro_events(values: Sequence[bytes], schema: Any, origins: Sequence[str],
     position = _pick(origins, rows)
     source = _pick(sources, rows) if sources is not None else np.zeros(0, dtype=object)
     events = Events(kind=kind[take], request_id=ids["request_id"][take], model=ids["model"][take],
-                    model_version=ids["model_version"][take], event_time=times.integer[rows],
+                    model_version=ids["model_version"][take],
+                    event_time=times.integer[rows],  # a copy: the column is a view of the whole decoded block
                     score=score[take], decision=decision[take],
                     features={name: column[take] for name, column in features.items()}, position=position,
                     source=source)

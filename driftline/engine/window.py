@@ -52,6 +52,10 @@ from driftline.errors import InvalidInput
 __all__ = ["ClosedWindow", "LateCount", "UpdateResult", "WindowSpec", "WindowState", "window_id"]
 
 
+_FEW_RUNS = 256
+"""Beyond this many runs of one source in a batch, per-source marks are found by a sort of the names."""
+
+
 def _marked(marks: Mapping[str, int], times: NDArray[np.int64], rows: NDArray[np.intp],
             sources: NDArray[Any] | None) -> dict[str, int]:
     """``marks`` updated with the newest time per source among ``rows``."""
@@ -65,11 +69,17 @@ def _marked(marks: Mapping[str, int], times: NDArray[np.int64], rows: NDArray[np
     # each source (a sort of the names would cost more than the few runs).
     names = np.asarray(sources)[rows]
     starts = np.flatnonzero(np.concatenate(([True], names[1:] != names[:-1])))
-    newest = np.maximum.reduceat(times[rows], starts)
-    for name, mark in zip(names[starts].tolist(), newest.tolist(), strict=True):
+    run_names, newest = names[starts], np.maximum.reduceat(times[rows], starts)
+    if len(starts) > _FEW_RUNS:  # interleaved event by event: per source, by a sort of the runs' names
+        distinct, inverse = np.unique(run_names.astype(str), return_inverse=True)
+        per_source = np.full(len(distinct), np.iinfo(np.int64).min, dtype=np.int64)
+        np.maximum.at(per_source, inverse, newest)
+        run_names, newest = distinct, per_source
+    for name, mark in zip(run_names.tolist(), newest.tolist(), strict=True):
         name = str(name)
         updated[name] = max(mark, updated.get(name, mark))
     return updated
+
 
 
 class WindowState:

@@ -3,6 +3,7 @@ time and count), duplicates, model/version mismatches, flush; and nothing is eve
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +14,7 @@ from hypothesis import event as note, given, settings
 from hypothesis import strategies as st
 
 from driftline.events import COMBINED, REQUEST, RESPONSE, EventBuilder, Events
-from driftline.join import JoinResult, Joiner, group_indices
+from driftline.join import JoinResult, Joiner, RecentIds, group_indices, id_hashes
 
 T0 = 1_767_225_600_000
 MINUTE = 60_000
@@ -340,3 +341,58 @@ def test_nothing_is_lost_in_any_interleaving(stream: list[Item], cuts: list[int]
 def test_nothing_is_lost_with_mismatched_models(stream: list[Item], cuts: list[int], max_wait: int,
                                                 max_pending: int) -> None:
     run_interleaving(stream, cuts, max_wait, max_pending)
+
+
+# -- the remembered ids ------------------------------------------------------------------------------------
+
+
+def test_id_hashes_are_fnv1a_of_the_code_points_whatever_the_array() -> None:
+    expected = 0xCBF29CE484222325
+    for code in map(ord, "r1é"):
+        expected = ((expected ^ code) * 0x100000001B3) % 2 ** 64
+    for ids in (np.asarray(["r1é", "r1"]), np.asarray(["r1é", "r1"], dtype=object)):
+        hashes = id_hashes(ids)
+        assert hashes.dtype == np.uint64 and int(hashes[0]) == expected and hashes[0] != hashes[1]
+    assert id_hashes(np.asarray(["ab", "ab"])).tolist() == id_hashes(np.asarray(["ab", "abc"]))[:1].tolist() * 2
+
+
+def test_recent_ids_decide_as_a_plain_dictionary_would() -> None:
+    """Random batches of ids (some repeated, some from long ago), times moving forward with disorder:
+    every lookup equals the plain rule (seen within the horizon behind the newest event), through many
+    merges of the small run into the large one, and through a checkpoint."""
+    rng = np.random.default_rng(3)
+    recent, plain = RecentIds(horizon_ms=5_000, bound=10 ** 6), {}
+    recent.MIN_SMALL = 64  # merge often
+    newest = None
+    for step in range(300):
+        ids = rng.integers(0, 3_000, rng.integers(1, 60)).astype(str)
+        ids = np.unique(ids)  # (the joiner drops repeats within a batch before it asks)
+        times = step * 100 + rng.integers(-2_000, 2_000, len(ids))
+        newest = int(times.max()) if newest is None else max(newest, int(times.max()))
+        seen = recent.seen(id_hashes(ids), newest)
+        assert seen.tolist() == [i in plain and plain[i] >= newest - 5_000 for i in ids.tolist()]
+        fresh = ~seen
+        recent.add(id_hashes(ids[fresh]), times[fresh], newest)
+        plain.update(zip(ids[fresh].tolist(), times[fresh].tolist()))
+        if step == 150:
+            again = RecentIds(5_000, 10 ** 6)
+            again.MIN_SMALL = 64
+            again.restore(json.loads(json.dumps(recent.snapshot(newest))))
+            recent = again
+    recent.compact(newest)
+    assert 0 < len(recent) and (recent.large[1] >= newest - 5_000).all()  # what is past the horizon was let go
+
+
+def test_recent_ids_keep_the_newest_within_the_bound() -> None:
+    recent = RecentIds(horizon_ms=10 ** 9, bound=100)
+    times = np.arange(300, dtype=np.int64)
+    recent.add(id_hashes(times.astype(str)), times, 299)
+    recent.compact(299)
+    assert len(recent) == 100
+    assert recent.seen(id_hashes(times.astype(str)), 299).tolist() == [False] * 200 + [True] * 100
+
+
+def test_a_checkpoint_of_the_ids_themselves_is_still_read() -> None:
+    recent = RecentIds(horizon_ms=MINUTE, bound=100)
+    recent.restore({"emitted_ids": ["a", "b"], "emitted_times": [T0, T0 + 1]})
+    assert recent.seen(id_hashes(np.asarray(["b", "c", "a"])), T0 + 2).tolist() == [True, False, True]

@@ -55,3 +55,15 @@ def test_source_marks_survive_a_snapshot() -> None:
     restored = WindowState.restore(FEATURES, json.loads(json.dumps(state.snapshot())))
     assert restored.source_marks == state.source_marks and restored.holding == state.holding
     assert feed(restored, "p1", 0, 2 * MINUTE) == feed(state, "p1", 0, 2 * MINUTE)
+
+
+def test_source_marks_are_the_same_for_runs_and_for_events_interleaved_one_by_one() -> None:
+    from driftline.engine.window import _FEW_RUNS, _marked
+
+    rng = np.random.default_rng(7)
+    times = rng.integers(0, 10 ** 6, 4 * _FEW_RUNS).astype(np.int64)
+    for sources in (np.asarray([f"t[{i % 3}]" for i in range(len(times))], dtype=object),  # one by one
+                    np.repeat(np.asarray(["t[0]", "t[1]", "t[2]", "t[0]"]), _FEW_RUNS)):   # a few runs
+        rows = np.flatnonzero(rng.random(len(times)) < 0.8)
+        expected = {name: int(times[rows][sources[rows] == name].max()) for name in set(sources[rows].tolist())}
+        assert _marked({"t[1]": 2 * 10 ** 6}, times, rows, sources) == {**expected, "t[1]": 2 * 10 ** 6}
