@@ -46,6 +46,8 @@ from driftline.join import DUPLICATE_REASON, Joiner
 from driftline.pipeline import model_groups
 
 LATE_PANES = 10_000
+_FEW_RUNS = 256
+"""Up to this many runs of one partition in a batch, its rows are grouped by runs rather than a sort."""
 """Panes per (model version, partition) whose running late count is remembered (the oldest go first)."""
 
 Key = tuple[str, str]
@@ -218,10 +220,15 @@ def _by_partition(sources: NDArray[Any]) -> list[tuple[str, NDArray[np.intp]]]:
     """Row indices of each partition, in message order."""
     if not len(sources):
         return []
-    names = np.asarray(sources).astype(str)
-    if (names == names[0]).all():
-        return [(str(names[0]), np.arange(len(names)))]
-    unique, inverse = np.unique(names, return_inverse=True)
+    names = np.asarray(sources)
+    starts = np.flatnonzero(np.concatenate(([True], names[1:] != names[:-1])))
+    if len(starts) <= _FEW_RUNS:  # a consume call's messages come a partition at a time: by runs, no sort
+        ends = np.append(starts[1:], len(names))
+        runs: dict[str, list[NDArray[np.intp]]] = {}
+        for name, lo, hi in zip(names[starts].tolist(), starts.tolist(), ends.tolist(), strict=True):
+            runs.setdefault(str(name), []).append(np.arange(lo, hi))
+        return [(name, parts[0] if len(parts) == 1 else np.concatenate(parts)) for name, parts in sorted(runs.items())]
+    unique, inverse = np.unique(names.astype(str), return_inverse=True)
     order = np.argsort(inverse, kind="stable")
     bounds = np.searchsorted(inverse[order], np.arange(len(unique) + 1))
     return [(str(name), order[bounds[i]:bounds[i + 1]]) for i, name in enumerate(unique.tolist())]
