@@ -177,6 +177,10 @@ class RecentIds:
 
     def compact(self, newest: int | None) -> None:
         """One sorted run, without the ids past the horizon or beyond the bound (the oldest)."""
+        self.large = self._compacted(newest)
+        self.small = (np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64))
+
+    def _compacted(self, newest: int | None) -> tuple[NDArray[np.uint64], NDArray[np.int64]]:
         ids, times = _merged(self.large, self.small)
         keep = times >= newest - self.horizon_ms if newest is not None else np.ones(len(ids), dtype=bool)
         excess = int(keep.sum()) - self.bound
@@ -185,12 +189,11 @@ class RecentIds:
             keep[kept[np.argpartition(times[kept], excess - 1)[:excess]]] = False
         if not keep.all():
             ids, times = ids[keep], times[keep]
-        self.large = (ids, times)
-        self.small = (np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64))
+        return ids, times
 
     def snapshot(self, newest: int | None) -> dict[str, str]:
-        self.compact(newest)
-        ids, times = self.large
+        """What is remembered, as one compacted run (this object itself stays as it is)."""
+        ids, times = self._compacted(newest)
         return {"emitted": _b64(ids.astype("<u8")), "emitted_times": _b64(times.astype("<i8"))}
 
     def restore(self, data: Mapping[str, Any]) -> None:
