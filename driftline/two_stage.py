@@ -42,7 +42,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, KafkaException
 
 from driftline.config import Config, KafkaConfig, TopicConfig
-from driftline.connectors.clickhouse import ClickHouseStore
+from driftline.connectors.clickhouse import ClickHouseStore, StoreUnavailable
 from driftline.connectors.kafka import KafkaSource, MessageBatch, Publisher, split_partition_name
 from driftline.connectors.kafka_fetch import MessageFetcher
 from driftline.engine.window_spec import WindowSpec
@@ -53,6 +53,23 @@ from driftline.service import BatchReport, Service
 from driftline.stage import PartialRecord, StageOne
 
 log = logging.getLogger("driftline.two_stage")
+
+
+def _load_or_hold(names: list[str], load: Callable[[str], int], source: KafkaSource) -> bool:
+    """Each partition loaded (``load`` returns where to read it from) and released to be read; from the
+    first the store cannot answer for, the rest are held. Whether every one was loaded."""
+    for at, name in enumerate(names):
+        try:
+            start = load(name)
+        except StoreUnavailable as exc:
+            held = set(names[at:]) - source.held
+            source.held |= set(names[at:])
+            if held:
+                log.warning("store unavailable (%s): partitions %s held, not read, until it answers", exc, sorted(held))
+            return False
+        if name in source.held:
+            source.release({name: start})
+    return True
 
 
 def merge_settings(kafka: KafkaConfig) -> KafkaConfig:
@@ -82,6 +99,8 @@ class TwoStageService(Service):
         self._dirty_shards: set[str] = set()
         self._kept: dict[str, tuple[int | None, dict[str, Any] | None]] = {}
         """Checkpoint key → the (offset, state) of its newest checkpoint (None, None: none), to go back to."""
+        self._held_retry_at = 0.0
+        """When partitions held at their assignment are next tried (monotonic seconds)."""
         source.before_assign, source.before_revoke = self._load_partitions, self._hand_over_partitions
         self.merge_source.before_assign = self._load_shards
         self.merge_source.before_revoke = self._hand_over_shards
@@ -174,27 +193,33 @@ class TwoStageService(Service):
         return seq, next(iter(offsets.values())), state
 
     def _load_partitions(self, names: set[str]) -> None:
-        """Source partitions assigned: each starts from its checkpoint (state and offset), else anew."""
-        for name in sorted(names):
-            key = f"{self.config.kafka.group_id}/{name}"
-            found = self._stored(key)
-            self._dirty.discard(name)
-            self._kept[key] = (None, None) if found is None else (found[1], found[2])
-            if found is None:
-                self.stage1.restore(name, None)
-                self.offsets.pop(name, None)
-                self.source.start_offsets[name] = OFFSET_BEGINNING
-                continue
+        """Source partitions assigned: each starts from its checkpoint (state and offset), else anew. While
+        the store is away they are held (assigned, not read) and loaded later (:meth:`_load_held`)."""
+        _load_or_hold(sorted(names), self._load_partition, self.source)
+        log.info("source partitions assigned: %s", sorted(names))
+
+    def _load_partition(self, name: str) -> int:
+        """One source partition's checkpoint loaded; returns where to start reading it."""
+        key = f"{self.config.kafka.group_id}/{name}"
+        found = self._stored(key)
+        self._dirty.discard(name)
+        self._kept[key] = (None, None) if found is None else (found[1], found[2])
+        if found is None:
+            self.stage1.restore(name, None)
+            self.offsets.pop(name, None)
+            start = OFFSET_BEGINNING
+        else:
             self._seqs[key], self.offsets[name], state = found
             self.stage1.restore(name, state)
-            self.source.start_offsets[name] = self.offsets[name]
-        log.info("source partitions assigned: %s", sorted(names))
+            start = self.offsets[name]
+        self.source.start_offsets[name] = start
+        return start
 
     def _hand_over_partitions(self, names: set[str], lost: bool) -> None:
         """Source partitions taken away: a last checkpoint of what was read (unless they were lost: another
         member may own them already), then forgotten here."""
         if not lost:
-            self._checkpoint(self._dirty & names, set())
+            self._last_checkpoint(self._dirty & names, set())
         self._dirty -= names
         for name in names:
             self.stage1.drop(name)
@@ -202,25 +227,51 @@ class TwoStageService(Service):
         log.info("source partitions handed over: %s", sorted(names))
 
     def _load_shards(self, names: set[str]) -> None:
-        expected = frozenset(self.source.expected) or None
-        for name in sorted(names):
-            key = f"{self.config.kafka.group_id}.merge/{name}"
-            shard = self.shards[name] = MergeShard(self.config, self.profiles, self.spec, expected)
-            found = self._stored(key)
-            self._dirty_shards.discard(name)
-            self._kept[key] = (None, None) if found is None else (found[1], found[2])
-            if found is None:
-                self.merge_offsets.pop(name, None)
-                self.merge_source.start_offsets[name] = OFFSET_BEGINNING
-                continue
+        _load_or_hold(sorted(names), self._load_shard, self.merge_source)
+        log.info("partials partitions assigned: %s", sorted(names))
+
+    def _load_shard(self, name: str) -> int:
+        """One partials partition's stage-2 shard loaded; returns where to start reading it."""
+        key = f"{self.config.kafka.group_id}.merge/{name}"
+        found = self._stored(key)
+        shard = MergeShard(self.config, self.profiles, self.spec, frozenset(self.source.expected) or None)
+        self._dirty_shards.discard(name)
+        self._kept[key] = (None, None) if found is None else (found[1], found[2])
+        if found is None:
+            self.merge_offsets.pop(name, None)
+            start = OFFSET_BEGINNING
+        else:
             self._seqs[key], self.merge_offsets[name], state = found
             shard.restore(state)
-            self.merge_source.start_offsets[name] = self.merge_offsets[name]
-        log.info("partials partitions assigned: %s", sorted(names))
+            start = self.merge_offsets[name]
+        self.shards[name] = shard
+        self.merge_source.start_offsets[name] = start
+        return start
+
+    def _load_held(self) -> None:
+        """Partitions held since their assignment (the store was away): loaded now if the store answers,
+        then read from their checkpoints. Tried once per ``kafka.retry_backoff``."""
+        now = time.monotonic()
+        if now < self._held_retry_at:
+            return
+        self._held_retry_at = now + self.config.kafka.retry_backoff / 1000
+        for source, load in ((self.source, self._load_partition), (self.merge_source, self._load_shard)):
+            if source.held and not _load_or_hold(sorted(source.held), load, source):
+                return
+        log.info("held partitions loaded: every assigned partition is read")
+
+    def _last_checkpoint(self, partitions: set[str], shards: set[str]) -> None:
+        """The checkpoint of partitions being taken away; without the store, none: the next owner reads them
+        again from their previous checkpoint, as after a crash (stage 2 adds each pane once)."""
+        try:
+            self._checkpoint(partitions, shards)
+        except StoreUnavailable as exc:
+            log.warning("partitions handed over without a last checkpoint (%s): %s", exc,
+                        sorted(partitions | shards))
 
     def _hand_over_shards(self, names: set[str], lost: bool) -> None:
         if not lost:
-            self._checkpoint(set(), self._dirty_shards & names)
+            self._last_checkpoint(set(), self._dirty_shards & names)
         self._dirty_shards -= names
         for name in names:
             self.shards.pop(name, None)
@@ -234,7 +285,7 @@ class TwoStageService(Service):
         each again from the checkpoint's offset (see :meth:`_wait`)."""
         group = self.config.kafka.group_id
         self._since = {}
-        for name in self.source.assigned:
+        for name in self.source.assigned - self.source.held:
             offset, state = self._kept.get(f"{group}/{name}", (None, None))
             self.stage1.restore(name, state)
             if offset is None:
@@ -256,6 +307,11 @@ class TwoStageService(Service):
             else:
                 self.merge_offsets[name] = offset
         self._dirty_shards.clear()
+
+    def step(self) -> BatchReport:
+        if (self.source.held or self.merge_source.held) and self._retry_at is None:
+            self._load_held()
+        return super().step()
 
     def _wait(self) -> BatchReport:
         self.merge_source.consumer.consume(self.config.kafka.batch_size, 0)  # paused: kept in its group

@@ -171,6 +171,9 @@ class KafkaSource:
         """Where to start each partition when it is assigned (a checkpoint's offsets); else the committed one."""
         self.paused = False
         """Consumption paused (the store or the broker is away): partitions assigned meanwhile stay paused."""
+        self.held: set[str] = set()
+        """Owned partitions not to be read until :meth:`release` says where to start (``before_assign`` could
+        not find out: the store was away). They stay paused, and count as nothing read yet."""
         self.before_assign: Callable[[set[str]], None] | None = None
         """Called with the partitions being assigned before their ``start_offsets`` are read (the two-stage
         service loads their checkpoints there)."""
@@ -200,8 +203,9 @@ class KafkaSource:
             if start is not None:
                 p.offset = start
         consumer.incremental_assign(partitions)
-        if self.paused:
-            consumer.pause(partitions)
+        held = [p for p in partitions if partition_name(p.topic, p.partition) in self.held]
+        if self.paused or held:
+            consumer.pause(partitions if self.paused else held)
         self.assigned |= names
         self.fresh |= names
         self.at_end -= names
@@ -213,6 +217,7 @@ class KafkaSource:
         names = {partition_name(p.topic, p.partition) for p in partitions}
         if self.before_revoke is not None:
             self.before_revoke(names & self.assigned, lost)
+        self.held -= names
         self.assigned -= names
         self.fresh -= names
         self.at_end -= names
@@ -281,10 +286,21 @@ class KafkaSource:
             self.consumer.pause(assignment)
 
     def resume(self) -> None:
+        """Fetch again from every assigned partition but the held ones."""
         self.paused = False
-        assignment = self.consumer.assignment()
+        assignment = [tp for tp in self.consumer.assignment() if partition_name(tp.topic, tp.partition) not in self.held]
         if assignment:
             self.consumer.resume(assignment)
+
+    def release(self, starts: Mapping[str, int]) -> None:
+        """Held partitions whose start is known now: read from there (once consumption is not paused)."""
+        names = starts.keys() & self.held
+        self.held -= names
+        if not names:
+            return
+        if not self.paused:
+            self.consumer.resume([TopicPartition(*split_partition_name(name)) for name in sorted(names)])
+        self.seek({split_partition_name(name): starts[name] for name in names})
 
     def seek(self, positions: dict[tuple[str, int], int]) -> None:
         """Go back to ``positions`` ((topic, partition) → offset) to consume from there again; those

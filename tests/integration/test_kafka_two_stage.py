@@ -280,6 +280,44 @@ def test_the_store_away_mid_stream_pauses_both_stages_and_changes_nothing(
     assert rows == single
 
 
+def test_the_store_away_during_a_rebalance_holds_the_new_partitions_and_changes_nothing(
+        tmp_path: Path, broker: KafkaBroker, single: dict[str, list[tuple[Any, ...]]]) -> None:
+    """A second member joins while the store fails: its partitions' checkpoints cannot be read (three
+    times), so they are held — assigned, not read — until the store answers; the first member's next
+    checkpoint write fails too (its last checkpoint of the partitions it hands over, or a batch's)."""
+    cfg = two_stage_config(tmp_path, broker.bootstrap, "two-rebalance-outage", retry_backoff=50,
+                           retry_backoff_max=100)
+    with opened(cfg) as store:
+        first = Member(cfg, store)
+        members = [first]
+        try:
+            deadline = time.monotonic() + 30
+            while sum(first.service.offsets.values()) < TOTAL // 3:
+                assert time.monotonic() < deadline
+                first.service.step()
+            second = Member(cfg, store)  # (it reads its start-up checkpoint here)
+            members.append(second)
+            store.read_checkpoint = failing(store.read_checkpoint, {1, 2, 3})  # type: ignore[method-assign]
+            store.write_checkpoints = failing(store.write_checkpoints, {1})  # type: ignore[method-assign]
+            held = set()
+            while not second.source.assigned:
+                assert time.monotonic() < deadline
+                first.service.step()
+                second.service.step()
+                held |= second.source.held | second.merge_source.held
+            settle(broker.bootstrap, members)
+            owned = [set(m.source.assigned) for m in members]
+            still_held = [m.source.held | m.merge_source.held for m in members]
+        finally:
+            for member in members:
+                member.close()
+            for name in ("read_checkpoint", "write_checkpoints"):
+                vars(store).pop(name, None)
+        rows = rows_written(store)
+    assert held and all(owned) and not any(still_held)
+    assert rows == single
+
+
 def failing(call: Any, failures: set[int]) -> Any:
     """``call``, raising StoreUnavailable on the calls numbered in ``failures`` (from 1)."""
     calls = 0
