@@ -46,9 +46,9 @@ from driftline.join import DUPLICATE_REASON, Joiner
 from driftline.pipeline import model_groups
 
 LATE_PANES = 10_000
+"""Panes per (model version, partition) whose running late count is remembered (the oldest go first)."""
 _FEW_RUNS = 256
 """Up to this many runs of one partition in a batch, its rows are grouped by runs rather than a sort."""
-"""Panes per (model version, partition) whose running late count is remembered (the oldest go first)."""
 
 Key = tuple[str, str]
 
