@@ -11,8 +11,9 @@ and stage 2 keeps the largest it has seen, so nothing is counted twice.
 
 A request id seen again in its partition (a producer's retry) is a duplicate: dropped and reported,
 as the single-stage joiner does, within ``join.max_wait`` of the partition's event time and up to
-``join.max_pending`` ids per partition. Producers key by request id, so a retry lands in the partition
-of its first delivery; the decision depends on that partition's order only.
+``join.max_pending`` ids shared out over the topics' partitions (so a member owning every partition
+remembers as many as the single-stage service). Producers key by request id, so a retry lands in the
+partition of its first delivery; the decision depends on that partition's order only.
 
 The state is kept per source partition (:meth:`StageOne.snapshot` / :meth:`StageOne.restore`), so a
 partition moves between members with its state.
@@ -102,11 +103,13 @@ class StageOne:
     """The partial windows of the source partitions this member owns."""
 
     def __init__(self, profiles: Mapping[Key, ReferenceProfile], spec: WindowSpec, max_future_ms: int | None,
-                 join: JoinConfig | None = None) -> None:
+                 join: JoinConfig | None = None, partitions: int = 1) -> None:
         self.features = {key: FeatureSet(profile) for key, profile in profiles.items()}
         self.spec = spec
         self.max_future_ms = max_future_ms
         self.join = join if join is not None else JoinConfig()
+        self.ids_per_partition = max(1, self.join.max_pending // max(1, partitions))
+        """How many recent request ids each partition remembers: ``join.max_pending`` over ``partitions``."""
         self.recent: dict[str, Joiner] = {}
         """Source partition → its recent request ids (a joiner that only ever sees combined events)."""
         self.panes: dict[str, dict[Key, PartitionPanes]] = {}
@@ -176,7 +179,7 @@ class StageOne:
     def _recent(self, partition: str) -> Joiner:
         recent = self.recent.get(partition)
         if recent is None:
-            recent = self.recent[partition] = Joiner(self.join.max_wait, self.join.max_pending)
+            recent = self.recent[partition] = Joiner(self.join.max_wait, self.ids_per_partition)
         return recent
 
     def snapshot(self, partition: str) -> dict[str, Any]:

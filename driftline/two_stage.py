@@ -86,7 +86,7 @@ class TwoStageService(Service):
         w = config.windows
         self.spec = WindowSpec(size_ms=w.size, hop_ms=w.hop, allowed_lateness_ms=w.allowed_lateness)
         self.profiles = {key: monitor.profile for key, monitor in self.pipeline.monitors.items()}
-        self.stage1 = StageOne(self.profiles, self.spec, w.max_future, config.join)
+        self.stage1 = StageOne(self.profiles, self.spec, w.max_future, config.join, len(source.expected))
         self.merge_source = merge_source if merge_source is not None else KafkaSource(merge_settings(config.kafka))
         self.shards: dict[str, MergeShard] = {}
         """Partials partition → its stage-2 state."""

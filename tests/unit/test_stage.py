@@ -188,3 +188,11 @@ def test_two_stages_refuse_topics_of_request_and_response_halves(tmp_path: Any) 
         load_config(path, environ={})
     path.write_text('{"kafka": {"stages": "two", "topics": [{"topic": "a"}]}}')
     assert load_config(path, environ={}).kafka.stages == "two"
+
+
+def test_the_ids_remembered_are_shared_out_over_the_partitions(profile: ReferenceProfile) -> None:
+    from driftline.config import JoinConfig
+
+    stage = StageOne({KEY: profile}, SPEC, None, JoinConfig(max_pending=1_000), partitions=4)
+    assert stage.ids_per_partition == 250 and stage._recent("s[0]").max_pending == 250
+    assert StageOne({KEY: profile}, SPEC, None, JoinConfig(max_pending=3), partitions=8).ids_per_partition == 1
