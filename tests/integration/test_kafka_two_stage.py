@@ -106,6 +106,14 @@ def settle(bootstrap: str, members: list[Member], timeout: float = 50, idle_step
         idle = idle + 1 if done and not messages else 0
 
 
+def step_until(member: Member, counted: int, timeout: float = 30) -> None:
+    """Step one member until it has counted ``counted`` messages (stage 1's offsets)."""
+    deadline = time.monotonic() + timeout
+    while sum(member.service.offsets.values()) < counted:
+        assert time.monotonic() < deadline, f"{sum(member.service.offsets.values())} of {counted} counted"
+        member.service.step()
+
+
 def rows_written(store: ClickHouseStore) -> dict[str, list[tuple[Any, ...]]]:
     rows = outcome(store)
     unmerged = sorted(set(table_rows(store, "windows", final=False)))
@@ -163,10 +171,7 @@ def test_producer_retries_are_dropped_as_the_single_stage_service_drops_them(
     with opened(cfg) as store:
         members = [Member(cfg, store)]
         try:
-            deadline = time.monotonic() + 30
-            while sum(members[0].service.offsets.values()) < total // 3:
-                assert time.monotonic() < deadline
-                members[0].service.step()
+            step_until(members[0], total // 3)
             members.append(Member(cfg, store))
             settle(broker.bootstrap, members, partials=partials, total=total)
             duplicates = sum(m.service.pipeline.totals.duplicates for m in members)
@@ -185,10 +190,7 @@ def test_a_member_joining_mid_stream_changes_nothing(
         first = Member(cfg, store)
         members = [first]
         try:
-            deadline = time.monotonic() + 30
-            while sum(first.service.offsets.values()) < TOTAL // 3:  # a third of the stream, in batches of 150
-                assert time.monotonic() < deadline
-                first.service.step()
+            step_until(first, TOTAL // 3)  # a third of the stream, in batches of 150
             assert sum(first.service.offsets.values()) < TOTAL
             members.append(Member(cfg, store))
             settle(broker.bootstrap, members)
@@ -236,15 +238,10 @@ def test_a_member_dying_between_checkpoints_loses_nothing_and_counts_nothing_twi
     with opened(cfg) as store:
         first = Member(cfg, store)
         try:
-            deadline = time.monotonic() + 30
-            while sum(first.service.offsets.values()) < TOTAL // 3:
-                assert time.monotonic() < deadline
-                first.service.step()
+            step_until(first, TOTAL // 3)
             checkpointed = sum(first.service.offsets.values())
             first.service._checkpoint = lambda *_: None  # type: ignore[method-assign]  # from here on: none
-            while sum(first.service.offsets.values()) < checkpointed + 6 * 150:
-                assert time.monotonic() < deadline
-                first.service.step()
+            step_until(first, checkpointed + 6 * 150)
         finally:
             first.source.close()  # the process dies: nothing is checkpointed or committed on the way out
             first.merge_source.close()
@@ -291,15 +288,12 @@ def test_the_store_away_during_a_rebalance_holds_the_new_partitions_and_changes_
         first = Member(cfg, store)
         members = [first]
         try:
-            deadline = time.monotonic() + 30
-            while sum(first.service.offsets.values()) < TOTAL // 3:
-                assert time.monotonic() < deadline
-                first.service.step()
+            step_until(first, TOTAL // 3)
             second = Member(cfg, store)  # (it reads its start-up checkpoint here)
             members.append(second)
             store.read_checkpoint = failing(store.read_checkpoint, {1, 2, 3})  # type: ignore[method-assign]
             store.write_checkpoints = failing(store.write_checkpoints, {1})  # type: ignore[method-assign]
-            held = set()
+            held, deadline = set(), time.monotonic() + 30
             while not second.source.assigned:
                 assert time.monotonic() < deadline
                 first.service.step()
@@ -357,10 +351,7 @@ def test_out_of_order_hopping_windows_are_the_same_for_one_member_and_two(tmp_pa
             members = [Member(cfg, store)]
             try:
                 if join_after is not None:
-                    deadline = time.monotonic() + 30
-                    while sum(members[0].service.offsets.values()) < join_after:
-                        assert time.monotonic() < deadline
-                        members[0].service.step()
+                    step_until(members[0], join_after)
                     members.append(Member(cfg, store))
                 settle(broker.bootstrap, members, partials=partials)
             finally:
