@@ -2,7 +2,8 @@
 
 One client, one code path: clickhouse-connect talks to chDB in-process (``chdb:///path``, the
 embedded default) or to a ClickHouse server (``http(s)://…``). The schema lives in
-``schemas/clickhouse_v1.sql`` and is applied by :meth:`ClickHouseStore.apply_schema`.
+``schemas/clickhouse_v1.sql`` and the migrations after it
+(``clickhouse_v2.sql``), and is applied by :meth:`ClickHouseStore.apply_schema`.
 
 Idempotency: every row has a deterministic key (window id, alert id, request id); tables are
 ReplacingMergeTree on that key (read with ``FINAL`` for exactly one copy), and every insert carries an
@@ -31,7 +32,8 @@ from driftline.engine.window import LateCount
 from driftline.errors import DriftlineError
 from driftline.schemas import schema_text
 
-SCHEMA_FILE = "clickhouse_v1.sql"
+SCHEMA_FILES = ("clickhouse_v1.sql", "clickhouse_v2.sql")
+"""Applied in order on every start; each is idempotent and ends by recording its version."""
 SCHEMA_VERSION = 1
 STAT_COLUMNS = tuple(FeatureStats.__dataclass_fields__)
 
@@ -160,10 +162,11 @@ class ClickHouseStore:
 
     def apply_schema(self) -> int:
         """Create or confirm every table; returns the schema version now in force."""
-        text = schema_text(SCHEMA_FILE).format(database=self.database, ttl_days=self.ttl_days,
-                                               audit_ttl_days=self.audit_ttl_days)
-        for statement in _statements(text):
-            self._command(statement)
+        for name in SCHEMA_FILES:
+            text = schema_text(name).format(database=self.database, ttl_days=self.ttl_days,
+                                            audit_ttl_days=self.audit_ttl_days)
+            for statement in _statements(text):
+                self._command(statement)
         return int(self.query(f"SELECT max(version) FROM {self.database}.schema_version")[1][0][0])
 
     # -- writes -------------------------------------------------------------------------------------

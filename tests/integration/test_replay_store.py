@@ -54,12 +54,12 @@ def test_schema_is_created_from_empty_and_reapplied_idempotently(tmp_path: Path,
     assert not path.exists()
     store = ClickHouseStore(f"chdb://{path}")
     try:
-        assert store.apply_schema() == 1
+        assert store.apply_schema() == 2
         assert path.exists()
         assert {r[0] for r in store.query("SHOW TABLES FROM driftline")[1]} == ALL_TABLES
-        assert store.apply_schema() == 1
-        assert store.apply_schema() == 1
-        assert count(store, "schema_version", final=False) == 1  # re-applying inserts no second version row
+        assert store.apply_schema() == 2
+        assert store.apply_schema() == 2
+        assert count(store, "schema_version", final=False) == 2  # re-applying inserts no second version row
         engines = dict(store.query("SELECT name, engine FROM system.tables WHERE database = 'driftline'")[1])
         assert engines == {"schema_version": "ReplacingMergeTree", "windows": "ReplacingMergeTree",
                            "late_events": "ReplacingMergeTree", "alerts": "ReplacingMergeTree",
@@ -75,8 +75,8 @@ def test_schema_is_created_from_empty_and_reapplied_idempotently(tmp_path: Path,
         gc.collect()
     reopened = ClickHouseStore(f"chdb://{path}")  # a restart: the schema is confirmed, the data kept
     try:
-        assert reopened.apply_schema() == 1
-        assert count(reopened, "schema_version", final=False) == 1
+        assert reopened.apply_schema() == 2
+        assert count(reopened, "schema_version", final=False) == 2
         assert count(reopened, "windows", final=False) == windows
     finally:
         reopened.close()
@@ -86,7 +86,7 @@ def test_schema_is_created_from_empty_and_reapplied_idempotently(tmp_path: Path,
 def test_schema_in_another_database_with_its_retention(tmp_path: Path) -> None:
     store = ClickHouseStore(f"chdb://{tmp_path / 'store'}", database="risk_prod", ttl_days=30, audit_ttl_days=90)
     try:
-        assert store.apply_schema() == 1 and store.apply_schema() == 1
+        assert store.apply_schema() == 2 and store.apply_schema() == 2
         assert {r[0] for r in store.query("SHOW TABLES FROM risk_prod")[1]} == ALL_TABLES
         ddl = dict(store.query("SELECT name, create_table_query FROM system.tables WHERE database = 'risk_prod'")[1])
         assert "toIntervalDay(30)" in ddl["windows"] and "toIntervalDay(90)" in ddl["audit_log"]
