@@ -34,24 +34,35 @@ PER_MINUTE, MINUTES, PARTITIONS = 4_000, 6, 3
 TRIALS = 5
 
 
+def scoring_messages() -> list[tuple[bytes, bytes, int]]:
+    """The stream: (value, key, partition) of every event, in production order."""
+    data = credit_applications(np.random.default_rng(9), PER_MINUTE * MINUTES)
+    names = [k for k in data if k not in ("score", "decision")]
+    messages = []
+    for i in range(PER_MINUTE * MINUTES):
+        features = {k: data[k][i] for k in names}
+        features = {k: (None if isinstance(v, float) and v != v else (v.item() if hasattr(v, "item") else v))
+                    for k, v in features.items()}
+        event = {"request_id": f"r{i}", "model": "credit", "model_version": "3",
+                 "event_time": T0 + (i // PER_MINUTE) * MINUTE + (i % PER_MINUTE) * (MINUTE // PER_MINUTE),
+                 "features": features, "score": float(data["score"][i]), "decision": data["decision"][i]}
+        messages.append((json.dumps(event).encode(), f"r{i}".encode(), i % PARTITIONS))
+    return messages
+
+
 @pytest.fixture(scope="module")
 def broker() -> Any:
     with KafkaBroker() as running:
         for topic in (TOPIC, "kill9.dead-letter", "kill9.control"):
             create_topic(running.bootstrap, topic, PARTITIONS)
-        producer = Producer({"bootstrap.servers": running.bootstrap})
-        data = credit_applications(np.random.default_rng(9), PER_MINUTE * MINUTES)
-        names = [k for k in data if k not in ("score", "decision")]
-        for i in range(PER_MINUTE * MINUTES):
-            features = {k: data[k][i] for k in names}
-            features = {k: (None if isinstance(v, float) and v != v else (v.item() if hasattr(v, "item") else v))
-                        for k, v in features.items()}
-            event = {"request_id": f"r{i}", "model": "credit", "model_version": "3",
-                     "event_time": T0 + (i // PER_MINUTE) * MINUTE + (i % PER_MINUTE) * (MINUTE // PER_MINUTE),
-                     "features": features, "score": float(data["score"][i]), "decision": data["decision"][i]}
-            producer.produce(TOPIC, json.dumps(event).encode(), f"r{i}".encode(), partition=i % PARTITIONS)
-        assert producer.flush(30) == 0
         yield running
+
+
+def produce(bootstrap: str, messages: list[tuple[bytes, bytes, int]]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for value, key, partition in messages:
+        producer.produce(TOPIC, value, key, partition=partition)
+    assert producer.flush(30) == 0
 
 
 def write_config(folder: Path, bootstrap: str, group: str) -> Path:
@@ -113,28 +124,38 @@ def windows(config: Path) -> list[tuple[Any, ...]]:
 
 def test_kill_minus_9_at_random_points_loses_nothing_and_counts_nothing_twice(tmp_path: Path,
                                                                                broker: KafkaBroker) -> None:
-    clean = write_config(tmp_path / "clean", broker.bootstrap, "kill9-clean")
-    drain(clean, broker.bootstrap, "kill9-clean")
-    expected = windows(clean)
-    assert expected and {row[3] for row in expected} == {PER_MINUTE}
-
+    """The stream is produced in phases, one before each trial and the last after them, so every kill lands
+    mid-stream by construction: a trial waits until a seeded share of what its phase added is committed,
+    then dies at a random point between two checkpoints. The clean pass reads the whole topic afterwards."""
+    messages = scoring_messages()
+    total = len(messages)
+    phases = np.array_split(np.arange(total), TRIALS + 1)
     crashy = write_config(tmp_path / "crashy", broker.bootstrap, "kill9-crashy")
     rng = random.Random(20261128)
-    total, progress = PER_MINUTE * MINUTES, []
-    for _ in range(TRIALS):
+    progress = []
+    for phase in phases[:-1]:
+        produce(broker.bootstrap, [messages[i] for i in phase.tolist()])
+        produced = int(phase[-1]) + 1
         process = start(crashy)
         try:
             before = committed(broker.bootstrap, "kill9-crashy")
-            target = before + rng.uniform(0.05, 0.2) * (total - before)  # a seeded share of what is left
-            deadline = time.monotonic() + 60
+            target = before + rng.uniform(0.2, 0.8) * (produced - before)  # a seeded share of what is new
+            deadline = time.monotonic() + 120
             while committed(broker.bootstrap, "kill9-crashy") < target:
-                assert time.monotonic() < deadline and process.poll() is None
+                assert process.poll() is None, f"driftline run exited with {process.returncode}"
+                assert time.monotonic() < deadline, f"{target:.0f} of {produced} messages not committed in time"
                 time.sleep(0.02)
             time.sleep(rng.uniform(0.0, 0.05))  # then die at a random point between two checkpoints
         finally:
             os.kill(process.pid, signal.SIGKILL)
             process.wait(10)
         progress.append(committed(broker.bootstrap, "kill9-crashy"))
-    assert sum(0 < p < total for p in progress) >= 3, progress  # killed mid-stream (it reads fast: not always)
+    assert all(0 < p < total for p in progress), progress  # by construction: the last phase is not produced yet
+    produce(broker.bootstrap, [messages[i] for i in phases[-1].tolist()])
     drain(crashy, broker.bootstrap, "kill9-crashy")
+
+    clean = write_config(tmp_path / "clean", broker.bootstrap, "kill9-clean")
+    drain(clean, broker.bootstrap, "kill9-clean")
+    expected = windows(clean)
+    assert expected and {row[3] for row in expected} == {PER_MINUTE}
     assert windows(crashy) == expected
