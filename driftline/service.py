@@ -48,8 +48,10 @@ others (a producer's backlog flushed after a broker outage, a slow producer) doe
 windows early; a partition that has really stopped lets them close ``idle_after`` later. A message on
 an idle partition makes it hold again (its events of windows closed meanwhile are counted late). The
 partitions' states are not checkpointed: after a restart each is fresh (holding every model) until
-read, and its idle timer starts anew; a pause (an outage) and a broker the consumer cannot reach
-restart the timers too, since nothing is known of the partitions meanwhile.
+read, and its idle timer starts anew. After a pause (an outage) or the consumer's report of a broker it
+cannot reach, the first batch that brings anything restarts the timer of every partition at its end,
+idle ones included, before it is counted: the producers' backlogs queued through an outage arrive one
+partition after the other, and each partition behind gets ``idle_after`` to deliver its own.
 
 Several consumers in one group: not with this service, whose checkpoint is one state per consumer
 group; ``kafka.stages: two`` runs :class:`~driftline.two_stage.TwoStageService` instead, which
@@ -212,9 +214,8 @@ class Service:
         if self._retry_at is not None:
             return self._wait()
         polled = self.source.poll_batch()
-        now = self.clock()
-        waiting = self.source.holding(now)  # before this batch's partitions count as read
-        batch = self.source.take(polled, now)  # ends of partitions noted, and dropped; idle timers started
+        batch = self.source.take(polled, self.clock())  # ends of partitions noted, and dropped; idle timers
+        waiting = self.source.before  # what the watermarks wait for before this batch's partitions count as read
         try:
             events, bad = self._decode(batch)
             return self._process(batch, events, bad, waiting)

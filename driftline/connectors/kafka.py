@@ -163,11 +163,16 @@ class KafkaSource:
             "auto.offset.reset": "earliest",
             "partition.assignment.strategy": "cooperative-sticky",
             "enable.partition.eof": True,
+            "error_cb": self._error,
         })
         self.assigned: set[str] = set()
         """Partitions this member owns, as ``topic[partition]``."""
         self.book = PartitionBook(config.idle_after / 1000)
         """Each owned partition's state (fresh, reading, at its end, idle): which hold the watermark."""
+        self.unreachable = 0
+        """Times the consumer reported the broker unreachable (the partitions' idle timers start again)."""
+        self.before = Holding(frozenset(), frozenset(), frozenset())
+        """What the watermarks waited for before the last batch :meth:`take` handed out counted as read."""
         self.start_offsets: dict[str, int] = {}
         """Where to start each partition when it is assigned (a checkpoint's offsets); else the committed one."""
         self.paused = False
@@ -186,6 +191,14 @@ class KafkaSource:
         (after a restart, before the group hands it back), so it holds the watermark."""
         self.consumer.subscribe([t.topic for t in config.topics], on_assign=self._assigned,
                                 on_revoke=self._revoked, on_lost=self._lost)
+
+    def _error(self, error: KafkaError) -> None:
+        """librdkafka's client-level errors (called from ``consume``): a broker that cannot be reached says
+        nothing of what its partitions hold, so the idle timers start again once it delivers."""
+        if error.code() in UNREACHABLE:
+            self.unreachable += 1
+            self.book.unreachable()
+        log.warning("consumer: %s", error)
 
     def _partitions_of(self, topics: list[str]) -> set[str]:
         try:
@@ -225,7 +238,8 @@ class KafkaSource:
         """A consume call's messages, field by field. End-of-partition events note their partition as
         read to its end and are left out, as are consumer errors (logged); every partition a message
         came from counts as read (not fresh, not at its end, unless its end came after its messages).
-        ``now`` (the service's clock, seconds) starts the idle timers (:mod:`driftline.connectors.partitions`)."""
+        ``now`` (the service's clock, seconds) starts the idle timers (:mod:`driftline.connectors.partitions`)
+        and sets :attr:`before`."""
         errors = [m.error() for m in polled]
         if not any(map(is_not, errors, repeat(None))):  # (by identity: a KafkaError cannot be compared with None)
             batch, ended = MessageBatch.of(polled), {}
@@ -239,10 +253,11 @@ class KafkaSource:
                     ended[partition_name(message.topic(), message.partition())] = len(kept)
                 else:
                     log.warning("consumer error: %s", error)
-                    if error.code() in UNREACHABLE:
-                        self.book.unreachable()
             batch = MessageBatch.of(kept)
         at_end = [name for name, before in ended.items() if name not in batch.sources[before:]]  # none after its end
+        self.book.arrived(bool(batch.sources or ended))
+        if now is not None:
+            self.before = self.holding(now)
         self.book.read(set(batch.sources), at_end, now)
         return batch
 

@@ -15,10 +15,13 @@ A partition this member owns is, in turn:
   counted late, as usual). ``idle_after: 0`` makes a partition idle as soon as it is read to its end.
 
 The idle timer starts at a partition's last message, or, when nothing has been read from it since its
-assignment, its seek back, or the consumer last reported the broker unreachable, at the first batch that
-finds it at its end: a broker that cannot be reached says nothing of what its partitions hold, and a
-paused consumer (an outage) reads nothing. The states are runtime only, never checkpointed: after a
-restart every partition is ``FRESH`` until read, then its timer starts anew.
+assignment or its seek back, at the first batch that finds it at its end. After the consumer reported
+the broker unreachable, or was paused (an outage), the first batch that brings anything (a message or
+an end of partition) restarts the timer of every partition at its end, idle ones included: nothing was
+known of the partitions meanwhile, and their producers' backlogs, queued through the outage, reach the
+broker one after the other, each partition getting ``idle_after`` to deliver its own. (Holding again
+is always safe: the watermark never goes back, it only waits.) The states are runtime only, never
+checkpointed: after a restart every partition is ``FRESH`` until read, then its timer starts anew.
 
 Pure bookkeeping: times are handed in (seconds of the service's clock), nothing here reads a clock.
 """
@@ -66,6 +69,8 @@ class PartitionBook:
         self.idle_after = idle_after
         """Seconds at its end without a message before a partition stops holding the watermark."""
         self.partitions: dict[str, Partition] = {}
+        self.cut_off = False
+        """The broker was unreachable, or consumption paused, and nothing has been read since."""
 
     def in_state(self, *states: PartitionState) -> set[str]:
         return {name for name, p in self.partitions.items() if p.state in states}
@@ -86,11 +91,21 @@ class PartitionBook:
 
     def unreachable(self) -> None:
         """The consumer could not reach the broker, or was paused: whether a partition has new messages is
-        not known, so every idle timer starts again (at the next batch)."""
-        for partition in self.partitions.values():
-            if partition.state in (PartitionState.AT_END, PartitionState.IDLE):
-                partition.state = PartitionState.AT_END
-            partition.quiet_since = None
+        not known, so every idle timer starts again at the first batch that brings anything."""
+        self.cut_off = True
+
+    def arrived(self, news: bool) -> None:
+        """A batch came, with messages or ends of partitions (``news``) or without. The first news since the
+        broker was unreachable (or consumption paused) restarts the timer of every partition at its end."""
+        if not (self.cut_off and news):
+            return
+        self.cut_off = False
+        back = self.in_state(PartitionState.AT_END, PartitionState.IDLE)
+        if back:
+            log.info("the broker delivers again: %d partitions at their end hold the watermark for idle_after "
+                     "more", len(back))
+        for name in back:
+            self.partitions[name] = Partition(PartitionState.AT_END)
 
     def read(self, delivered: Iterable[str], ended: Iterable[str], now: float | None) -> None:
         """A batch: messages from the ``delivered`` partitions, and the ``ended`` ones at their end after

@@ -295,13 +295,14 @@ def test_a_broker_restart_mid_stream_loses_nothing(tmp_path: Path, broker: Kafka
             for m in minute[4:]:  # then partitions 1 and 2's producers, a minute at a time
                 sent += produce(broker.bootstrap, topic, [e for e in m if not on_partition(e, 0)])
                 drain(svc, sent)
-            health, late = svc.health, svc.pipeline.totals.late
+            health, late, unreachable = svc.health, svc.pipeline.totals.late, svc.source.unreachable
         finally:
             close(svc)
         rows = outcome(store)
     gc.collect()
     print(f"\nbroker restart: {health}; late events {late} ({late_while_ahead} before partitions 1 and 2 caught up)")
     assert health.outages >= 1 and health.retries >= 1 and not health.paused, health
+    assert unreachable >= 1, "the consumer's error callback never reported the broker unreachable"
     assert late == 0 and rows["late_events"] == []
     assert rows == clean_pass(tmp_path, broker.bootstrap, prefix, sent)
     # every alert and rollback request in the store reached the control topic (some twice: the redone batch;

@@ -82,7 +82,7 @@ class InMemorySource(KafkaSource):
     def __init__(self, config: Config) -> None:  # (KafkaSource.__init__ connects to a broker)
         self.config = config.kafka
         self.consumer = StubConsumer()
-        self.assigned, self.start_offsets, self.paused, self.held = set(), {}, False, set()
+        self.assigned, self.start_offsets, self.paused, self.held, self.unreachable = set(), {}, False, set(), 0
         self.before_assign = self.before_revoke = None
         self.book = PartitionBook(config.kafka.idle_after / 1000)
         self.expected = set(NAMES)
@@ -223,6 +223,30 @@ def test_a_partition_ahead_and_at_its_end_holds_until_idle(profile_path: Path) -
     assert NAMES[2] in source.holding(clock.now).active
 
 
+def test_after_an_outage_longer_than_idle_after_the_partitions_behind_hold_again(profile_path: Path) -> None:
+    """Every partition idle through a long broker outage; producers queued through it, and partition 0's
+    backlog (minutes ahead) arrives first: partitions 1 and 2 hold again, for idle_after from the first
+    batch the broker delivers, and their backlogs arrive in time — nothing late, every window whole."""
+    svc, source, store, clock = service(profile_path, "30s")
+    for p in range(3):
+        source.produce(p, events(p, 0))
+    step(svc, clock)
+    step(svc, clock, 60.0)  # quiet for a minute: every partition idle
+    assert source.book.in_state(PartitionState.IDLE) == set(NAMES)
+    source._error(KafkaError(KafkaError._ALL_BROKERS_DOWN))  # librdkafka's error callback, during a poll
+    step(svc, clock, 300.0)  # five minutes of outage
+    assert source.unreachable == 1
+    source.produce(0, [e for m in range(1, 6) for e in events(0, m)])  # partition 0's backlog first
+    step(svc, clock)
+    assert store.windows == {} and NAMES[1] in source.holding(clock.now).active
+    step(svc, clock, 20.0)
+    for p in (1, 2):  # then the others', within idle_after
+        source.produce(p, [e for m in range(1, 6) for e in events(p, m)])
+    step(svc, clock)
+    assert store.windows == {m: 3 * PER_MINUTE for m in range(5)}
+    assert svc.pipeline.totals.late == 0
+
+
 def test_without_idleness_the_partition_ahead_makes_the_others_late(profile_path: Path) -> None:
     """``idle_after: 0`` is the rule before ``idle_after``: a partition at its end stops holding at once."""
     svc, source, store, clock = service(profile_path, 0)
@@ -242,10 +266,15 @@ def test_idle_timers() -> None:
     assert book.holding(39.9).active == {"a", "b"}
     assert book.holding(40.0).active == {"a"} and book.in_state(PartitionState.IDLE) == {"b"}
     assert book.holding(45.0).active == frozenset()
-    book.unreachable()  # the broker away: nothing is known of the ends, every timer starts again
-    assert book.holding(100.0).active == {"a", "b"}
+    book.unreachable()  # the broker away: nothing is known of the ends …
+    assert book.holding(100.0).active == frozenset()
+    book.arrived(news=False)  # (a batch that brings nothing changes nothing)
     book.read([], [], now=100.0)
-    assert book.holding(129.0).active == {"a", "b"} and book.holding(130.0).active == frozenset()
+    assert book.holding(100.0).active == frozenset()
+    book.arrived(news=True)  # … once it delivers again, every partition at its end holds anew
+    book.read(["b"], ["b"], now=110.0)
+    assert book.in_state(PartitionState.AT_END) == {"a", "b"}
+    assert book.holding(139.0).active == {"a", "b"} and book.holding(140.0).active == frozenset()
     book.sought(["a"])  # read again from an earlier offset: fresh
     assert book.holding(200.0).fresh == {"a"} and book.holding(200.0).active == {"a"}
     book.revoked(["a"])
