@@ -86,8 +86,8 @@ from driftline.connectors.codecs import (CONFLUENT_MAGIC, DecodeError, Decoder, 
 from driftline.connectors.inference import MessageView, Record, TensorMapping, kserve_cloudevent, oip_json
 from driftline.connectors.kafka import KafkaSource, MessageBatch, PublishError, Publisher, parse_origin, partition_name
 from driftline.connectors.kafka_fetch import Fetched, MessageFetcher, describe_missing
-from driftline.connectors.partitions import Holding
 from driftline.connectors.oip_protobuf import oip_protobuf
+from driftline.connectors.partitions import Holding
 from driftline.events import BadEvent, EventBuilder, Events
 from driftline.pipeline import Pipeline, StepResult, Totals
 from driftline.runtime import settle_process

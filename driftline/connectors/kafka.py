@@ -62,7 +62,7 @@ TRANSIENT_DELIVERY = {
 }
 """Delivery errors that a broker restart or a leader change causes: the batch is published again later."""
 UNREACHABLE = {KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE, KafkaError._TIMED_OUT}
-"""Consumer errors that say the broker cannot be reached: the partitions' idle timers start again."""
+"""Client errors (librdkafka's error callback) that say the broker cannot be reached: the idle timers start again."""
 PRODUCE_QUEUE_WAIT_S = 30.0
 """How long ``produce`` waits for room in a full local queue before the batch counts as not published."""
 
