@@ -198,7 +198,7 @@ def driftline_without_broker(bootstrap: str, payloads: list[tuple[int, bytes]], 
             began = time.perf_counter()
             for batch in batches:
                 events, bad = service._decode(batch)
-                service._process(batch, events, bad, source.holding)
+                service._process(batch, events, bad, source.holding(time.time()))
             service.checkpoint()
             return time.perf_counter() - began
         finally:

@@ -193,6 +193,12 @@ class KafkaConfig(_Strict):
     checkpoint_interval: DurationMs = 5_000
     """How often the open state is checkpointed to the store and the offsets committed (and at every
     stop). A crash repeats at most this much consumption; 0 checkpoints after every batch."""
+    idle_after: DurationMs = 30_000
+    """How long a partition read to its end goes on holding the watermark with no new message (wall-clock
+    time, the service's clock) before it counts as idle and stops holding: a partition minutes of event
+    time ahead of the others (a producer backlog after a broker outage, a slow producer) cannot close
+    their windows early, and a partition that has really stopped lets them close after this long. 0: a
+    partition stops holding as soon as it is read to its end. Single stage only (docs/scaling.md)."""
     max_message_bytes: int = Field(1_048_576, ge=1)
     """Larger messages go to the dead-letter topic unread."""
     client: dict[str, str] = Field(default_factory=dict)

@@ -40,9 +40,18 @@ error, a bug — stops the process loudly, before anything is committed. :attr:`
 what an exporter would show (paused, outages, retries, commit failures, the last reason).
 
 Each partition keeps its own watermark: a model's windows close when every partition that carries
-its events (and every assigned partition nothing has been read from yet) has moved past them, or has
-been read to its end. So a backlog handed out one partition at a time gives the same windows as live
-traffic.
+its events (and every assigned partition nothing has been read from yet) has moved past them, or is
+*idle*: read to its end and without a new message for ``kafka.idle_after`` of the service's clock
+(:mod:`driftline.connectors.partitions`). So a backlog handed out one partition at a time gives the
+same windows as live traffic, and a partition read to its end minutes of event time ahead of the
+others (a producer's backlog flushed after a broker outage, a slow producer) does not close their
+windows early; a partition that has really stopped lets them close ``idle_after`` later. A message on
+an idle partition makes it hold again (its events of windows closed meanwhile are counted late). The
+partitions' states are not checkpointed: after a restart each is fresh (holding every model) until
+read, and its idle timer starts anew. After a pause (an outage) or the consumer's report of a broker it
+cannot reach, the first batch that brings anything restarts the timer of every partition at its end,
+idle ones included, before it is counted: the producers' backlogs queued through an outage arrive one
+partition after the other, and each partition behind gets ``idle_after`` to deliver its own.
 
 Several consumers in one group: not with this service, whose checkpoint is one state per consumer
 group; ``kafka.stages: two`` runs :class:`~driftline.two_stage.TwoStageService` instead, which
@@ -78,6 +87,7 @@ from driftline.connectors.inference import MessageView, Record, TensorMapping, k
 from driftline.connectors.kafka import KafkaSource, MessageBatch, PublishError, Publisher, parse_origin, partition_name
 from driftline.connectors.kafka_fetch import Fetched, MessageFetcher, describe_missing
 from driftline.connectors.oip_protobuf import oip_protobuf
+from driftline.connectors.partitions import Holding
 from driftline.events import BadEvent, EventBuilder, Events
 from driftline.pipeline import Pipeline, StepResult, Totals
 from driftline.runtime import settle_process
@@ -204,8 +214,8 @@ class Service:
         if self._retry_at is not None:
             return self._wait()
         polled = self.source.poll_batch()
-        waiting = self.source.holding  # before this batch's partitions count as read
-        batch = self.source.take(polled)  # ends of partitions noted, and dropped
+        batch = self.source.take(polled, self.clock())  # ends of partitions noted, and dropped; idle timers
+        waiting = self.source.before  # what the watermarks wait for before this batch's partitions count as read
         try:
             events, bad = self._decode(batch)
             return self._process(batch, events, bad, waiting)
@@ -348,13 +358,13 @@ class Service:
             known = self._registry_columnar[schema_id] = ColumnarSchema.of(parsed)
         return known
 
-    def _process(self, batch: MessageBatch, events: Events, bad: list[BadEvent],
-                 waiting: tuple[frozenset[str], frozenset[str], frozenset[str]]) -> BatchReport:
+    def _process(self, batch: MessageBatch, events: Events, bad: list[BadEvent], waiting: Holding) -> BatchReport:
         # The partitions to wait for: as they were before the batch (a partition first read in it still
         # holds the watermark while its events are counted), then as they are after it.
         before = self.pipeline.hold(*waiting)
-        result = self.pipeline.process(events, bad, now_ms=int(self.clock() * 1000), partitioned=True)
-        after = self.pipeline.hold(*self.source.holding)
+        now = self.clock()
+        result = self.pipeline.process(events, bad, now_ms=int(now * 1000), partitioned=True)
+        after = self.pipeline.hold(*self.source.holding(now))
         for released in (before, after):
             result.reports += released.reports
             result.alerts += released.alerts

@@ -35,6 +35,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from driftline import __version__
 from driftline.config import KafkaConfig
+from driftline.connectors.partitions import Holding, PartitionBook, PartitionState
 from driftline.engine.policy import AlertEvent, RollbackRequest
 from driftline.errors import DriftlineError
 from driftline.events import BadEvent
@@ -60,6 +61,8 @@ TRANSIENT_DELIVERY = {
     KafkaError._QUEUE_FULL,
 }
 """Delivery errors that a broker restart or a leader change causes: the batch is published again later."""
+UNREACHABLE = {KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE, KafkaError._TIMED_OUT}
+"""Client errors (librdkafka's error callback) that say the broker cannot be reached: the idle timers start again."""
 PRODUCE_QUEUE_WAIT_S = 30.0
 """How long ``produce`` waits for room in a full local queue before the batch counts as not published."""
 
@@ -160,13 +163,16 @@ class KafkaSource:
             "auto.offset.reset": "earliest",
             "partition.assignment.strategy": "cooperative-sticky",
             "enable.partition.eof": True,
+            "error_cb": self._error,
         })
         self.assigned: set[str] = set()
         """Partitions this member owns, as ``topic[partition]``."""
-        self.fresh: set[str] = set()
-        """Owned partitions nothing has been read from yet."""
-        self.at_end: set[str] = set()
-        """Owned partitions read to their end (until their next message)."""
+        self.book = PartitionBook(config.idle_after / 1000)
+        """Each owned partition's state (fresh, reading, at its end, idle): which hold the watermark."""
+        self.unreachable = 0
+        """Times the consumer reported the broker unreachable (the partitions' idle timers start again)."""
+        self.before = Holding(frozenset(), frozenset(), frozenset())
+        """What the watermarks waited for before the last batch :meth:`take` handed out counted as read."""
         self.start_offsets: dict[str, int] = {}
         """Where to start each partition when it is assigned (a checkpoint's offsets); else the committed one."""
         self.paused = False
@@ -185,6 +191,14 @@ class KafkaSource:
         (after a restart, before the group hands it back), so it holds the watermark."""
         self.consumer.subscribe([t.topic for t in config.topics], on_assign=self._assigned,
                                 on_revoke=self._revoked, on_lost=self._lost)
+
+    def _error(self, error: KafkaError) -> None:
+        """librdkafka's client-level errors (called from ``consume``): a broker that cannot be reached says
+        nothing of what its partitions hold, so the idle timers start again once it delivers."""
+        if error.code() in UNREACHABLE:
+            self.unreachable += 1
+            self.book.unreachable()
+        log.warning("consumer: %s", error)
 
     def _partitions_of(self, topics: list[str]) -> set[str]:
         try:
@@ -207,8 +221,7 @@ class KafkaSource:
         if self.paused or held:
             consumer.pause(partitions if self.paused else held)
         self.assigned |= names
-        self.fresh |= names
-        self.at_end -= names
+        self.book.assigned(names)
 
     def _lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         self._revoked(consumer, partitions, lost=True)
@@ -219,13 +232,14 @@ class KafkaSource:
             self.before_revoke(names & self.assigned, lost)
         self.held -= names
         self.assigned -= names
-        self.fresh -= names
-        self.at_end -= names
+        self.book.revoked(names)
 
-    def take(self, polled: list[Message]) -> MessageBatch:
+    def take(self, polled: list[Message], now: float | None = None) -> MessageBatch:
         """A consume call's messages, field by field. End-of-partition events note their partition as
         read to its end and are left out, as are consumer errors (logged); every partition a message
-        came from counts as read (not fresh, not at its end, unless its end came after its messages)."""
+        came from counts as read (not fresh, not at its end, unless its end came after its messages).
+        ``now`` (the service's clock, seconds) starts the idle timers (:mod:`driftline.connectors.partitions`)
+        and sets :attr:`before`."""
         errors = [m.error() for m in polled]
         if not any(map(is_not, errors, repeat(None))):  # (by identity: a KafkaError cannot be compared with None)
             batch, ended = MessageBatch.of(polled), {}
@@ -240,22 +254,28 @@ class KafkaSource:
                 else:
                     log.warning("consumer error: %s", error)
             batch = MessageBatch.of(kept)
-        read = set(batch.sources)
-        self.at_end -= read
-        self.fresh -= read
-        for name, before in ended.items():
-            if name not in batch.sources[before:]:  # no message of it after its end
-                self.at_end.add(name)
-                self.fresh.discard(name)
+        at_end = [name for name, before in ended.items() if name not in batch.sources[before:]]  # none after its end
+        self.book.arrived(bool(batch.sources or ended))
+        if now is not None:
+            self.before = self.holding(now)
+        self.book.read(set(batch.sources), at_end, now)
         return batch
 
     @property
-    def holding(self) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
-        """(partitions still to deliver, those nothing was read from yet in this process — owned, or not
-        handed to this member yet —, all owned partitions)."""
-        active = frozenset(self.assigned - self.at_end)
-        unowned = self.expected - self.assigned
-        return active, frozenset((self.fresh & active) | unowned), frozenset(self.assigned)
+    def fresh(self) -> set[str]:
+        """Owned partitions nothing has been read from yet."""
+        return self.book.in_state(PartitionState.FRESH)
+
+    @property
+    def at_end(self) -> set[str]:
+        """Owned partitions read to their end (until their next message), idle or not."""
+        return self.book.in_state(PartitionState.AT_END, PartitionState.IDLE)
+
+    def holding(self, now: float) -> Holding:
+        """The partitions the watermarks wait for at ``now`` (the service's clock, seconds): those still to
+        deliver (not idle), those nothing was read from yet in this process — owned, or not handed to this
+        member yet —, and every owned one."""
+        return self.book.holding(now, self.expected - self.assigned)
 
     def poll_batch(self) -> list[Message]:
         """Up to ``batch_size`` messages: what has arrived, at once; when nothing has, the first message
@@ -288,6 +308,7 @@ class KafkaSource:
     def resume(self) -> None:
         """Fetch again from every assigned partition but the held ones."""
         self.paused = False
+        self.book.unreachable()  # nothing was read while paused: the idle timers start again
         assignment = [tp for tp in self.consumer.assignment() if partition_name(tp.topic, tp.partition) not in self.held]
         if assignment:
             self.consumer.resume(assignment)
@@ -311,9 +332,7 @@ class KafkaSource:
             if (topic, partition) not in owned:
                 continue
             self.consumer.seek(TopicPartition(topic, partition, offset))
-            name = partition_name(topic, partition)
-            self.at_end.discard(name)
-            self.fresh.add(name)
+            self.book.sought([partition_name(topic, partition)])
 
     def close(self) -> None:
         self.consumer.close()

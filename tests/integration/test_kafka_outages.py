@@ -13,6 +13,7 @@ raises when its HTTP connection to a ClickHouse server is reset (an ``Operationa
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -23,7 +24,7 @@ from typing import Any
 import pytest
 import urllib3.exceptions
 from clickhouse_connect.driver.exceptions import OperationalError
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from driftline.config import Config
 from driftline.connectors.clickhouse import ClickHouseStore, StoreError
@@ -38,6 +39,13 @@ pytestmark = pytest.mark.integration
 MINUTES = 6
 INCIDENT = (3, 4)
 """Minutes with income sent in thousands: their windows drift and alerts fire."""
+IDLE_AFTER = "10m"
+"""Longer than any test here runs: a partition read to its end holds the watermark throughout."""
+
+
+def on_partition(event: dict[str, Any], partition: int) -> bool:
+    """Whether :func:`produce` sends the event to ``partition`` (round-robin by request number)."""
+    return int(event["request_id"][1:]) % PARTITIONS == partition
 
 
 @pytest.fixture(scope="module")
@@ -239,9 +247,13 @@ def test_a_broker_restart_mid_stream_loses_nothing(tmp_path: Path, broker: Kafka
     in two halves so that the service steps in between). With the broker down the service processes what it
     had fetched (dead letters are due), its publishes are not acknowledged within publish_timeout, it pauses,
     goes back to its checkpoint and retries with backoff, polling; once the broker is back it redoes the batch
-    and goes on. Then minutes 4-5 are produced and consumed, a minute at a time. The store then equals a
-    clean pass over the whole topic, and every alert and rollback request in it is on
-    the control topic."""
+    and goes on. Producers write throughout: partition 0's producer queues minutes 4-5 locally while the
+    broker is down (librdkafka buffers, ``message.timeout.ms`` outlasts the outage) and delivers them as soon
+    as it is back, so partition 0 is read to its end two minutes of event time ahead of the others, whose
+    producers then write minutes 4-5 a minute at a time. Partitions 1 and 2, read to their end meanwhile,
+    hold the watermark (``kafka.idle_after`` outlasts the test): no window closes early, no event is late.
+    The store then equals a clean pass over the whole topic, and every alert and rollback request in it is
+    on the control topic."""
     prefix = "restart"
     create_topics(broker.bootstrap, prefix)
     topic = f"{prefix}.scoring"
@@ -249,9 +261,11 @@ def test_a_broker_restart_mid_stream_loses_nothing(tmp_path: Path, broker: Kafka
     bad = [(p, b"not json %d" % i) for i, p in enumerate((0, 1, 2, 0, 1, 2))]
     group = f"{prefix}-live"
     cfg = service_config(tmp_path / "live", broker.bootstrap, prefix, group, checkpoint_interval=0, retry_backoff=100,
-                         retry_backoff_max=1000, publish_timeout=2000,
+                         retry_backoff_max=1000, publish_timeout=2000, idle_after=IDLE_AFTER,
                          client={"reconnect.backoff.max.ms": "500", "socket.timeout.ms": "5000"})
     minute = [[e for e in events if e["event_time"] // MINUTE - T0 // MINUTE == m] for m in range(MINUTES)]
+    backlog = Producer({"bootstrap.servers": broker.bootstrap, "enable.idempotence": True,
+                        "message.timeout.ms": 300_000, "reconnect.backoff.max.ms": 500})
     sent = 0
     with opened(cfg) as store:
         svc = service(cfg, store)
@@ -267,19 +281,29 @@ def test_a_broker_restart_mid_stream_loses_nothing(tmp_path: Path, broker: Kafka
             while not svc.health.paused:
                 assert time.monotonic() < deadline, f"no outage seen with the broker down: {svc.health}"
                 svc.step()
+            # partition 0's producer goes on writing while the broker is down: queued in its client
+            queued = [e for m in minute[4:] for e in m if on_partition(e, 0)]
+            for event in queued:
+                backlog.produce(topic, json.dumps(event).encode(), event["request_id"].encode(), partition=0)
             for _ in range(5):  # paused, polling, retrying with backoff while the broker is down
                 svc.step()
             broker.start()
-            for m in minute[4:]:  # then live traffic, a minute at a time
-                sent += produce(broker.bootstrap, topic, m)
+            assert backlog.flush(120) == 0, "partition 0's backlog was not delivered after the restart"
+            sent += len(queued)
+            drain(svc, sent)  # partition 0 read to its end in minute 5, partitions 1 and 2 in minute 3
+            late_while_ahead = svc.pipeline.totals.late
+            for m in minute[4:]:  # then partitions 1 and 2's producers, a minute at a time
+                sent += produce(broker.bootstrap, topic, [e for e in m if not on_partition(e, 0)])
                 drain(svc, sent)
-            health = svc.health
+            health, late, unreachable = svc.health, svc.pipeline.totals.late, svc.source.unreachable
         finally:
             close(svc)
         rows = outcome(store)
     gc.collect()
-    print(f"\nbroker restart: {health}")
+    print(f"\nbroker restart: {health}; late events {late} ({late_while_ahead} before partitions 1 and 2 caught up)")
     assert health.outages >= 1 and health.retries >= 1 and not health.paused, health
+    assert unreachable >= 1, "the consumer's error callback never reported the broker unreachable"
+    assert late == 0 and rows["late_events"] == []
     assert rows == clean_pass(tmp_path, broker.bootstrap, prefix, sent)
     # every alert and rollback request in the store reached the control topic (some twice: the redone batch;
     # the ce_id deduplicates)

@@ -161,6 +161,8 @@ def test_duration_error_says_how_to_write_one(tmp_path: Path) -> None:
     ({"store": {"ttl_days": 0}}, "store.ttl_days"),
     ({"store": {"audit_ttl_days": -1}}, "store.audit_ttl_days"),
     ({"kafak": {"brokers": "x"}}, "kafak"),
+    ({"kafka": {"idle_after": "soon"}}, "kafka.idle_after"),
+    ({"kafka": {"idle_after": -1}}, "kafka.idle_after"),
     ({"store": "chdb:store"}, "store"),
 ])
 def test_a_bad_value_names_its_field(tmp_path: Path, data: dict[str, Any], named: str) -> None:
