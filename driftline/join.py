@@ -149,12 +149,10 @@ class Joiner:
     def _progress(self, events: Events) -> None:
         """Each source's newest event time, and the topics that carried each side, updated by the batch."""
         names = events.source if len(events.source) == len(events) else np.full(len(events), "", dtype=object)
-        for source, mark in newest_per_source(names, events.event_time).items():
+        for (source, kind), mark in newest_per_source(names, events.kind, events.event_time).items():
             self.marks[source] = max(mark, self.marks.get(source, mark))
-        for side in (REQUEST, RESPONSE):
-            rows = np.flatnonzero(events.kind == side)
-            if len(rows):
-                self.topics[side].update(map(_topic, newest_per_source(names[rows], events.event_time[rows])))
+            if kind in self.topics:
+                self.topics[kind].add(_topic(source))
 
     def snapshot(self) -> dict[str, Any]:
         return {"pending": events_to_dict(self.pending), "max_event_time": self.max_event_time,
@@ -210,22 +208,25 @@ _FEW_RUNS = 256
 """Beyond this many runs of one source in a batch, the newest times are found by a sort of the names."""
 
 
-def newest_per_source(names: NDArray[Any], times: NDArray[np.int64]) -> dict[str, int]:
-    """The newest time of each source among the events (named by ``names``, one per event)."""
+def newest_per_source(names: NDArray[Any], kinds: NDArray[np.int8], times: NDArray[np.int64]
+                      ) -> dict[tuple[str, int], int]:
+    """The newest time of each (source, kind) among the events (``names``, ``kinds``: one per event)."""
     if not len(names):
         return {}
-    # A batch comes a partition at a time: the newest time of each run of one source, then of each
-    # source (a sort of the names would cost more than the few runs).
-    starts = np.flatnonzero(np.concatenate(([True], names[1:] != names[:-1])))
+    # A batch comes a partition at a time: the newest time of each run of one source and kind, then of
+    # each (a sort of the names would cost more than the few runs).
+    starts = np.flatnonzero(np.concatenate(([True], (names[1:] != names[:-1]) | (kinds[1:] != kinds[:-1]))))
     run_names, newest = names[starts], np.maximum.reduceat(times, starts)
-    if len(starts) > _FEW_RUNS:  # interleaved event by event: by a sort of the runs' names
+    run_kinds = kinds[starts].astype(np.int64)
+    if len(starts) > _FEW_RUNS:  # interleaved event by event: by a sort of the runs' (name, kind)
         distinct, inverse = np.unique(run_names.astype(str), return_inverse=True)
-        per_source = np.full(len(distinct), np.iinfo(np.int64).min, dtype=np.int64)
-        np.maximum.at(per_source, inverse, newest)
-        run_names, newest = distinct, per_source
-    out: dict[str, int] = {}
-    for name, mark in zip(map(str, run_names.tolist()), newest.tolist(), strict=True):
-        out[name] = max(mark, out.get(name, mark))
+        keys, at = np.unique(inverse.astype(np.int64) * 256 + run_kinds, return_inverse=True)
+        per_key = np.full(len(keys), np.iinfo(np.int64).min, dtype=np.int64)
+        np.maximum.at(per_key, at, newest)
+        run_names, run_kinds, newest = distinct[keys // 256], keys % 256, per_key
+    out: dict[tuple[str, int], int] = {}
+    for name, kind, mark in zip(map(str, run_names.tolist()), run_kinds.tolist(), newest.tolist(), strict=True):
+        out[name, kind] = max(mark, out.get((name, kind), mark))
     return out
 
 

@@ -14,7 +14,7 @@ from hypothesis import event as note, given, settings
 from hypothesis import strategies as st
 
 from driftline.events import COMBINED, REQUEST, RESPONSE, EventBuilder, Events
-from driftline.join import JoinResult, Joiner, RecentIds, group_indices, id_hashes
+from driftline.join import JoinResult, Joiner, RecentIds, group_indices, id_hashes, newest_per_source
 
 T0 = 1_767_225_600_000
 MINUTE = 60_000
@@ -597,3 +597,17 @@ def test_a_snapshot_from_before_the_per_partition_clocks_still_loads() -> None:
     assert len(restored.push(batch(event(COMBINED, "z", 2 * MINUTE))).unmatched_requests) == 0  # out[0] unread
     restored.hold(frozenset(), frozenset(), frozenset({"out[0]"}))  # (read to its end)
     assert restored.push(Events.empty()).unmatched_requests.request_id.tolist() == ["a"]
+
+
+@pytest.mark.parametrize("run", [1, 40])
+def test_newest_per_source_and_kind_as_a_plain_dictionary_would(run: int) -> None:
+    """In runs of one partition (the common batch) and event by event (beyond 256 runs: by a sort)."""
+    rng = np.random.default_rng(7)
+    n = 2_000
+    names = np.repeat(rng.choice(["in[0]", "in[1]", "out[0]", "ce[10]"], n // run), run).astype(object)
+    kinds = np.repeat(rng.choice([REQUEST, RESPONSE, COMBINED], n // run), run).astype(np.int8)
+    times = rng.integers(0, 10 ** 6, n).astype(np.int64)
+    plain: dict[tuple[str, int], int] = {}
+    for name, kind, t in zip(names.tolist(), kinds.tolist(), times.tolist(), strict=True):
+        plain[name, kind] = max(t, plain.get((name, kind), t))
+    assert newest_per_source(names, kinds, times) == plain
