@@ -9,10 +9,12 @@ Bounded: a half leaves as *unmatched* — counted per side and returned, never s
 the side that would carry its other half has moved on more than ``max_wait_ms`` of event time past it
 (see :meth:`Joiner.clock`), or when it would push the pending count over ``max_pending`` (oldest first).
 The side's progress is that of its sources (Kafka partitions), each on its own clock, so a backlog in
-which one topic is read ahead of the other leaves the same pairs as live traffic. A repeated request id (a producer retry) is a
-*duplicate*: on the same side within a batch or while pending, or — for up to ``max_wait_ms`` of event
-time, ``max_pending`` ids — after its event was already joined or passed through; the first is kept,
-the others are counted and returned, never counted twice.
+which one topic is read ahead of the other leaves the same pairs as live traffic.
+
+A repeated request id (a producer retry) is a *duplicate*: on the same side within a batch or while
+pending, or — for up to ``max_wait_ms`` of event time, ``max_pending`` ids — after its event was
+already joined or passed through; the first is kept, the others are counted and returned, never
+counted twice.
 
 The ids joined or passed through are remembered as 64-bit hashes (FNV-1a of their UTF-32 code points,
 computed column by column) in :class:`RecentIds`, so that a batch costs in proportion to itself rather

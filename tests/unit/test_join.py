@@ -412,8 +412,8 @@ class Topics:
         return sorted(set(self.sources))
 
 
-def pairs(n: int, *, requests: str = "in", responses: str = "out", partitions: int = 2, missing: frozenset[int] = frozenset(),
-          spacing: int = 1_000, seed: int = 4) -> Topics:
+def pairs(n: int, *, requests: str = "in", responses: str = "out", partitions: int = 2,
+          missing: frozenset[int] = frozenset(), spacing: int = 1_000, seed: int = 4) -> Topics:
     """``n`` request/response pairs ``spacing`` ms apart, in production order (each response 30–900 ms
     after its request), requests on ``requests[p]`` and responses on ``responses[p]`` (round robin by
     a random key: a pair's halves need not share a partition number); the ``missing`` responses are
@@ -481,6 +481,7 @@ def backlog_orders(topics: Topics) -> dict[str, list[int]]:
     """Ways a consumer may read a backlog: a whole topic before the other (either), one partition at a time,
     and both topics at once with one read five times faster than the other."""
     by_partition = {p: [i for i, s in enumerate(topics.sources) if s == p] for p in topics.partitions()}
+    first = by_partition[topics.partitions()[0]]
     requests = [i for i, r in enumerate(topics.records) if "features" in r]
     responses = [i for i, r in enumerate(topics.records) if "features" not in r]
 
@@ -495,8 +496,7 @@ def backlog_orders(topics: Topics) -> dict[str, list[int]]:
             "a partition at a time": [i for p in topics.partitions() for i in by_partition[p]],
             "partitions in reverse": [i for p in reversed(topics.partitions()) for i in by_partition[p]],
             "requests read ahead": ahead(requests, responses), "responses read ahead": ahead(responses, requests),
-            "a partition read ahead": ahead(by_partition[topics.partitions()[0]],
-                                            sorted(set(range(len(topics.sources))) - set(by_partition[topics.partitions()[0]])))}
+            "a partition read ahead": ahead(first, sorted(set(range(len(topics.sources))) - set(first)))}
 
 
 @pytest.mark.parametrize("ordering", ["requests first", "responses first", "a partition at a time",
