@@ -5,12 +5,16 @@ Each :meth:`Joiner.push` adds a batch to what is pending, matches requests with 
 request's time, model and version; the response's score and decision) and keeps the rest pending.
 Combined events pass straight through.
 
-Bounded: a half that waited longer than ``max_wait_ms`` of event time behind the newest event seen,
-or that would push the pending count over ``max_pending`` (oldest first), leaves as *unmatched*:
-counted per side and returned, never silently dropped. A repeated request id (a producer retry) is a
-*duplicate*: on the same side within a batch or while pending, or — for up to ``max_wait_ms`` of event
-time, ``max_pending`` ids — after its event was already joined or passed through; the first is kept,
-the others are counted and returned, never counted twice.
+Bounded: a half leaves as *unmatched* — counted per side and returned, never silently dropped — when
+the side that would carry its other half has moved on more than ``max_wait_ms`` of event time past it
+(see :meth:`Joiner.clock`), or when it would push the pending count over ``max_pending`` (oldest first).
+The side's progress is that of its sources (Kafka partitions), each on its own clock, so a backlog in
+which one topic is read ahead of the other leaves the same pairs as live traffic.
+
+A repeated request id (a producer retry) is a *duplicate*: on the same side within a batch or while
+pending, or — for up to ``max_wait_ms`` of event time, ``max_pending`` ids — after its event was
+already joined or passed through; the first is kept, the others are counted and returned, never
+counted twice.
 
 The ids joined or passed through are remembered as 64-bit hashes (FNV-1a of their UTF-32 code points,
 computed column by column) in :class:`RecentIds`, so that a batch costs in proportion to itself rather
@@ -47,19 +51,56 @@ class JoinResult:
     """Both halves of every pair whose response names another model or version than its request."""
 
 
+Holding = tuple[frozenset[str], frozenset[str], frozenset[str]]
+"""(sources still to deliver, sources nothing was read from yet, sources owned): what
+:meth:`~driftline.connectors.kafka.KafkaSource.holding` says of the Kafka partitions."""
+
+
 class Joiner:
     def __init__(self, max_wait_ms: int, max_pending: int) -> None:
         self.max_wait_ms = max_wait_ms
         self.max_pending = max_pending
         self.pending = Events.empty()
         self.max_event_time: int | None = None
+        """The newest event time seen, over every source (the duplicate checks' clock)."""
+        self.marks: dict[str, int] = {}
+        """The newest event time of each source (``topic[partition]``; ``""`` for events that name none)."""
+        self.topics: dict[int, set[str]] = {REQUEST: set(), RESPONSE: set()}
+        """The topics (a source's name before its ``[``) that have carried requests, and responses."""
+        self.holding: Holding | None = None
+        """What the source said of its partitions at the last :meth:`hold`; None: every source seen holds."""
         self.emitted = RecentIds(max_wait_ms, max_pending)
         """The request ids joined or passed through within the last ``max_wait_ms``."""
+
+    def hold(self, active: frozenset[str], fresh: frozenset[str], assigned: frozenset[str]) -> None:
+        """Say which sources may still deliver (as :meth:`driftline.pipeline.Pipeline.hold` tells the
+        windows): the ``active`` ones (assigned, not read to their end), the ``fresh`` ones (nothing read
+        from them yet) and the ones not ``assigned`` here. Applies from the next :meth:`push`."""
+        self.holding = (active, fresh, assigned)
+
+    def clock(self, side: int) -> int | None:
+        """How far in event time the sources that can carry halves of ``side`` (REQUEST or RESPONSE) have
+        progressed: the smallest newest-event-time of those that hold — every fresh source, and every
+        source of a topic that has carried that side and is still to deliver (active, or not assigned
+        here); without :meth:`hold`, every source seen of such a topic. None while a holding source has
+        delivered nothing (nothing waiting for that side expires by time). With none holding (the other
+        side read to its end, or never seen), the newest event time over every source."""
+        topics = self.topics[side]
+        if self.holding is None:
+            holders = {s for s in self.marks if _topic(s) in topics}
+        else:
+            active, fresh, assigned = self.holding
+            holders = set(fresh) | {s for s in active | (self.marks.keys() - assigned) if _topic(s) in topics}
+        if not holders:
+            return self.max_event_time
+        marks = [self.marks.get(source) for source in holders]
+        return None if None in marks else min(m for m in marks if m is not None)
 
     def push(self, events: Events) -> JoinResult:
         if len(events):
             newest = int(events.event_time.max())
             self.max_event_time = newest if self.max_event_time is None else max(self.max_event_time, newest)
+            self._progress(events)
         events, repeated = self._drop_emitted(events)
         combined, combined_repeats = _drop_duplicates(events.take(np.flatnonzero(events.kind == COMBINED)))
         halves = Events.concat([self.pending, events.take(np.flatnonzero(events.kind != COMBINED))])
@@ -107,13 +148,33 @@ class Joiner:
         if len(emitted):
             self.emitted.add(id_hashes(emitted.request_id), emitted.event_time, self.max_event_time)
 
+    def _progress(self, events: Events) -> None:
+        """Each source's newest event time, and the topics that carried each side, updated by the batch."""
+        names = events.source if len(events.source) == len(events) else np.full(len(events), "", dtype=object)
+        for (source, kind), mark in newest_per_source(names, events.kind, events.event_time).items():
+            self.marks[source] = max(mark, self.marks.get(source, mark))
+            if kind in self.topics:
+                self.topics[kind].add(_topic(source))
+
     def snapshot(self) -> dict[str, Any]:
         return {"pending": events_to_dict(self.pending), "max_event_time": self.max_event_time,
+                "marks": dict(self.marks), "topics": {"request": sorted(self.topics[REQUEST]),
+                                                      "response": sorted(self.topics[RESPONSE])},
+                "holding": None if self.holding is None else [sorted(names) for names in self.holding],
                 **self.emitted.snapshot(self.max_event_time)}
 
     def restore(self, data: Mapping[str, Any]) -> None:
+        """A snapshot's state; one from before the per-source clocks has none of them: they are learnt
+        again from what is read next (each side's sources hold while nothing was read from them)."""
         self.pending = events_from_dict(data["pending"])
         self.max_event_time = data["max_event_time"]
+        self.marks = {str(k): int(v) for k, v in data.get("marks", {}).items()}
+        topics = data.get("topics", {})
+        self.topics = {REQUEST: set(map(str, topics.get("request", []))),
+                       RESPONSE: set(map(str, topics.get("response", [])))}
+        holding = data.get("holding")
+        self.holding = None if holding is None else \
+            (frozenset(holding[0]), frozenset(holding[1]), frozenset(holding[2]))
         self.emitted.restore(data)
 
     def flush(self) -> JoinResult:
@@ -123,15 +184,52 @@ class Joiner:
                           expired.take(np.flatnonzero(expired.kind == RESPONSE)))
 
     def _expire(self, waiting: Events) -> tuple[Events, Events]:
+        """Halves whose other side has moved on more than ``max_wait_ms`` past them (a request waits for
+        the responses' clock, a response for the requests'), and the oldest beyond ``max_pending``."""
         if not len(waiting) or self.max_event_time is None:
             return waiting, Events.empty()
-        stale = waiting.event_time < self.max_event_time - self.max_wait_ms
+        stale = np.zeros(len(waiting), dtype=bool)
+        for kind, other in ((REQUEST, RESPONSE), (RESPONSE, REQUEST)):
+            clock = self.clock(other)
+            if clock is not None:
+                stale |= (waiting.kind == kind) & (waiting.event_time < clock - self.max_wait_ms)
         overflow = int((~stale).sum()) - self.max_pending
         if overflow > 0:
             fresh = np.flatnonzero(~stale)
             oldest = fresh[np.argsort(waiting.event_time[fresh], kind="stable")[:overflow]]
             stale[oldest] = True
         return waiting.take(np.flatnonzero(~stale)), waiting.take(np.flatnonzero(stale))
+
+
+def _topic(source: str) -> str:
+    """The topic of a source named ``topic[partition]``; a name without a partition is its own topic."""
+    return source[:source.rindex("[")] if source.endswith("]") and "[" in source else source
+
+
+_FEW_RUNS = 256
+"""Beyond this many runs of one source in a batch, the newest times are found by a sort of the names."""
+
+
+def newest_per_source(names: NDArray[Any], kinds: NDArray[np.int8], times: NDArray[np.int64]
+                      ) -> dict[tuple[str, int], int]:
+    """The newest time of each (source, kind) among the events (``names``, ``kinds``: one per event)."""
+    if not len(names):
+        return {}
+    # A batch comes a partition at a time: the newest time of each run of one source and kind, then of
+    # each (a sort of the names would cost more than the few runs).
+    starts = np.flatnonzero(np.concatenate(([True], (names[1:] != names[:-1]) | (kinds[1:] != kinds[:-1]))))
+    run_names, newest = names[starts], np.maximum.reduceat(times, starts)
+    run_kinds = kinds[starts].astype(np.int64)
+    if len(starts) > _FEW_RUNS:  # interleaved event by event: by a sort of the runs' (name, kind)
+        distinct, inverse = np.unique(run_names.astype(str), return_inverse=True)
+        keys, at = np.unique(inverse.astype(np.int64) * 256 + run_kinds, return_inverse=True)
+        per_key = np.full(len(keys), np.iinfo(np.int64).min, dtype=np.int64)
+        np.maximum.at(per_key, at, newest)
+        run_names, run_kinds, newest = distinct[keys // 256], keys % 256, per_key
+    out: dict[tuple[str, int], int] = {}
+    for name, kind, mark in zip(map(str, run_names.tolist()), run_kinds.tolist(), newest.tolist(), strict=True):
+        out[name, kind] = max(mark, out.get((name, kind), mark))
+    return out
 
 
 class RecentIds:

@@ -113,7 +113,8 @@ class Pipeline:
         read to their end) that have carried its events, every ``fresh`` one (assigned, nothing read from
         it yet), which may still carry them, and every partition that carried its events but is not
         ``assigned`` right now (after a restart, before the group hands it back). Persists and returns
-        what closes."""
+        what closes. The join's clocks wait for the same partitions (:meth:`Joiner.hold`)."""
+        self.joiner.hold(active, fresh, assigned)
         step = StepResult()
         for monitor in self.monitors.values():
             carried = monitor.state.source_marks.keys()

@@ -14,7 +14,7 @@ from hypothesis import event as note, given, settings
 from hypothesis import strategies as st
 
 from driftline.events import COMBINED, REQUEST, RESPONSE, EventBuilder, Events
-from driftline.join import JoinResult, Joiner, RecentIds, group_indices, id_hashes
+from driftline.join import JoinResult, Joiner, RecentIds, group_indices, id_hashes, newest_per_source
 
 T0 = 1_767_225_600_000
 MINUTE = 60_000
@@ -396,3 +396,218 @@ def test_a_checkpoint_of_the_ids_themselves_is_still_read() -> None:
     recent = RecentIds(horizon_ms=MINUTE, bound=100)
     recent.restore({"emitted_ids": ["a", "b"], "emitted_times": [T0, T0 + 1]})
     assert recent.seen(id_hashes(np.asarray(["b", "c", "a"])), T0 + 2).tolist() == [True, False, True]
+
+
+# -- a backlog joins as live traffic does: each side's clock is its own partitions' ----------------------------
+
+
+@dataclass
+class Topics:
+    """Pairs on Kafka partitions, as the service reads them: each record with its ``topic[p]`` source."""
+
+    records: list[dict[str, Any]]
+    sources: list[str]
+
+    def partitions(self) -> list[str]:
+        return sorted(set(self.sources))
+
+
+def pairs(n: int, *, requests: str = "in", responses: str = "out", partitions: int = 2,
+          missing: frozenset[int] = frozenset(), spacing: int = 1_000, seed: int = 4) -> Topics:
+    """``n`` request/response pairs ``spacing`` ms apart, in production order (each response 30–900 ms
+    after its request), requests on ``requests[p]`` and responses on ``responses[p]`` (round robin by
+    a random key: a pair's halves need not share a partition number); the ``missing`` responses are
+    never sent."""
+    rng = np.random.default_rng(seed)
+    timed = []
+    for i in range(n):
+        t = i * spacing
+        timed.append((t, event(REQUEST, f"r{i:05d}", t), f"{requests}[{rng.integers(partitions)}]"))
+        if i not in missing:
+            late = int(rng.integers(30, 900))
+            timed.append((t + late, event(RESPONSE, f"r{i:05d}", t + late, score=i / n),
+                          f"{responses}[{rng.integers(partitions)}]"))
+    timed.sort(key=lambda x: x[0])
+    return Topics([r for _, r, _ in timed], [s for _, _, s in timed])
+
+
+def sourced(records: list[dict[str, Any]], sources: list[str]) -> Events:
+    events = batch(*records)
+    events.source = np.asarray(sources, dtype=object)
+    return events
+
+
+@dataclass
+class Read:
+    joined: list[tuple[str, float]]
+    unmatched: list[str]
+    """Request ids, in the order they left."""
+    unmatched_before_end: list[str]
+
+
+def consume(topics: Topics, order: list[int], batch_size: int, *, live: bool = False,
+            restore_at: int | None = None) -> Read:
+    """Read the records in ``order`` (indices into ``topics.records``) as the service does: in batches,
+    the partitions' holding sets told before each push as the Kafka source would tell them (a partition
+    is fresh until read; read to its end when everything it holds — live: everything sent so far — has
+    been read); then the end of input. ``restore_at``: go on from a snapshot (through JSON) after
+    that many batches."""
+    joiner = Joiner(max_wait_ms=MINUTE, max_pending=100_000)
+    everything = frozenset(topics.partitions())
+    left = Counter(topics.sources)  # what each partition still holds
+    read: set[str] = set()
+    out = Read([], [], [])
+    chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    for k, chunk in enumerate(chunks):
+        if restore_at is not None and k == restore_at:
+            again = Joiner(max_wait_ms=MINUTE, max_pending=100_000)
+            again.restore(json.loads(json.dumps(joiner.snapshot())))
+            joiner = again
+        ended = read if live else {p for p in read if left[p] == 0}
+        joiner.hold(everything - frozenset(ended), everything - read, everything)
+        result = joiner.push(sourced([topics.records[i] for i in chunk], [topics.sources[i] for i in chunk]))
+        for i in chunk:
+            left[topics.sources[i]] -= 1
+            read.add(topics.sources[i])
+        out.joined += list(zip(result.joined.request_id.tolist(), result.joined.score.tolist(), strict=True))
+        out.unmatched += result.unmatched_requests.request_id.tolist() + result.unmatched_responses.request_id.tolist()
+    out.unmatched_before_end = list(out.unmatched)
+    rest = joiner.flush()
+    out.unmatched += rest.unmatched_requests.request_id.tolist() + rest.unmatched_responses.request_id.tolist()
+    return out
+
+
+def backlog_orders(topics: Topics) -> dict[str, list[int]]:
+    """Ways a consumer may read a backlog: a whole topic before the other (either), one partition at a time,
+    and both topics at once with one read five times faster than the other."""
+    by_partition = {p: [i for i, s in enumerate(topics.sources) if s == p] for p in topics.partitions()}
+    first = by_partition[topics.partitions()[0]]
+    requests = [i for i, r in enumerate(topics.records) if "features" in r]
+    responses = [i for i, r in enumerate(topics.records) if "features" not in r]
+
+    def ahead(fast: list[int], slow: list[int]) -> list[int]:
+        merged, f, s = [], 0, 0
+        while f < len(fast) or s < len(slow):
+            merged += fast[f:f + 250] + slow[s:s + 50]
+            f, s = f + 250, s + 50
+        return merged
+
+    return {"requests first": requests + responses, "responses first": responses + requests,
+            "a partition at a time": [i for p in topics.partitions() for i in by_partition[p]],
+            "partitions in reverse": [i for p in reversed(topics.partitions()) for i in by_partition[p]],
+            "requests read ahead": ahead(requests, responses), "responses read ahead": ahead(responses, requests),
+            "a partition read ahead": ahead(first, sorted(set(range(len(topics.sources))) - set(first)))}
+
+
+@pytest.mark.parametrize("ordering", ["requests first", "responses first", "a partition at a time",
+                                      "partitions in reverse", "requests read ahead", "responses read ahead",
+                                      "a partition read ahead"])
+def test_a_backlog_gives_the_joins_of_live_traffic(ordering: str) -> None:
+    """3,000 pairs over 50 minutes of event time with a one-minute wait: read live, every pair joins; read as
+    a backlog in any order, the same pairs join (with the old clock — the newest event over every
+    partition — reading the requests first left nearly every one unmatched)."""
+    topics = pairs(3_000)
+    live = consume(topics, list(range(len(topics.records))), 100, live=True)
+    assert len(live.joined) == 3_000 and live.unmatched == []
+    backlog = consume(topics, backlog_orders(topics)[ordering], 100)
+    assert sorted(backlog.joined) == sorted(live.joined)
+    assert backlog.unmatched == []
+
+
+@pytest.mark.parametrize("ordering", ["a partition at a time", "partitions in reverse", "a partition read ahead"])
+def test_one_topic_carrying_both_sides_read_as_a_backlog(ordering: str) -> None:
+    """KServe's CloudEvents: requests and responses on the partitions of one topic (not keyed by request id:
+    a pair's halves on different partitions). A partition's clock counts for both sides (a partition is
+    read in order: one side cannot be read before the other)."""
+    topics = pairs(2_000, requests="ce", responses="ce", partitions=3)
+    live = consume(topics, list(range(len(topics.records))), 100, live=True)
+    assert len(live.joined) == 2_000 and live.unmatched == []
+    backlog = consume(topics, backlog_orders(topics)[ordering], 100)
+    assert sorted(backlog.joined) == sorted(live.joined) and backlog.unmatched == []
+
+
+@pytest.mark.parametrize("ordering", ["requests first", "responses first", "a partition at a time",
+                                      "requests read ahead", "responses read ahead"])
+def test_a_backlog_still_expires_what_the_other_side_has_moved_past(ordering: str) -> None:
+    """Requests whose responses were never sent leave unmatched in every order, and before the end of input
+    once the responses' partitions have moved a minute past them (requests read first: while the responses
+    are read; responses first: at once, as the requests come, for those the responses are already past)."""
+    missing = frozenset(range(100, 2_900, 97))
+    topics = pairs(3_000, missing=missing)
+    expected = sorted(f"r{i:05d}" for i in missing)
+    live = consume(topics, list(range(len(topics.records))), 100, live=True)
+    backlog = consume(topics, backlog_orders(topics)[ordering], 100)
+    assert sorted(live.unmatched) == expected and sorted(live.joined) == sorted(backlog.joined)
+    assert sorted(backlog.unmatched) == expected
+    assert len(backlog.unmatched_before_end) >= len(expected) - 2  # only the last ones wait for the end
+
+
+def test_a_request_expires_when_the_responses_partitions_move_on_not_the_requests() -> None:
+    joiner = Joiner(max_wait_ms=MINUTE, max_pending=100)
+    everything = frozenset({"in[0]", "out[0]", "out[1]"})
+    joiner.hold(everything, everything, everything)
+    joiner.push(sourced([event(REQUEST, "a", 0), event(REQUEST, "b", 2 * MINUTE + 1)], ["in[0]", "in[0]"]))
+    assert sorted(joiner.pending.request_id.tolist()) == ["a", "b"]  # the responses' partitions unread: fresh
+    joiner.hold(everything, frozenset({"out[1]"}), everything)
+    out = joiner.push(sourced([event(RESPONSE, "x", 5 * MINUTE)], ["out[0]"]))
+    assert len(out.unmatched_requests) == 0  # out[1] may still bring a's response
+    joiner.hold(everything, frozenset(), everything)
+    out = joiner.push(sourced([event(RESPONSE, "y", MINUTE + 1)], ["out[1]"]))
+    assert out.unmatched_requests.request_id.tolist() == ["a"]  # both response partitions a minute past it
+    assert joiner.clock(RESPONSE) == T0 + MINUTE + 1 and joiner.clock(REQUEST) == T0 + 2 * MINUTE + 1
+    assert joiner.pending.request_id.tolist() == ["b", "x", "y"]  # x, y: the requests are not a minute past them
+    joiner.hold(frozenset({"in[0]"}), frozenset(), everything)  # the responses read to their end
+    out = joiner.push(Events.empty())
+    assert joiner.clock(RESPONSE) == T0 + 5 * MINUTE  # nothing more to read of them: the newest time of all
+    assert out.unmatched_requests.request_id.tolist() == ["b"] and len(out.unmatched_responses) == 0
+
+
+def test_a_partition_not_assigned_here_holds_with_its_mark() -> None:
+    joiner = Joiner(max_wait_ms=MINUTE, max_pending=100)
+    joiner.push(sourced([event(RESPONSE, "x", 0), event(REQUEST, "a", 0), event(REQUEST, "b", MINUTE)],
+                        ["out[0]", "in[0]", "in[0]"]))
+    assert joiner.clock(RESPONSE) == T0  # without hold: every partition seen of the responses' topic
+    restored = Joiner(max_wait_ms=MINUTE, max_pending=100)
+    restored.restore(json.loads(json.dumps(joiner.snapshot())))
+    restored.hold(frozenset({"in[0]"}), frozenset(), frozenset({"in[0]"}))  # out[0] not handed back yet
+    assert restored.clock(RESPONSE) == T0
+    out = restored.push(sourced([event(REQUEST, "c", 6 * MINUTE)], ["in[0]"]))
+    assert len(out.unmatched_requests) == 0 and "a" in restored.pending.request_id.tolist()
+    assert out.unmatched_responses.request_id.tolist() == ["x"]  # the requests' partition is 6 minutes past it
+
+
+@pytest.mark.parametrize("ordering", ["requests first", "responses read ahead"])
+def test_a_backlog_goes_on_from_a_snapshot_as_it_would_have(ordering: str) -> None:
+    topics = pairs(1_500, missing=frozenset(range(0, 1_500, 50)))
+    order = backlog_orders(topics)[ordering]
+    straight = consume(topics, order, 100)
+    for k in (3, 17, 25):
+        again = consume(topics, order, 100, restore_at=k)
+        assert again == straight
+
+
+def test_a_snapshot_from_before_the_per_partition_clocks_still_loads() -> None:
+    joiner = Joiner(max_wait_ms=MINUTE, max_pending=100)
+    joiner.push(batch(event(REQUEST, "a", 0)))
+    old = {k: v for k, v in joiner.snapshot().items() if k not in ("marks", "topics", "holding")}
+    restored = Joiner(max_wait_ms=MINUTE, max_pending=100)
+    restored.restore(json.loads(json.dumps(old)))
+    assert restored.pending.request_id.tolist() == ["a"] and restored.max_event_time == T0
+    restored.hold(frozenset({"out[0]"}), frozenset({"out[0]"}), frozenset({"out[0]"}))
+    assert len(restored.push(batch(event(COMBINED, "z", 2 * MINUTE))).unmatched_requests) == 0  # out[0] unread
+    restored.hold(frozenset(), frozenset(), frozenset({"out[0]"}))  # (read to its end)
+    assert restored.push(Events.empty()).unmatched_requests.request_id.tolist() == ["a"]
+
+
+@pytest.mark.parametrize("run", [1, 40])
+def test_newest_per_source_and_kind_as_a_plain_dictionary_would(run: int) -> None:
+    """In runs of one partition (the common batch) and event by event (beyond 256 runs: by a sort)."""
+    rng = np.random.default_rng(7)
+    n = 2_000
+    names = np.repeat(rng.choice(["in[0]", "in[1]", "out[0]", "ce[10]"], n // run), run).astype(object)
+    kinds = np.repeat(rng.choice([REQUEST, RESPONSE, COMBINED], n // run), run).astype(np.int8)
+    times = rng.integers(0, 10 ** 6, n).astype(np.int64)
+    plain: dict[tuple[str, int], int] = {}
+    for name, kind, t in zip(names.tolist(), kinds.tolist(), times.tolist(), strict=True):
+        plain[name, kind] = max(t, plain.get((name, kind), t))
+    assert newest_per_source(names, kinds, times) == plain
