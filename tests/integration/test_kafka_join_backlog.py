@@ -68,6 +68,9 @@ def config(folder: Path, bootstrap: str, namespace: str, profile: Path) -> Confi
         "join": {"max_wait": "5m"},
         "models": [{"name": "credit", "references": {"3": str(profile)}, "policy": {"min_samples": 50}}],
         "kafka": {"bootstrap_servers": bootstrap, "group_id": namespace, "batch_size": 200, "poll_timeout": 200,
+                  # a partition read to its end stops holding at once: the drain ends before any idle
+                  # timer could pass (the idleness rule has its own tests, test_kafka_idleness.py)
+                  "idle_after": 0,
                   "dead_letter_topic": dead, "control_topic": control,
                   "topics": [{"topic": inputs, **oip, "feature_names": list(FEATURES)},
                              {"topic": outputs, **oip, "score_output": "predict_proba"}]},
