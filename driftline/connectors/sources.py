@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from driftline.events import BadEvent, EventBuilder, Events
+from driftline.events import BadEvent, EventBuilder, Events, InvalidEvent, json_error_reason
 
 ENVELOPE = ("request_id", "model", "model_version", "event_time", "score", "decision", "kind")
 Chunk = tuple[Events, list[BadEvent]]
@@ -56,7 +56,8 @@ def _jsonl(path: Path, chunk_size: int) -> Iterator[Chunk]:
             try:
                 record = orjson.loads(line)
             except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, a number past Python's digit limit
-                builder.reject(f"line {number}", "decode", exc, line[:4096])
+                builder.reject(f"line {number}", "decode", InvalidEvent(json_error_reason(exc), type(exc).__name__),
+                               line[:4096])
                 continue
             builder.add(record, f"line {number}", line[:4096])
             if len(builder) >= chunk_size:
