@@ -216,7 +216,7 @@ def _query(args: argparse.Namespace) -> int:
     from driftline.replay import open_store
     from driftline.reporting import text_table
 
-    store = open_store(load_config(args.config))
+    store = open_store(load_config(args.config, require_models=False))  # the store is all it reads
     names, rows = store.query(args.sql)
     if args.json:
         for row in rows:
