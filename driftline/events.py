@@ -41,6 +41,8 @@ class BadEvent:
     error_class: str
     reason: str
     payload: bytes | None = None
+    payload_size: int | None = None
+    """The size of the whole input when ``payload`` holds only its start (a file source caps it)."""
 
     def describe(self) -> str:
         return f"{self.origin}: {self.stage}: {self.reason}"
