@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -67,6 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--config", required=True, help="driftline.yaml")
     replay.add_argument("files", nargs="+", help=".jsonl, .avro (container) or .parquet files of scoring events")
     replay.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    replay.add_argument("--dead-letters", default=None, metavar="FILE",
+                        help="where to write every bad input, one JSON object a line (default: "
+                             "dead-letters/replay-<time>-<id>.jsonl beside the embedded store, or beside the "
+                             "configuration for a ClickHouse server)")
     replay.set_defaults(run=_replay)
 
     run = commands.add_parser("run", help="the Kafka service: consume, evaluate, persist, alert (SIGTERM stops cleanly)")
@@ -77,6 +82,8 @@ def _parser() -> argparse.ArgumentParser:
     query.add_argument("sql")
     query.add_argument("--config", default=None, help="driftline.yaml (default: the embedded store here)")
     query.add_argument("--json", action="store_true", help="one JSON object per row")
+    query.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                       help="a value for a {NAME:Type} placeholder in the SQL (repeatable), bound by ClickHouse")
     query.set_defaults(run=_query)
 
     demo = commands.add_parser("demo", help="three models, a day of traffic, three incidents, end to end")
@@ -170,30 +177,44 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    """Exit 2 before anything is written for a configuration or an input file that cannot be used (missing,
+    empty, not of its type); else 1 if an alert fired or escalated at critical severity, else 0."""
+    from pathlib import Path
+
     from driftline.config import load_config
+    from driftline.connectors.dead_letters import dead_letter_path
     from driftline.replay import replay
     from driftline.runtime import settle_process
 
     config = load_config(args.config)
     settle_process()
-    outcome = replay(config, args.files, on_step=None if args.json else _progress)
+    letters = args.dead_letters or dead_letter_path(config, Path(args.config).resolve().parent)
+    outcome = replay(config, args.files, on_step=None if args.json else _progress, dead_letters=letters)
     t = outcome.totals
+    code = EXIT_CRITICAL if outcome.critical else EXIT_OK
+    dead = str(outcome.dead_letters) if outcome.dead_letters is not None else None
     summary = {"events": t.events, "accepted": t.accepted, "windows": t.windows, "late_events": t.late,
                "alerts": t.alerts, "rollback_requests": t.rollbacks, "bad": dict(t.bad),
                "unmatched_requests": t.unmatched_requests, "unmatched_responses": t.unmatched_responses,
-               "duplicates": t.duplicates,
+               "duplicates": t.duplicates, "critical": outcome.critical,
+               "dead_letters": {"path": dead, "count": outcome.dead_letter_count},
                "bad_examples": [{"origin": b.origin, "stage": b.stage, "error": b.error_class, "reason": b.reason}
                                 for b in outcome.bad[:100]]}
     if args.json:
         print(json.dumps(summary))
-        return EXIT_OK
+        return code
     print(f"{t.events:,} events: {t.accepted:,} in windows, {t.windows} windows closed, {t.alerts} alert events, "
           f"{t.rollbacks} rollback requests, {sum(t.bad.values())} not usable, {t.late} late")
     for bad in outcome.bad[:20]:
         print(f"  {bad.describe()}", file=sys.stderr)
     if sum(t.bad.values()) > 20:
-        print(f"  … and {sum(t.bad.values()) - 20} more (driftline replay --json lists 100)", file=sys.stderr)
-    return EXIT_OK
+        print(f"  … and {sum(t.bad.values()) - 20} more", file=sys.stderr)
+    if dead is not None:
+        print(f"all {outcome.dead_letter_count:,} inputs not usable, with their line and reason: {dead}")
+    if outcome.critical:
+        print("critical: an alert fired at critical severity (exit 1); driftline query lists them "
+              "(SELECT * FROM driftline.alerts FINAL)")
+    return code
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -216,14 +237,38 @@ def _query(args: argparse.Namespace) -> int:
     from driftline.replay import open_store
     from driftline.reporting import text_table
 
-    store = open_store(load_config(args.config))
-    names, rows = store.query(args.sql)
+    parameters = query_parameters(args.sql, args.param)
+    store = open_store(load_config(args.config, require_models=False))  # the store is all it reads
+    names, rows = store.query(args.sql, parameters or None, text_ids=True)
     if args.json:
         for row in rows:
             print(json.dumps(dict(zip(names, row, strict=True)), default=str))
     else:
         print(text_table(names, rows))
     return EXIT_OK
+
+
+_PLACEHOLDER = re.compile(r"\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*:[^{}]+\}")
+
+
+def query_parameters(sql: str, pairs: Sequence[str]) -> dict[str, str]:
+    """``--param name=value`` pairs for the SQL's ``{name:Type}`` placeholders; every placeholder needs one,
+    and every pair a placeholder."""
+    parameters: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name.strip()):
+            raise InvalidInput(f"--param {pair!r}: expected NAME=VALUE, e.g. --param alert_id=3f9c…")
+        parameters[name.strip()] = value
+    wanted = dict.fromkeys(_PLACEHOLDER.findall(sql))
+    missing = [n for n in wanted if n not in parameters]
+    if missing:
+        raise InvalidInput(f"the query has placeholders without a value: {', '.join(missing)}; give each with "
+                           f"--param {missing[0]}=VALUE")
+    unused = [n for n in parameters if n not in wanted]
+    if unused:
+        raise InvalidInput(f"--param {', '.join(unused)}: the query has no {{{unused[0]}:Type}} placeholder")
+    return parameters
 
 
 if __name__ == "__main__":  # pragma: no cover

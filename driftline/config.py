@@ -253,8 +253,12 @@ class Config(_Strict):
         return self
 
 
-def load_config(path: str | Path | None, environ: Mapping[str, str] | None = None) -> Config:
-    """Read the YAML file (or start empty), apply ``DRIFTLINE__…`` overrides, validate."""
+def load_config(path: str | Path | None, environ: Mapping[str, str] | None = None, *,
+                require_models: bool = True) -> Config:
+    """Read the YAML file (or start empty), apply ``DRIFTLINE__…`` overrides, validate.
+
+    A configuration monitors models: one without any is refused (``models: …``), unless
+    ``require_models`` is false, for a command that only reads the store (``driftline query``)."""
     data: Any = {}
     if path is not None:
         path = Path(path)
@@ -275,6 +279,10 @@ def load_config(path: str | Path | None, environ: Mapping[str, str] | None = Non
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
                              for e in exc.errors())
         raise ConfigError(f"invalid configuration{f' in {path}' if path else ''}: {problems}") from None
+    if require_models and not config.models:
+        raise ConfigError(f"invalid configuration{f' in {path}' if path else ''}: models: no model is configured; "
+                          "name at least one, with its reference profiles (models: [{name: credit_scoring, "
+                          "references: {\"3\": profiles/credit_scoring-3.json}}])")
     return _resolve_paths(config, Path(path).resolve().parent if path is not None else Path.cwd())
 
 

@@ -199,6 +199,8 @@ def _summary(outcome: ReplayOutcome, root: Path) -> None:
           f"unmatched requests {t.unmatched_requests}, responses {t.unmatched_responses}; late events {t.late}")
     for bad in outcome.bad[:5]:
         print(f"   {bad.describe()}")
+    if outcome.dead_letters is not None:
+        print(f"   all {outcome.dead_letter_count:,} of them, with their line and reason: {outcome.dead_letters}")
     config = root / "driftline.yaml"
     command = "driftline" if shutil.which("driftline") else sys.argv[0]  # e.g. .venv/bin/driftline after make demo
     print("\n7. every window is in ClickHouse; try:")

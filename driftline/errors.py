@@ -31,4 +31,26 @@ class SchemaMismatch(DriftlineError):
 
 
 class ProfileError(DriftlineError):
-    """A reference profile that is malformed, fails its schema, or whose hash does not match."""
+    """A reference profile that is malformed, fails its schema, or whose hash does not match.
+
+    Names what it can: the file (added by the connector that read it), the model and version it
+    profiles, the feature (``/srv/p/credit-3.json: reference profile credit 3: feature 'income': …``)."""
+
+    def __init__(self, reason: str, *, path: str | None = None, model: str | None = None,
+                 model_version: str | None = None, feature: str | None = None) -> None:
+        self.reason = reason
+        self.path = path
+        self.model = model
+        self.model_version = model_version
+        self.feature = feature
+        where = [f"{path}:"] if path else []
+        if model is not None or model_version is not None:
+            where.append(f"reference profile {model or '?'} {model_version or '?'}:")
+        if feature is not None:
+            where.append(f"feature {feature!r}:")
+        super().__init__(" ".join([*where, reason]))
+
+    def at(self, path: str, model: str | None = None, model_version: str | None = None) -> ProfileError:
+        """The same error, naming the file it was read from (and the model and version, if not yet named)."""
+        return ProfileError(self.reason, path=self.path or path, model=self.model or model,
+                            model_version=self.model_version or model_version, feature=self.feature)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import operator
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -40,6 +41,8 @@ class BadEvent:
     error_class: str
     reason: str
     payload: bytes | None = None
+    payload_size: int | None = None
+    """The size of the whole input when ``payload`` holds only its start (a file source caps it)."""
 
     def describe(self) -> str:
         return f"{self.origin}: {self.stage}: {self.reason}"
@@ -223,7 +226,7 @@ def _validate(record: Any) -> tuple[int, str, str, str, int, float, Any, Mapping
     # (``type(x) is …`` first: the common case, without the cost of isinstance against ABCs and unions)
     if type(record) is not dict and not isinstance(record, Mapping):
         raise InvalidEvent(f"expected a JSON object, got {type(record).__name__}", "SchemaMismatch")
-    request_id = _text(record, "request_id")
+    request_id = _text(record, "request_id", numbers=False)  # the join key: 17 and "17" must not meet
     model = _text(record, "model")
     version = _text(record, "model_version")
     event_time = parse_event_time(record.get("event_time"))
@@ -266,18 +269,51 @@ def _validate(record: Any) -> tuple[int, str, str, str, int, float, Any, Mapping
         None if decision is None else str(decision), features
 
 
-def _text(record: Mapping[str, Any], name: str) -> str:
+def _text(record: Mapping[str, Any], name: str, numbers: bool = True) -> str:
+    """A text field; with ``numbers``, a whole number is accepted as its digits (``model_version: 3``)."""
     value = record.get(name)
     if type(value) is str and value and "\x00" not in value:
         return value
     if value is None or value == "":
         raise InvalidEvent(f"missing {name}", "SchemaMismatch")
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise InvalidEvent(f"{name} must be a string, got {type(value).__name__}", "SchemaMismatch")
+    if isinstance(value, bool) or not isinstance(value, (str, int) if numbers else str):
+        raise InvalidEvent(f"{name} must be a string, got {type(value).__name__} {_short(value)}", "SchemaMismatch")
     text = str(value)
     if "\x00" in text:
         raise InvalidEvent(f"{name} contains a NUL character", "SchemaMismatch")
     return text
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+_NON_FINITE = re.compile(r"-?(?:NaN|Infinity|inf(?:inity)?|nan)", re.IGNORECASE)
+_KEY_BEFORE = re.compile(r'"((?:[^"\\]|\\.){1,200})"\s*:\s*(\[[^\[\]{}]*)?$')
+_IN_FEATURES = re.compile(r'"features"\s*:\s*\{[^{}]*$')
+
+
+def json_error_reason(exc: ValueError) -> str:
+    """The reason of a JSON parser error. JSON has no NaN or Infinity, and the parser only gives a
+    column for them; this names the field that holds one (``field 'score': Infinity is not a JSON
+    number ...``)."""
+    doc, pos = getattr(exc, "doc", None), getattr(exc, "pos", None)
+    if not isinstance(doc, str) or not isinstance(pos, int):
+        return str(exc)
+    start = pos - 1 if 0 < pos <= len(doc) and doc[pos - 1] == "-" else pos
+    token = _NON_FINITE.match(doc, start)
+    if token is None:
+        return str(exc)
+    prefix = doc[max(0, start - 4_096):start]
+    key = _KEY_BEFORE.search(prefix)
+    if key is None:
+        where = "a value"
+    else:
+        kind = "feature" if _IN_FEATURES.search(prefix[:key.start()]) else "field"
+        where = f"{kind} {key.group(1)!r}" + (" (in its array)" if key.group(2) is not None else "")
+    return (f"{where}: {token.group()} is not a JSON number (JSON has no NaN or Infinity; send null for a "
+            f"missing value) at line {getattr(exc, 'lineno', '?')} column {getattr(exc, 'colno', pos + 1) - (pos - start)}")
 
 
 def parse_event_time(value: Any) -> int:

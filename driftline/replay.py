@@ -1,7 +1,9 @@
 """``driftline replay``: files of scoring events through the same pipeline the Kafka service runs.
 
-decode (JSONL, Avro container, Parquet) → join → engine → decide → persist. Bad inputs are counted and
-reported with their line number and reason; they never stop the run.
+decode (JSONL, Avro container, Parquet) → join → engine → decide → persist. Files that cannot be read at
+all (missing, empty, not of their type) are refused before anything starts (:class:`InvalidInput`). Bad
+inputs inside them are counted, written one per line to the run's dead-letter file with their line
+number and reason (``connectors/dead_letters.py``), and never stop the run.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from pathlib import Path
 
 from driftline.config import Config
 from driftline.connectors.clickhouse import ClickHouseStore
-from driftline.connectors.sources import read_events
+from driftline.connectors.dead_letters import DeadLetterFile, dead_letter_path
+from driftline.connectors.sources import check_input, read_events
 from driftline.engine.policy import AlertEvent, RollbackRequest
 from driftline.events import BadEvent
 from driftline.pipeline import Pipeline, StepResult, Totals
@@ -26,7 +29,15 @@ class ReplayOutcome:
     alerts: list[AlertEvent] = field(default_factory=list)
     rollbacks: list[RollbackRequest] = field(default_factory=list)
     bad: list[BadEvent] = field(default_factory=list)
-    """The first ``MAX_BAD_KEPT`` bad inputs (all are counted in ``totals.bad``)."""
+    """The first ``MAX_BAD_KEPT`` bad inputs (all are counted in ``totals.bad`` and written to ``dead_letters``)."""
+    dead_letters: Path | None = None
+    """The dead-letter file with every bad input, one JSON object a line; None when there was none."""
+    dead_letter_count: int = 0
+
+    @property
+    def critical(self) -> bool:
+        """Whether an alert fired or escalated at critical severity (``driftline replay`` then exits 1)."""
+        return any(a.severity == "critical" and a.kind != "resolved" for a in self.alerts)
 
 
 def open_store(config: Config) -> ClickHouseStore:
@@ -37,18 +48,29 @@ def open_store(config: Config) -> ClickHouseStore:
 
 
 def replay(config: Config, paths: Sequence[str | Path], store: ClickHouseStore | None = None,
-           on_step: Callable[[Path, StepResult, Totals], None] | None = None, chunk_size: int = 20_000) -> ReplayOutcome:
+           on_step: Callable[[Path, StepResult, Totals], None] | None = None, chunk_size: int = 20_000,
+           dead_letters: str | Path | None = None) -> ReplayOutcome:
+    """Replay ``paths`` in order. ``dead_letters``: the file for the bad inputs (default
+    :func:`~driftline.connectors.dead_letters.dead_letter_path`, beside the store; made only if needed).
+    Raises :class:`~driftline.errors.InvalidInput` for a file that cannot be read at all, before the store
+    is opened."""
+    for path in paths:
+        check_input(path)
+    letters = DeadLetterFile(Path(dead_letters) if dead_letters is not None else dead_letter_path(config, Path.cwd()),
+                             paths)
     owned = store is None
     store = store if store is not None else open_store(config)
     try:
-        return _replay(config, paths, store, on_step, chunk_size)
+        return _replay(config, paths, store, on_step, chunk_size, letters)
     finally:
+        letters.close()
         if owned:
             store.close()
 
 
 def _replay(config: Config, paths: Sequence[str | Path], store: ClickHouseStore,
-            on_step: Callable[[Path, StepResult, Totals], None] | None, chunk_size: int) -> ReplayOutcome:
+            on_step: Callable[[Path, StepResult, Totals], None] | None, chunk_size: int,
+            letters: DeadLetterFile) -> ReplayOutcome:
     pipeline = Pipeline(config, store)
     outcome = ReplayOutcome(pipeline.totals)
 
@@ -56,6 +78,8 @@ def _replay(config: Config, paths: Sequence[str | Path], store: ClickHouseStore,
         outcome.alerts.extend(step.alerts)
         outcome.rollbacks.extend(step.rollbacks)
         outcome.bad.extend(step.bad[: max(MAX_BAD_KEPT - len(outcome.bad), 0)])
+        letters.write(step.bad)
+        outcome.dead_letters, outcome.dead_letter_count = letters.written, letters.count
         if on_step is not None:
             on_step(path, step, pipeline.totals)
 

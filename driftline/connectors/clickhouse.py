@@ -227,9 +227,14 @@ class ClickHouseStore:
 
     # -- reads --------------------------------------------------------------------------------------
 
-    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
+    def query(self, sql: str, parameters: dict[str, Any] | None = None,
+              text_ids: bool = False) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Column names and rows. ``parameters`` fill ``{name:Type}`` placeholders (ClickHouse binds them,
+        no quoting by hand). ``text_ids``: ``FixedString`` columns (the ids) come back as text, as they were
+        written, instead of bytes, so a printed id can be pasted into the next query."""
         try:
-            result = self.client.query(sql, parameters=parameters)
+            result = self.client.query(sql, parameters=parameters,
+                                       query_formats={"FixedString": "string"} if text_ids else None)
         except StoreError:
             raise
         except Exception as exc:

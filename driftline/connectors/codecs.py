@@ -29,6 +29,7 @@ import fastavro
 import orjson
 
 from driftline.errors import DriftlineError
+from driftline.events import json_error_reason
 from driftline.schemas import schema_text
 
 Record = dict[str, Any]
@@ -49,7 +50,7 @@ def decode_json(value: bytes) -> Record:
     try:
         record = orjson.loads(value)
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, numbers past Python's digit limit
-        raise DecodeError(f"not JSON: {exc}", type(exc).__name__) from None
+        raise DecodeError(f"not JSON: {json_error_reason(exc)}", type(exc).__name__) from None
     if not isinstance(record, dict):
         raise DecodeError(f"expected a JSON object, got {type(record).__name__}", "SchemaMismatch")
     return record

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from driftline.connectors.codecs import DecodeError
-from driftline.events import InvalidEvent, parse_event_time
+from driftline.events import InvalidEvent, json_error_reason, parse_event_time
 
 Record = dict[str, Any]
 KSERVE_REQUEST = "org.kubeflow.serving.inference.request"
@@ -231,7 +231,7 @@ def _json(value: bytes) -> dict[str, Any]:
     try:
         body = orjson.loads(value)
     except ValueError as exc:
-        raise DecodeError(f"not JSON: {exc}", type(exc).__name__) from None
+        raise DecodeError(f"not JSON: {json_error_reason(exc)}", type(exc).__name__) from None
     if not isinstance(body, dict):
         raise DecodeError(f"expected a JSON object, got {type(body).__name__}", "SchemaMismatch")
     return body

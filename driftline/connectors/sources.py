@@ -9,6 +9,7 @@ is reported as one bad input.
 from __future__ import annotations
 
 import orjson
+from dataclasses import replace
 from datetime import UTC, datetime
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,10 +18,60 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from driftline.events import BadEvent, EventBuilder, Events
+from driftline.errors import InvalidInput
+from driftline.events import BadEvent, EventBuilder, Events, InvalidEvent, json_error_reason
 
+PAYLOAD_CAP = 4_096
+"""Bytes of a bad line kept with it (its full size is noted beside)."""
 ENVELOPE = ("request_id", "model", "model_version", "event_time", "score", "decision", "kind")
 Chunk = tuple[Events, list[BadEvent]]
+
+
+SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".avro": "avro", ".parquet": "parquet",
+            ".pq": "parquet"}
+
+
+def check_input(path: str | Path) -> None:
+    """Refuse a file that cannot be read at all, before anything is replayed: missing, not a file, of an
+    unknown type, unreadable, empty, or without a readable header (Avro) or footer (Parquet), or without a
+    single record or row. Raises :class:`InvalidInput` naming the file; damage further in is reported as a
+    bad input of the run instead (the records before it are used)."""
+    path = Path(path)
+    if not path.exists():
+        raise InvalidInput(f"{path}: no such file")
+    if not path.is_file():
+        raise InvalidInput(f"{path}: {'is a directory' if path.is_dir() else 'is not a regular file'}, not a file "
+                           "of scoring events")
+    kind = SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise InvalidInput(f"{path}: unsupported file type; use .jsonl, .avro or .parquet")
+    try:
+        with path.open("rb") as handle:
+            if not handle.read(1):
+                raise InvalidInput(f"{path}: the file is empty")
+            if kind == "avro":
+                _first_avro_record(path, handle)
+    except OSError as exc:
+        raise InvalidInput(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    if kind == "parquet":
+        try:
+            rows = pq.ParquetFile(path).metadata.num_rows
+        except (pa.ArrowException, OSError) as exc:
+            raise InvalidInput(f"{path}: not a readable Parquet file: {exc}") from None
+        if rows == 0:
+            raise InvalidInput(f"{path}: a Parquet file without rows")
+
+
+def _first_avro_record(path: Path, handle: Any) -> None:
+    import fastavro
+
+    handle.seek(0)
+    try:
+        first = next(iter(fastavro.reader(handle)), None)
+    except Exception as exc:  # fastavro raises many types on bytes that are not a container file
+        raise InvalidInput(f"{path}: not a readable Avro container file: {exc}") from None
+    if first is None:
+        raise InvalidInput(f"{path}: an Avro container file without records")
 
 
 def read_events(path: str | Path, chunk_size: int = 20_000) -> Iterator[Chunk]:
@@ -56,9 +107,13 @@ def _jsonl(path: Path, chunk_size: int) -> Iterator[Chunk]:
             try:
                 record = orjson.loads(line)
             except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, a number past Python's digit limit
-                builder.reject(f"line {number}", "decode", exc, line[:4096])
-                continue
-            builder.add(record, f"line {number}", line[:4096])
+                builder.reject(f"line {number}", "decode", InvalidEvent(json_error_reason(exc), type(exc).__name__),
+                               line[:PAYLOAD_CAP])
+                kept = False
+            else:
+                kept = builder.add(record, f"line {number}", line[:PAYLOAD_CAP])
+            if not kept and len(line) > PAYLOAD_CAP:  # the dead-letter file notes what was cut
+                builder.bad[-1] = replace(builder.bad[-1], payload_size=len(line.rstrip(b"\r\n")))
             if len(builder) >= chunk_size:
                 yield _flush(builder)
     yield _flush(builder)

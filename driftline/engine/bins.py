@@ -82,8 +82,11 @@ class NumericLayout:
         edges = np.concatenate((below, grid, above, [np.inf]))
         grid_cells = slice(len(below), len(below) + len(grid))
         positions = np.searchsorted(grid, bin_edges)
-        if np.any(positions >= len(grid)) or np.any(grid[np.minimum(positions, len(grid) - 1)] != bin_edges):
-            raise ValueError("every coarse bin edge must be a value of the fine grid")
+        off_grid = (positions >= len(grid)) | (grid[np.minimum(positions, len(grid) - 1)] != bin_edges)
+        if np.any(off_grid):
+            first = int(np.argmax(off_grid))
+            raise ValueError(f"bin_edges[{first}] = {float(bin_edges[first])!r} is not a value of the grid (every coarse "
+                             "bin edge must be a value of the fine grid)")
         starts = np.concatenate(([0], grid_cells.start + positions + 1)).astype(np.intp)
         return cls(edges=edges, grid_cells=grid_cells, coarse_starts=starts)
 

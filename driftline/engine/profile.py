@@ -171,10 +171,13 @@ class ReferenceProfile:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ReferenceProfile:
         """Rebuild a profile; the stored hash must match the content (a tampered profile is refused)."""
+        named = {k: str(data[f]) if isinstance(data, Mapping) and isinstance(data.get(f), (str, int)) else None
+                 for k, f in (("model", "model"), ("model_version", "model_version"))}
         try:
             version = data["format_version"]
             if version != FORMAT_VERSION:
-                raise ProfileError(f"unsupported profile format_version {version!r}; this driftline reads {FORMAT_VERSION}")
+                raise ProfileError(f"unsupported profile format_version {version!r}; this driftline reads "
+                                   f"{FORMAT_VERSION}", **named)
             features = {name: _feature_from_dict(name, f) for name, f in sorted(data["features"].items())}
             profile = cls(
                 model=str(data["model"]),
@@ -183,12 +186,15 @@ class ReferenceProfile:
                 settings=dict(data.get("settings", {})),
                 rows=int(data.get("rows", 0)),
             )
+        except ProfileError as exc:
+            raise ProfileError(exc.reason, feature=exc.feature, **named) from exc
         except (KeyError, TypeError, ValueError) as exc:
-            raise ProfileError(f"malformed reference profile: {type(exc).__name__}: {exc}") from exc
+            raise ProfileError(f"malformed reference profile: {type(exc).__name__}: {exc}", **named) from exc
         computed = content_hash(_body(profile))
         stored = data.get("content_hash")
         if stored != computed:
-            raise ProfileError(f"reference profile content_hash {stored!r} does not match its content ({computed})")
+            raise ProfileError(f"content_hash {stored!r} does not match its content ({computed}): it was changed "
+                               "after it was built; build it again (driftline reference build)", **named)
         return cls(profile.model, profile.model_version, features, profile.settings, profile.rows, computed)
 
 
@@ -340,17 +346,29 @@ def _feature_to_dict(f: FeatureProfile) -> dict[str, Any]:
 
 
 def _feature_from_dict(name: str, d: Mapping[str, Any]) -> FeatureProfile:
+    try:
+        return _feature(name, d)
+    except ProfileError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProfileError(f"malformed reference profile: {type(exc).__name__}: {exc}", feature=name) from exc
+
+
+def _feature(name: str, d: Mapping[str, Any]) -> FeatureProfile:
     if d["kind"] == "numeric":
         grid = np.asarray(d["grid"], dtype=np.float64)
         counts = np.asarray(d["grid_counts"], dtype=np.int64)
         if len(counts) != len(grid):
-            raise ValueError(f"feature {name!r}: grid_counts has {len(counts)} cells, the grid {len(grid)}")
+            raise ProfileError(f"grid_counts has {len(counts)} cells, the grid {len(grid)}", feature=name)
         profile = NumericProfile(
             name, d["role"], int(d["count"]), int(d["missing"]), int(d["nonfinite"]),
             d["min"], d["max"], d["mean"], d["std"],
             np.asarray(d["bin_edges"], dtype=np.float64), grid, counts,
         )
-        _ = profile.layout  # validates the edges against the grid
+        try:
+            _ = profile.layout  # validates the edges against the grid
+        except ValueError as exc:
+            raise ProfileError(str(exc), feature=name) from None
         return profile
     if d["kind"] == "categorical":
         top = d["top"]
@@ -360,4 +378,4 @@ def _feature_from_dict(name: str, d: Mapping[str, Any]) -> FeatureProfile:
             tuple(str(v) for v in d["others"]), int(d["other_count"]), bool(d["vocabulary_truncated"]),
             tuple(str(v) for v in d.get("positive_values", ())),
         )
-    raise ValueError(f"feature {name!r}: unknown kind {d['kind']!r}")
+    raise ProfileError(f"unknown kind {d['kind']!r}", feature=name)

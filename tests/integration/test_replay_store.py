@@ -9,6 +9,7 @@ replay/query contract; the demo finds its three incidents and nothing fires with
 
 from __future__ import annotations
 
+import base64
 import gc
 import json
 import os
@@ -22,6 +23,7 @@ import pytest
 from driftline.cli import main
 from driftline.connectors.clickhouse import ClickHouseStore
 from driftline.demo import INVESTIGATIONS, MODELS, run_demo
+from driftline.errors import InvalidInput
 from driftline.replay import replay
 
 from .conftest import (
@@ -218,24 +220,34 @@ def test_bad_inputs_are_reported_and_the_rest_lands(tmp_path: Path, profiles: Pr
             if i // step == 3:
                 out.append(b"   ")  # a blank line is no event, and no error
     dirty.write_bytes(b"\n".join(out) + b"\n")
-    unsupported = tmp_path / "events.csv"
-    unsupported.write_text("request_id,model\nr,credit_scoring\n")
-    missing = tmp_path / "nowhere" / "events.jsonl"
 
-    result = replayed(load(write_config(tmp_path / "dirty", profiles)), [dirty, unsupported, missing])
+    result = replayed(load(write_config(tmp_path / "dirty", profiles)), [dirty])
     t = result.outcome.totals
     found = {b.origin: b for b in result.outcome.bad}
+    # every bad input is in the dead-letter file beside the store, with its line, reason and raw line
+    letters = result.outcome.dead_letters
+    assert letters is not None and letters.parent == tmp_path / "dirty" / "dead-letters"
+    records = [json.loads(line) for line in letters.read_text().splitlines()]
+    assert len(records) == result.outcome.dead_letter_count == sum(t.bad.values()) == len(result.outcome.bad)
+    by_line = {r["line"]: r for r in records}
+    for number, (stage, error_class, reason) in expected.items():
+        record = by_line[number]
+        assert (record["file"], record["stage"], record["error"]) == (str(dirty), stage, error_class), record
+        assert reason in record["reason"], record
+        if record["raw"] is None and "raw_base64" not in record:  # refused after decoding (engine, typing against
+            assert stage != "decode", record  # the profile): the line number says where it is
+            continue
+        raw = record["raw"].encode() if record["raw"] is not None else base64.b64decode(record["raw_base64"])
+        assert raw == out[number - 1] and record["raw_bytes"] == len(raw), record  # invalid UTF-8 in base64
     for number, (stage, error_class, reason) in expected.items():
         bad = found.pop(f"{dirty} line {number}")
         assert (bad.stage, bad.error_class) == (stage, error_class), (number, bad)
         assert reason in bad.reason, (number, bad)
         if stage == "decode":
             assert bad.payload is not None and bad.payload.rstrip(b"\n") == out[number - 1]
-    assert found.pop(str(unsupported)).error_class == "UnsupportedFormat"
-    assert found.pop(str(missing)).reason == "no such file"
     assert found == {}, "nothing else is reported"
-    assert t.bad == Counter({"decode": 3 + 2, "validate": 10, "engine": 2})
-    assert t.events == len(clean_events) + len(BAD_LINES) + 2  # every input counted, once
+    assert t.bad == Counter({"decode": 3, "validate": 10, "engine": 2})
+    assert t.events == len(clean_events) + len(BAD_LINES)  # every input counted, once
     # the rest lands: exactly the windows, alerts and rollback requests of the clean file
     assert t.accepted == clean.outcome.totals.accepted
     for table in TABLES:
@@ -259,6 +271,11 @@ def test_a_corrupt_avro_file_is_read_up_to_the_damage(tmp_path: Path, profiles: 
         data = b"this is not an avro container file\n" * 10
     path.write_bytes(data)
     config = load(write_config(tmp_path / "cfg", profiles))
+    if damage == "not avro":  # a file that is no container at all cannot be read: refused before the run
+        with pytest.raises(InvalidInput, match=f"{re.escape(str(path))}: not a readable Avro container file"):
+            replay(config, [write_jsonl(events[:10], tmp_path / "ok.jsonl"), path])
+        assert not (tmp_path / "cfg" / "store").exists()
+        return
     with opened(config) as store:
         outcome = replay(config, [path, write_jsonl(events[:10], tmp_path / "ok.jsonl")], store=store)
     decode = [b for b in outcome.bad if b.stage == "decode"]
@@ -266,10 +283,7 @@ def test_a_corrupt_avro_file_is_read_up_to_the_damage(tmp_path: Path, profiles: 
     match = re.fullmatch(rf"{re.escape(str(path))} after record (\d+)", decode[0].origin)
     assert match is not None, decode[0].origin
     read = int(match.group(1))
-    if damage == "not avro":
-        assert read == 0
-    else:
-        assert 0 < read < len(events)  # the records before the damage are used
+    assert 0 < read < len(events)  # the records before the damage are used
     assert [b for b in outcome.bad if b.stage != "decode"] == []
     assert outcome.totals.events == read + 1 + 10
     assert outcome.totals.accepted + outcome.totals.late == read + 10  # and the next file still lands
@@ -334,20 +348,31 @@ def test_cli_replay_and_query(tmp_path: Path, profiles: Profiles, traffic: dict[
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # the store is relative to the config file, not to where we run
     missing = tmp_path / "missing.jsonl"
-    assert main(["replay", "--config", str(config), "--json", str(traffic["mixed"]), str(missing)]) == 0
+    assert main(["replay", "--config", str(config), "--json", str(traffic["mixed"]), str(missing)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == f"driftline: error: {missing}: no such file\n"
+    assert not (tmp_path / "conf" / "data").exists()  # refused before anything was made
+
+    assert main(["replay", "--config", str(config), "--json", str(traffic["mixed"])]) == 1  # critical alerts
     captured = capsys.readouterr()
     summary = json.loads(captured.out)
     assert set(summary) == {"events", "accepted", "windows", "late_events", "alerts", "rollback_requests", "bad",
-                            "unmatched_requests", "unmatched_responses", "duplicates", "bad_examples"}
-    assert summary["events"] == len(traffic["events"]) + 1
-    assert summary["bad"] == {"join": summary["unmatched_requests"], "decode": 1}
+                            "unmatched_requests", "unmatched_responses", "duplicates", "critical", "dead_letters",
+                            "bad_examples"}
+    assert summary["critical"] is True
+    assert summary["events"] == len(traffic["events"])
+    assert summary["bad"] == {"join": summary["unmatched_requests"]}
     assert summary["windows"] > 0 and summary["alerts"] > 0 and summary["rollback_requests"] > 0
-    examples = {e["origin"]: e for e in summary["bad_examples"]}
-    assert examples[str(missing)] == {"origin": str(missing), "stage": "decode", "error": "FileNotFoundError",
-                                      "reason": "no such file"}
     unmatched = [e for e in summary["bad_examples"] if e["stage"] == "join"]
     assert unmatched and all(re.fullmatch(rf"{re.escape(str(traffic['mixed']))} line \d+", e["origin"])
                              and e["reason"].startswith("request without a response within 60s") for e in unmatched)
+    # every one of them, not only the examples, in the dead-letter file beside the store
+    letters = Path(summary["dead_letters"]["path"])
+    assert letters.parent == tmp_path / "conf" / "data" / "dead-letters"
+    records = [json.loads(line) for line in letters.read_text().splitlines()]
+    assert len(records) == summary["dead_letters"]["count"] == summary["unmatched_requests"]
+    assert all(r["file"] == str(traffic["mixed"]) and r["line"] >= 1 and r["stage"] == "join" for r in records)
+    assert {e["origin"] for e in summary["bad_examples"]} <= {r["origin"] for r in records}
     assert (tmp_path / "conf" / "data" / "store").is_dir() and not (elsewhere / "data").exists()
     gc.collect()
 
@@ -376,9 +401,39 @@ def test_cli_replay_and_query(tmp_path: Path, profiles: Profiles, traffic: dict[
     assert all(a["window_start"].startswith("2026-01-01") for a in alerts)  # datetimes print as text
     gc.collect()
 
+    # ids print as the text they are (not b'…'), in JSON and in the table, and paste back into a query
+    ids_sql = ("SELECT alert_id, window_id FROM driftline.alerts FINAL WHERE kind = 'firing' AND subject = 'income' "
+               "ORDER BY window_start LIMIT 1")
+    assert main(["query", "--config", str(config), "--json", ids_sql]) == 0
+    [ids] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert re.fullmatch("[0-9a-f]{32}", ids["alert_id"]) and re.fullmatch("[0-9a-f]{32}", ids["window_id"])
+    assert main(["query", "--config", str(config), ids_sql]) == 0
+    table = capsys.readouterr().out
+    assert ids["alert_id"] in table and ids["window_id"] in table and "b'" not in table
+    gc.collect()
+    around = docs_query("the windows around an alert")  # docs/store.md's query, as written there
+    assert "{alert_id:String}" in around
+    assert main(["query", "--config", str(config), "--json", around, "--param", f"alert_id={ids['alert_id']}"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rows and {r["severity"] for r in rows} <= {"warn", "critical"}
+    assert any(r["feature"] == "income" and r["severity"] == "critical" for r in rows)
+    gc.collect()
+    assert main(["query", "--config", str(config), around]) == 2  # without --param: named, before the store
+    assert "--param alert_id=VALUE" in capsys.readouterr().err
+
     assert main(["query", "--config", str(config), "SELECT * FROM driftline.no_such_table"]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.startswith("driftline: error: query failed")
+
+
+def docs_query(title: str) -> str:
+    """One of docs/store.md's investigation queries, by the comment that opens it."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "store.md").read_text()
+    block = text.split("## Investigation queries", 1)[1].split("```sql", 1)[1].split("```", 1)[0]
+    for query in block.strip().split("\n\n"):
+        if query.startswith(f"-- {title}"):
+            return query.rstrip().rstrip(";")
+    raise AssertionError(f"docs/store.md has no query {title!r}")
 
 
 def test_cli_replay_text_report(tmp_path: Path, profiles: Profiles, capsys: pytest.CaptureFixture[str]) -> None:
@@ -387,11 +442,15 @@ def test_cli_replay_text_report(tmp_path: Path, profiles: Profiles, capsys: pyte
     lines.insert(2, '{"request_id": "r-broken", "mod')
     path.write_text("\n".join(lines) + "\n")
     config = write_config(tmp_path / "conf", profiles)
-    assert main(["replay", "--config", str(config), str(path)]) == 0
+    assert main(["replay", "--config", str(config), str(path)]) == 0  # nothing critical
     captured = capsys.readouterr()
     assert captured.out.startswith("6 events: 5 in windows, 1 windows closed, 0 alert events, "
                                    "0 rollback requests, 1 not usable, 0 late")
     assert f"{path} line 3: decode: " in captured.err
+    letters = re.search(r"all 1 inputs not usable, with their line and reason: (\S+)$", captured.out, re.M)
+    assert letters is not None, captured.out
+    [record] = [json.loads(line) for line in Path(letters.group(1)).read_text().splitlines()]
+    assert (record["file"], record["line"], record["raw"]) == (str(path), 3, '{"request_id": "r-broken", "mod')
     assert f"{path}: 6 events" in captured.err  # the progress line
 
 
@@ -517,6 +576,9 @@ def test_the_demo_detects_its_three_incidents(demo: dict[str, Any], capsys: pyte
     t = outcome.totals
     assert t.windows == 72 and t.bad["decode"] > 0 and t.unmatched_requests > 0
     assert all(re.search(r"hour-\d\d\.jsonl line \d+$", b.origin) for b in outcome.bad)
+    assert outcome.critical  # driftline replay would exit 1; the demo itself exits 0 (docs: README)
+    assert outcome.dead_letters is not None and outcome.dead_letters.parent == demo["root"] / "incidents" / "dead-letters"
+    assert outcome.dead_letter_count == sum(t.bad.values()) == len(outcome.dead_letters.read_text().splitlines())
 
     config = demo["root"] / "incidents" / "driftline.yaml"
     stored = _query(config, "SELECT kind, count() AS n FROM driftline.alerts FINAL GROUP BY kind ORDER BY kind",

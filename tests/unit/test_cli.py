@@ -139,3 +139,16 @@ def test_reference_build_rejects_unknown_columns(tmp_path: Path, capsys: pytest.
                  "--score-column", "pd", "--out", str(tmp_path / "r.json")])
     assert code == 2
     assert "'pd'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text", ["", "store: {dsn: 'chdb:store'}\n", "models: []\n"])
+def test_replay_with_a_configuration_without_models_exits_2_and_creates_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str) -> None:
+    config = tmp_path / "driftline.yaml"
+    config.write_text(text)
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"request_id": "r", "model": "credit", "model_version": "3", "event_time": 1767225600000, '
+                      '"features": {"x": 1}, "score": 0.1}\n')
+    assert main(["replay", "--config", str(config), str(events)]) == 2
+    assert "models: no model is configured" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["driftline.yaml", "events.jsonl"]  # no store made

@@ -23,7 +23,8 @@ def write(folder: Path, data: Any, name: str = "driftline.yaml") -> Path:
 
 
 def load(folder: Path, data: Any, environ: dict[str, str] | None = None) -> Config:
-    return load_config(write(folder, data), environ=environ or {})
+    """Sections without models are checked as ``driftline query`` loads them (the models are checked below)."""
+    return load_config(write(folder, data), environ=environ or {}, require_models=False)
 
 
 def error(folder: Path, data: Any, environ: dict[str, str] | None = None) -> str:
@@ -37,7 +38,7 @@ def error(folder: Path, data: Any, environ: dict[str, str] | None = None) -> str
 
 def test_defaults_are_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    config = load_config(None, environ={})
+    config = load_config(None, environ={}, require_models=False)
     assert config.windows.size == 3_600_000 and config.windows.hop is None
     assert config.windows.allowed_lateness == 120_000 and config.windows.max_future == 3_600_000
     assert config.join.max_wait == 300_000 and config.join.max_pending == 1_000_000
@@ -101,6 +102,20 @@ def test_config_is_frozen() -> None:
         config.store = None  # type: ignore[assignment,misc]
     with pytest.raises(pydantic.ValidationError):
         config.windows.size = 5  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("data", ["", "# nothing\n", "{}", {"models": []}, {"store": {"dsn": "chdb:store"}}])
+def test_a_configuration_without_models_is_refused_naming_models(tmp_path: Path, data: Any) -> None:
+    path = write(tmp_path, data)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert str(info.value).startswith(f"invalid configuration in {path}: models: no model is configured")
+    with pytest.raises(ConfigError, match="models: no model is configured"):
+        load_config(None, environ={})
+    # models from the environment count; and a command that only reads the store does not need any
+    assert load_config(path, environ={"DRIFTLINE__MODELS__0__NAME": "credit",
+                                      "DRIFTLINE__MODELS__0__REFERENCES__3": "c3.json"}).models[0].name == "credit"
+    assert load_config(path, environ={}, require_models=False).models == ()
 
 
 # -- durations ------------------------------------------------------------------------------------
@@ -264,8 +279,8 @@ def test_a_bad_override_names_the_field(tmp_path: Path) -> None:
 
 def test_overrides_read_the_process_environment_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DRIFTLINE__JOIN__MAX_WAIT", "2m")
-    assert load_config(write(tmp_path, {"join": {"max_wait": "1m"}})).join.max_wait == 120_000
-    assert load_config(write(tmp_path, {}), environ={}).join.max_wait == 300_000  # an explicit environ wins
+    assert load_config(write(tmp_path, {"join": {"max_wait": "1m"}, "models": [MODEL]})).join.max_wait == 120_000
+    assert load_config(write(tmp_path, {"models": [MODEL]}), environ={}).join.max_wait == 300_000  # an explicit environ wins
 
 
 def test_apply_overrides_on_plain_data() -> None:

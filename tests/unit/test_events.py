@@ -3,6 +3,7 @@ inference, event-time parsing, and the columnar Events batch (take/concat with d
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -96,6 +97,7 @@ def test_kind_errors(changes: dict[str, Any], reason: str) -> None:
     ({"request_id": ["r"]}, "request_id"),
     ({"request_id": True}, "request_id"),
     ({"request_id": 1.5}, "request_id"),
+    ({"request_id": 17}, "request_id"),  # docs/events.md: a string; 17 and "17" would be one join key
     ({"model": ...}, "model"),
     ({"model": {"name": "credit"}}, "model"),
     ({"model": False}, "model"),
@@ -156,7 +158,7 @@ def test_score_too_large_for_a_float_is_a_bad_event_not_a_crash(score: int) -> N
 
 
 def test_accepted_type_coercions() -> None:
-    events = kept(record(request_id=17, model_version=3, decision=True,
+    events = kept(record(request_id="17", model_version=3, decision=True,
                          features={"flag": True, "n": 3, "x": float("nan"), "s": "", "missing": None}))
     assert events.request_id.tolist() == ["17"]
     assert events.model_version.tolist() == ["3"]
@@ -324,3 +326,38 @@ def test_concat_then_take_keeps_each_value_with_its_row(feature_sets: list[list[
     order = np.arange(len(joined))[::-1]
     reversed_ = joined.take(order)
     assert reversed_.request_id.tolist() == [r["request_id"] for r in expected][::-1]
+
+
+def test_an_integer_request_id_is_rejected_as_not_a_string() -> None:
+    bad = rejected(record(request_id=17))
+    assert bad.reason == "request_id must be a string, got int 17" and bad.error_class == "SchemaMismatch"
+
+
+@pytest.mark.parametrize(("line", "field", "token"), [
+    (b'{"request_id": "r", "score": NaN}', "field 'score'", "NaN"),
+    (b'{"request_id": "r", "score": Infinity, "decision": "approve"}', "field 'score'", "Infinity"),
+    (b'{"features": {"age": 30, "income": -Infinity}, "score": 0.1}', "feature 'income'", "-Infinity"),
+    (b'{"event_time": nan}', "field 'event_time'", "nan"),
+    (b'{"inputs": [{"name": "x", "data": [1.0, NaN]}]}', "field 'data' (in its array)", "NaN"),
+])
+def test_nan_and_infinity_in_json_name_their_field(tmp_path: Any, line: bytes, field: str, token: str) -> None:
+    from driftline.connectors.codecs import DecodeError, decode_json
+    from driftline.connectors.sources import read_events
+
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n" + line + b"\n")
+    [(_, bad)] = list(read_events(path))
+    assert [b.origin for b in bad] == [f"{path} line 2"]
+    assert bad[0].stage == "decode" and bad[0].error_class == "JSONDecodeError"
+    assert bad[0].reason.startswith(f"{field}: {token} is not a JSON number")
+    column = line.index(token.encode()) + 1
+    assert bad[0].reason.endswith(f"at line 1 column {column}")
+    with pytest.raises(DecodeError, match=f"^not JSON: {re.escape(field)}: {token}"):  # the Kafka decoder too
+        decode_json(line)
+
+
+def test_other_json_errors_keep_the_parser_message() -> None:
+    from driftline.connectors.codecs import DecodeError, decode_json
+
+    with pytest.raises(DecodeError, match=r"^not JSON: trailing comma is not allowed: line 1 column 12"):
+        decode_json(b'{"score": 1,}')

@@ -8,6 +8,7 @@ JSON round trips and the content hash; malformed and tampered profiles refused.
 from __future__ import annotations
 
 import copy
+import re
 import json
 from collections import Counter
 from typing import Any
@@ -352,3 +353,62 @@ def test_tampered_or_malformed_profiles_are_refused(
     _, profile = credit
     with pytest.raises(ProfileError, match=message):
         ReferenceProfile.from_dict(tamper(profile, change))
+
+
+@pytest.mark.parametrize("change,feature,message", [
+    ("count", None, "content_hash 'sha256:"),
+    ("edge_off_grid", "income", "bin_edges[0] = "),
+    ("grid_length", "income", "grid_counts has"),
+    ("kind", "income", "fails the reference profile schema at features/income/kind: kind must be numeric or "
+                       "categorical, got 'histogram'"),
+    ("missing_key", "income", "fails the reference profile schema at features/income: 'grid' is a required property"),
+    ("version", None, "fails the reference profile schema at format_version: 1 was expected"),
+])
+def test_a_bad_profile_file_names_the_file_model_version_and_feature(
+        credit: tuple[dict[str, np.ndarray], ReferenceProfile], tmp_path: Any, change: str, feature: str | None,
+        message: str) -> None:
+    from driftline.connectors.profiles import load_profile
+
+    _, profile = credit
+    path = tmp_path / "credit-3.json"
+    path.write_text(json.dumps(tamper(profile, change)))
+    with pytest.raises(ProfileError) as info:
+        load_profile(path)
+    error = info.value
+    assert (error.path, error.model, error.model_version, error.feature) == (str(path), "credit", "3", feature)
+    where = f"{path}: reference profile credit 3: " + (f"feature {feature!r}: " if feature else "")
+    assert str(error).startswith(where + message), str(error)
+    if change == "count":  # both hashes, and what to do
+        assert str(error).count("sha256:") == 2 and "driftline reference build" in str(error)
+    if change == "edge_off_grid":
+        assert "is not a value of the grid" in str(error)
+
+
+def test_a_profile_failing_its_schema_names_the_file_and_feature(
+        credit: tuple[dict[str, np.ndarray], ReferenceProfile], tmp_path: Any) -> None:
+    from driftline.connectors.profiles import load_profile
+
+    _, profile = credit
+    data = copy.deepcopy(profile.to_dict())
+    data["features"]["age"]["count"] = "many"
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ProfileError, match=rf"^{re.escape(str(path))}: reference profile credit 3: feature 'age': "
+                                           "fails the reference profile schema at features/age/count: 'many' is not "
+                                           "of type 'integer'$"):
+        load_profile(path)
+
+
+@pytest.mark.parametrize("change,message", [
+    ("edge_off_grid", r"bin_edges\[0\] = [0-9.]+ is not a value of the grid"),
+    ("grid_length", "grid_counts has"),
+    ("kind", "unknown kind 'histogram'"),
+    ("missing_key", "malformed reference profile: KeyError: 'grid'"),
+])
+def test_the_engine_names_the_model_version_and_feature_of_a_bad_profile(
+        credit: tuple[dict[str, np.ndarray], ReferenceProfile], change: str, message: str) -> None:
+    _, profile = credit
+    with pytest.raises(ProfileError, match=f"^reference profile credit 3: feature 'income': {message}") as info:
+        ReferenceProfile.from_dict(tamper(profile, change))
+    assert (info.value.model, info.value.model_version, info.value.feature, info.value.path) == \
+        ("credit", "3", "income", None)
