@@ -263,7 +263,8 @@ def decide_and_persist(step: StepResult, deciders: Mapping[str, Decider],
         store.write_windows(features[key], [r for r in step.reports if (r.window.model, r.window.model_version) == key])
     store.write_alerts(step.alerts)
     store.write_rollbacks(step.rollbacks)
-    store.write_version_changes(step.version_changes)
+    if step.version_changes:  # (never in stage 2 of the two-stage service: docs/scaling.md)
+        store.write_version_changes(step.version_changes)
     store.audit(audit_entries(step))
 
 
