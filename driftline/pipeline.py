@@ -3,11 +3,13 @@
 :class:`Pipeline` takes columnar event batches from any source (files today, Kafka next) and, per
 batch: joins requests with responses, types each (model, version)'s events against its reference
 profile, feeds the model's monitor, folds closed windows through the decider in order of window end,
-and writes windows, late counts, alerts, rollback requests and audit entries to the store.
+and writes windows, late counts, alerts, rollback requests and audit entries to the store. Each model's
+version switches are tracked too (:mod:`driftline.version_tracking`): a version appearing or disappearing
+is recorded, and the first windows of a new version are judged against the version it replaced.
 
 Delivery order, per batch (the store is written before anything is reported as done):
-1. windows, late counts; 2. alerts, rollback requests; 3. audit entries; 4. the caller may then
-commit its source position. Every insert is idempotent, so a batch replayed after a crash between
+1. windows, late counts; 2. alerts, rollback requests, version changes; 3. audit entries; 4. the
+caller may then commit its source position. Every insert is idempotent, so a batch replayed after a crash between
 1 and 4 leaves one copy.
 
 Nothing is dropped: an event that fails validation, belongs to a model version without a reference
