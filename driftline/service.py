@@ -512,4 +512,5 @@ def run_service(config: Config, on_batch: Callable[[BatchReport], None] | None =
 
 def describe(report: BatchReport) -> dict[str, Any]:
     return {"messages": report.messages, "windows": len(report.step.reports), "alerts": len(report.step.alerts),
-            "rollback_requests": len(report.step.rollbacks), "dead_letters": report.dead_letters}
+            "rollback_requests": len(report.step.rollbacks), "version_changes": len(report.step.version_changes),
+            "dead_letters": report.dead_letters}

@@ -344,7 +344,9 @@ def test_cli_replay_and_query(tmp_path: Path, profiles: Profiles, traffic: dict[
     captured = capsys.readouterr()
     summary = json.loads(captured.out)
     assert set(summary) == {"events", "accepted", "windows", "late_events", "alerts", "rollback_requests", "bad",
-                            "unmatched_requests", "unmatched_responses", "duplicates", "bad_examples"}
+                            "unmatched_requests", "unmatched_responses", "duplicates", "version_changes",
+                            "bad_examples"}
+    assert summary["version_changes"] == 0
     assert summary["events"] == len(traffic["events"]) + 1
     assert summary["bad"] == {"join": summary["unmatched_requests"], "decode": 1}
     assert summary["windows"] > 0 and summary["alerts"] > 0 and summary["rollback_requests"] > 0

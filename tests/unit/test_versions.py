@@ -94,6 +94,17 @@ def test_the_open_window_of_a_version_counts_as_traffic() -> None:
     assert watch.observe(window("1", 2)).changes == []  # its last window, flushed at the end: not a return
 
 
+def test_hopping_windows_count_the_gap_from_the_last_window_holding_the_newest_event() -> None:
+    """4 h windows every hour: version 1's newest event (03:59) is in windows up to [3, 7); two windows of
+    the model ending after 07:00 ([4, 8), [5, 9)) are the two without it."""
+    watch = VersionWatch("m", HOUR, gone_after=2)
+    watch.seen("1", 0, 4 * HOUR - 1)
+    watch.seen("2", 4 * HOUR, 12 * HOUR)
+    got = [(c.kind, c.window_start_ms // HOUR) for start in range(1, 9)
+           for c in watch.observe(window("2", start, hours=4)).changes]
+    assert got == [("appeared", 1), ("disappeared", 5)]
+
+
 def test_change_ids_are_deterministic_and_name_the_window() -> None:
     timeline = [(0, "1"), (1, "1"), (2, "2"), (3, "2"), (4, "2")]
     first, second = VersionWatch("m", HOUR), VersionWatch("m", HOUR)
