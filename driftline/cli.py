@@ -196,7 +196,7 @@ def _replay(args: argparse.Namespace) -> int:
     summary = {"events": t.events, "accepted": t.accepted, "windows": t.windows, "late_events": t.late,
                "alerts": t.alerts, "rollback_requests": t.rollbacks, "bad": dict(t.bad),
                "unmatched_requests": t.unmatched_requests, "unmatched_responses": t.unmatched_responses,
-               "duplicates": t.duplicates, "critical": outcome.critical,
+               "duplicates": t.duplicates, "version_changes": t.version_changes, "critical": outcome.critical,
                "dead_letters": {"path": dead, "count": outcome.dead_letter_count},
                "bad_examples": [{"origin": b.origin, "stage": b.stage, "error": b.error_class, "reason": b.reason}
                                 for b in outcome.bad[:100]]}

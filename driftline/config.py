@@ -131,6 +131,13 @@ class ModelConfig(_Strict):
     references: dict[Annotated[str, BeforeValidator(str)], Path]
     """Model version → reference profile JSON."""
     policy: PolicyConfig = PolicyConfig()
+    version_gone_after: int = Field(2, ge=1)
+    """A version with no events for this many consecutive windows, while another version of the model
+    carries traffic, has disappeared (a ``version_changes`` row, an audit entry, a control-topic event)."""
+    version_baseline_windows: int | None = Field(None, ge=0)
+    """How many of a new version's first windows are also compared with the last window of the version it
+    replaced (baseline ``previous_version``); None: ``policy.consecutive``, so such a comparison can fire an
+    alert; 0: none."""
 
     @model_validator(mode="after")
     def _has_reference(self) -> ModelConfig:

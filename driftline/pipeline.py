@@ -3,11 +3,13 @@
 :class:`Pipeline` takes columnar event batches from any source (files today, Kafka next) and, per
 batch: joins requests with responses, types each (model, version)'s events against its reference
 profile, feeds the model's monitor, folds closed windows through the decider in order of window end,
-and writes windows, late counts, alerts, rollback requests and audit entries to the store.
+and writes windows, late counts, alerts, rollback requests and audit entries to the store. Each model's
+version switches are tracked too (:mod:`driftline.version_tracking`): a version appearing or disappearing
+is recorded, and the first windows of a new version are judged against the version it replaced.
 
 Delivery order, per batch (the store is written before anything is reported as done):
-1. windows, late counts; 2. alerts, rollback requests; 3. audit entries; 4. the caller may then
-commit its source position. Every insert is idempotent, so a batch replayed after a crash between
+1. windows, late counts; 2. alerts, rollback requests, version changes; 3. audit entries; 4. the
+caller may then commit its source position. Every insert is idempotent, so a batch replayed after a crash between
 1 and 4 leaves one copy.
 
 Nothing is dropped: an event that fails validation, belongs to a model version without a reference
@@ -37,8 +39,10 @@ from driftline.engine.monitor import ModelMonitor, WindowReport
 from driftline.engine.policy import AlertEvent, AlertPolicy, Decider, DeciderState, RollbackPolicy, RollbackRequest
 from driftline.engine.profile import ReferenceProfile
 from driftline.engine.window import LateCount, WindowSpec
+from driftline.engine.versions import VersionChange
 from driftline.events import BadEvent, Events
 from driftline.join import DUPLICATE_REASON, Joiner, group_indices
+from driftline.version_tracking import VersionTracker
 
 
 MAX_LATE_WINDOWS = 100_000
@@ -53,6 +57,10 @@ class StepResult:
     bad: list[BadEvent] = field(default_factory=list)
     detections: list[tuple[str, str, int, ChangeDetection]] = field(default_factory=list)
     """Early warnings of the score change watch: (model, version, newest event time of the batch, detection)."""
+    presence: list[tuple[str, str, int, int]] = field(default_factory=list)
+    """(model, version, oldest, newest accepted event time) of each model version the batch fed."""
+    version_changes: list[VersionChange] = field(default_factory=list)
+    """Versions that appeared or disappeared (:mod:`driftline.engine.versions`)."""
 
 
 @dataclass
@@ -63,6 +71,7 @@ class Totals:
     late: int = 0
     alerts: int = 0
     rollbacks: int = 0
+    version_changes: int = 0
     bad: Counter[str] = field(default_factory=Counter)
     """Per stage: decode, validate, join, engine."""
     unmatched_requests: int = 0
@@ -93,6 +102,7 @@ class Pipeline:
                     raise ConfigError(f"models.{model.name}.references.{version}: {path} profiles "
                                       f"{profile.model} {profile.model_version}, not {model.name} {version}")
                 self.monitors[(model.name, version)] = ModelMonitor(profile, spec, assessment_policy(model))
+        self.versions = VersionTracker(config, self.monitors)
 
     def process(self, events: Events, bad: list[BadEvent] | None = None, now_ms: int | None = None,
                 partitioned: bool = False) -> StepResult:
@@ -142,6 +152,7 @@ class Pipeline:
             "decider": decider.state.to_dict() if decider is not None else None,
             "late": self.late.snapshot(),
             "newest": self._newest,
+            "versions": self.versions.snapshot(),
         }
 
     def restore(self, data: dict[str, Any]) -> None:
@@ -156,6 +167,7 @@ class Pipeline:
                 decider.state = state
         self.late.restore(data["late"])
         self._newest = data["newest"]
+        self.versions.restore(data.get("versions", {}))  # (a checkpoint from before version tracking: none)
 
     # -- stages ---------------------------------------------------------------------------------------
 
@@ -190,6 +202,9 @@ class Pipeline:
                 step.bad.append(BadEvent(str(group.position[row]), "engine", "OutOfWindow",
                                          "event time too far ahead, or too many open windows"))
             self.totals.accepted += update.accepted
+            if update.accepted:
+                times = np.delete(group.event_time, update.rejected) if len(update.rejected) else group.event_time
+                step.presence.append((key[0], key[1], int(times.min()), int(times.max())))
             self.totals.late += monitor.state.late_events - late_before
             if self.store is not None and update.late:
                 self.store.write_late(key[0], key[1], self.late.running(key, update.late))
@@ -221,22 +236,28 @@ class Pipeline:
 
     def _decide_and_persist(self, step: StepResult) -> None:
         decide_and_persist(step, self.deciders, {key: m.features for key, m in self.monitors.items()}, self.totals,
-                           self.store)
+                           self.store, self.versions)
 
 
 def decide_and_persist(step: StepResult, deciders: Mapping[str, Decider],
                        features: Mapping[tuple[str, str], FeatureSet], totals: Totals,
-                       store: ClickHouseStore | None) -> None:
-    """Fold the step's windows through the deciders in order of window end, count, and write windows,
-    alerts, rollback requests and audit entries to the store (in that order; every insert idempotent)."""
+                       store: ClickHouseStore | None, versions: VersionTracker | None = None) -> None:
+    """Fold the step's windows through the deciders in order of window end (and, with ``versions``, the
+    version switches they show), count, and write windows, alerts, rollback requests, version changes and
+    audit entries to the store (in that order; every insert idempotent)."""
     step.reports.sort(key=lambda r: (r.window.end_ms, r.window.model, r.window.model_version))
-    for report in step.reports:
-        alerts, rollbacks = deciders[report.window.model].step(report.ref, report.assessment)
+    ends = versions.track(step) if versions is not None else [[] for _ in step.reports]
+    for report, ended in zip(step.reports, ends, strict=True):
+        decider = deciders[report.window.model]
+        alerts, rollbacks = decider.step(report.ref, report.assessment)
         step.alerts.extend(alerts)
         step.rollbacks.extend(rollbacks)
+        if versions is not None:
+            step.alerts.extend(versions.decide(decider, report, ended))
     totals.windows += len(step.reports)
     totals.alerts += len(step.alerts)
     totals.rollbacks += len(step.rollbacks)
+    totals.version_changes += len(step.version_changes)
     for bad in step.bad:
         totals.bad[bad.stage] += 1
     if store is None:
@@ -245,6 +266,8 @@ def decide_and_persist(step: StepResult, deciders: Mapping[str, Decider],
         store.write_windows(features[key], [r for r in step.reports if (r.window.model, r.window.model_version) == key])
     store.write_alerts(step.alerts)
     store.write_rollbacks(step.rollbacks)
+    if step.version_changes:  # (never in stage 2 of the two-stage service: docs/scaling.md)
+        store.write_version_changes(step.version_changes)
     store.audit(audit_entries(step))
 
 
@@ -339,13 +362,39 @@ def audit_entries(step: StepResult) -> list[AuditEntry]:
     entries += [AuditEntry(f"alert.{a.kind}", a.window.end_ms, a.window.model, a.window.model_version,
                            a.window.window_id, a.alert_id,
                            json.dumps({"subject": a.subject, "severity": a.severity,
-                                       "breaches": [b.__dict__ for b in a.breaches]}, sort_keys=True),
+                                       "breaches": [b.__dict__ for b in a.breaches],
+                                       **({"baseline": a.baseline} if a.baseline != "reference" else {})},
+                                      sort_keys=True),
                            a.window.reference_hash) for a in step.alerts]
+    entries += version_audit_entries(step)
     entries += [AuditEntry(f"rollback.{r.status}", r.window.end_ms, r.model, r.model_version, r.window.window_id,
                            r.request_id,
                            json.dumps({"alert_id": r.alert_id, "subject": r.subject, "severity": r.severity,
                                        "suppressed_by": r.suppressed_by}, sort_keys=True),
                            r.window.reference_hash) for r in step.rollbacks]
+    return entries
+
+
+def version_audit_entries(step: StepResult) -> list[AuditEntry]:
+    """``version.appeared`` / ``version.disappeared`` for each change, ``version.compared`` for each window
+    compared with the version it replaced."""
+    entries = [AuditEntry(f"version.{c.kind}", c.window_end_ms, c.model, c.to_version, c.window_id, c.change_id,
+                          json.dumps({"from_version": c.from_version, "to_version": c.to_version,
+                                      "window_start_ms": c.window_start_ms, "window_end_ms": c.window_end_ms,
+                                      "last_seen_ms": c.last_seen_ms}, sort_keys=True), c.reference_hash)
+               for c in step.version_changes]
+    for r in step.reports:
+        v = r.versus
+        if v is None:
+            continue
+        entries.append(AuditEntry(
+            "version.compared", r.window.end_ms, r.window.model, r.window.model_version, r.window.window_id,
+            v.window.window_id,
+            json.dumps({"baseline_version": v.version, "baseline_window_id": v.window.window_id,
+                        "severity": v.assessment.severity,
+                        "drifted": [n for n, f in v.assessment.features.items() if f.severity != "ok"],
+                        "rebinned": list(v.rebinned), "incomparable": list(v.incomparable)}, sort_keys=True),
+            r.window.reference_hash))
     return entries
 
 

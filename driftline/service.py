@@ -6,7 +6,7 @@ Delivery order of one batch, as :meth:`Service.step` does it:
    cannot be decoded or validated becomes a bad event;
 2. run the pipeline, which writes windows, late counts, alerts, rollback requests and the audit
    trail to the store (idempotent inserts) before it returns;
-3. produce the alerts and rollback requests to the control topic and the bad events to the
+3. produce the alerts, rollback requests and version changes to the control topic and the bad events to the
    dead-letter topic, then flush the producer and check every record was acknowledged;
 4. when ``kafka.checkpoint_interval`` has passed since the last one (and at every stop), write a
    checkpoint to the store: the offsets consumed so far and the state they leave (open windows, the
@@ -369,10 +369,13 @@ class Service:
             result.reports += released.reports
             result.alerts += released.alerts
             result.rollbacks += released.rollbacks
+            result.version_changes += released.version_changes
         for event in result.alerts:
             self.publisher.alert(event)
         for request in result.rollbacks:
             self.publisher.rollback(request)
+        for change in result.version_changes:
+            self.publisher.version_change(change)
         if result.bad:
             self._dead_letter(batch, result.bad)
         self.publisher.flush(self.config.kafka.publish_timeout / 1000)
@@ -519,4 +522,5 @@ def run_service(config: Config, on_batch: Callable[[BatchReport], None] | None =
 
 def describe(report: BatchReport) -> dict[str, Any]:
     return {"messages": report.messages, "windows": len(report.step.reports), "alerts": len(report.step.alerts),
-            "rollback_requests": len(report.step.rollbacks), "dead_letters": report.dead_letters}
+            "rollback_requests": len(report.step.rollbacks), "version_changes": len(report.step.version_changes),
+            "dead_letters": report.dead_letters}

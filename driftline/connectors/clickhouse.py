@@ -28,6 +28,7 @@ from driftline.engine.monitor import WindowReport
 from driftline.engine.policy import AlertEvent, RollbackRequest
 from driftline.engine.profile import CategoricalProfile, NumericProfile
 from driftline.engine.stats import FeatureStats
+from driftline.engine.versions import VersionChange
 from driftline.engine.window import LateCount
 from driftline.errors import DriftlineError
 from driftline.schemas import schema_text
@@ -184,7 +185,7 @@ class ClickHouseStore:
         rows = [[e.alert_id, e.kind, e.window.model, e.window.model_version, e.subject, e.role, e.severity,
                  e.window.window_id, _time(e.window.start_ms), _time(e.window.end_ms),
                  [b.metric for b in e.breaches], [b.value for b in e.breaches], [b.threshold for b in e.breaches],
-                 [b.severity for b in e.breaches], e.window.reference_hash] for e in events]
+                 [b.severity for b in e.breaches], e.window.reference_hash, e.baseline] for e in events]
         return self._insert("alerts", ALERT_COLUMNS, rows)
 
     def write_rollbacks(self, requests: Sequence[RollbackRequest]) -> int:
@@ -192,6 +193,11 @@ class ClickHouseStore:
                  r.suppressed_by or "", r.window.window_id, _time(r.window.start_ms), _time(r.window.end_ms),
                  r.window.reference_hash] for r in requests]
         return self._insert("rollback_requests", ROLLBACK_COLUMNS, rows)
+
+    def write_version_changes(self, changes: Sequence[VersionChange]) -> int:
+        rows = [[c.change_id, c.kind, c.model, c.from_version, c.to_version, c.window_id, _time(c.window_start_ms),
+                 _time(c.window_end_ms), _time(c.last_seen_ms), c.reference_hash, __version__] for c in changes]
+        return self._insert("version_changes", VERSION_CHANGE_COLUMNS, rows)
 
     def audit(self, entries: Sequence[AuditEntry], recorded_at: datetime | None = None) -> int:
         now = recorded_at or datetime.now(tz=UTC)
@@ -269,12 +275,14 @@ WINDOW_COLUMNS = (
     "window_rows", *STAT_COLUMNS, "ks_pvalue_adjusted", "chi2_pvalue_adjusted", "severity", "insufficient_samples",
     "breaches.metric", "breaches.value", "breaches.threshold", "breaches.severity",
     "bin_labels", "bin_edges", "histogram_expected", "histogram_current", "reference_hash", "dataset_severity",
-    "baseline_window_id", "driftline_version",
+    "baseline_window_id", "driftline_version", "baseline_version",
 )
 LATE_COLUMNS = ("model", "model_version", "window_id", "window_start", "window_end", "late_events")
 ALERT_COLUMNS = ("alert_id", "kind", "model", "model_version", "subject", "role", "severity", "window_id",
                  "window_start", "window_end", "breaches.metric", "breaches.value", "breaches.threshold",
-                 "breaches.severity", "reference_hash")
+                 "breaches.severity", "reference_hash", "baseline")
+VERSION_CHANGE_COLUMNS = ("change_id", "kind", "model", "from_version", "to_version", "window_id", "window_start",
+                          "window_end", "last_seen", "reference_hash", "driftline_version")
 ROLLBACK_COLUMNS = ("request_id", "model", "model_version", "alert_id", "subject", "severity", "status",
                     "suppressed_by", "window_id", "window_start", "window_end", "reference_hash")
 AUDIT_COLUMNS = ("entry_id", "recorded_at", "event_time", "action", "actor", "model", "model_version", "window_id",
@@ -310,8 +318,36 @@ def window_rows(features: FeatureSet, report: WindowReport) -> list[list[Any]]:
                 [b.severity for b in breaches],
                 labels, edges, features.counts(expected, name).tolist(), features.counts(w.counts, name).tolist(),
                 w.reference_hash, dataset_severity, "" if judged or previous is None else previous.window_id,
-                __version__,
+                __version__, "",
             ])
+    return rows + version_rows(features, report)
+
+
+def version_rows(features: FeatureSet, report: WindowReport) -> list[list[Any]]:
+    """The ``previous_version`` rows of a window compared with the last window of the version it replaced
+    (judged: they carry severity and breaches), on this version's cells."""
+    versus = report.versus
+    if versus is None:
+        return []
+    w = report.window
+    dataset = versus.assessment.dataset
+    rows = []
+    for name, s in versus.stats.items():
+        feature = features.profile.features[name]
+        assessed = versus.assessment.features[name]
+        breaches = assessed.breaches
+        labels, edges = _bins(feature)
+        rows.append([
+            w.model, w.model_version, w.window_id, _time(w.start_ms), _time(w.end_ms), name, feature.kind,
+            feature.role, "previous_version", w.rows, *[getattr(s, c) for c in STAT_COLUMNS],
+            assessed.adjusted_pvalues.get("ks_pvalue"), assessed.adjusted_pvalues.get("chi2_pvalue"),
+            assessed.severity, assessed.insufficient,
+            [b.metric for b in breaches], [b.value for b in breaches], [b.threshold for b in breaches],
+            [b.severity for b in breaches],
+            labels, edges, features.counts(versus.expected, name).tolist(), features.counts(w.counts, name).tolist(),
+            w.reference_hash, dataset.severity if dataset is not None else "ok", versus.window.window_id,
+            __version__, versus.version,
+        ])
     return rows
 
 

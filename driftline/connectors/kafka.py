@@ -37,6 +37,7 @@ from driftline import __version__
 from driftline.config import KafkaConfig
 from driftline.connectors.partitions import Holding, PartitionBook, PartitionState
 from driftline.engine.policy import AlertEvent, RollbackRequest
+from driftline.engine.versions import VersionChange
 from driftline.errors import DriftlineError
 from driftline.events import BadEvent
 from driftline.schemas import schema_text
@@ -45,6 +46,9 @@ log = logging.getLogger("driftline.kafka")
 
 ALERT_TYPE = "io.driftline.alert.v1"
 ROLLBACK_TYPE = "io.driftline.rollback.requested.v1"
+VERSION_CHANGE_TYPE = "io.driftline.version.changed.v1"
+DATASCHEMAS = {ALERT_TYPE: "control_alert.avsc", ROLLBACK_TYPE: "control_rollback.avsc",
+               VERSION_CHANGE_TYPE: "control_version_change.avsc"}
 HEADER_ROOM = 65_536
 """Bytes the producer's message size limit leaves for key, headers and framing."""
 ORIGIN = re.compile(r"^(?P<topic>.+)\[(?P<partition>\d+)\]@(?P<offset>\d+)(?:#(?P<row>\d+))?$")
@@ -349,6 +353,7 @@ class Publisher:
                                   "message.max.bytes": self.dead_letter_cap + HEADER_ROOM})
         self._alert_schema = fastavro.parse_schema(json.loads(schema_text("control_alert.avsc")))
         self._rollback_schema = fastavro.parse_schema(json.loads(schema_text("control_rollback.avsc")))
+        self._version_schema = fastavro.parse_schema(json.loads(schema_text("control_version_change.avsc")))
         self._errors: list[KafkaError] = []
 
     def dead_letter(self, bad: BadEvent, payload: bytes | None = None, key: bytes | None = None,
@@ -381,7 +386,8 @@ class Publisher:
                   "window_id": w.window_id, "window_start": w.start_ms, "window_end": w.end_ms,
                   "reference_hash": w.reference_hash,
                   "breaches": [{"metric": b.metric, "value": b.value, "threshold": b.threshold,
-                                "severity": b.severity} for b in event.breaches]}
+                                "severity": b.severity} for b in event.breaches],
+                  "baseline": event.baseline}
         self._produce(self.config.control_topic, _avro(self._alert_schema, record), w.model.encode(),
                       _cloudevent(ALERT_TYPE, event.alert_id, w.model, f"{w.model}/{w.model_version}/{event.subject}",
                                   w.end_ms))
@@ -395,6 +401,15 @@ class Publisher:
         self._produce(self.config.control_topic, _avro(self._rollback_schema, record), request.model.encode(),
                       _cloudevent(ROLLBACK_TYPE, request.request_id, request.model,
                                   f"{request.model}/{request.model_version}", w.end_ms))
+
+    def version_change(self, change: VersionChange) -> None:
+        record = {"change_id": change.change_id, "kind": change.kind, "model": change.model,
+                  "from_version": change.from_version, "to_version": change.to_version, "window_id": change.window_id,
+                  "window_start": change.window_start_ms, "window_end": change.window_end_ms,
+                  "last_seen": change.last_seen_ms, "reference_hash": change.reference_hash}
+        self._produce(self.config.control_topic, _avro(self._version_schema, record), change.model.encode(),
+                      _cloudevent(VERSION_CHANGE_TYPE, change.change_id, change.model,
+                                  f"{change.model}/{change.to_version}", change.window_end_ms))
 
     def partial(self, key: bytes, value: bytes) -> None:
         """A partials record (two-stage service: :mod:`driftline.stage`) to ``kafka.partials_topic``."""
@@ -448,5 +463,5 @@ def _cloudevent(kind: str, event_id: str, model: str, subject: str, time_ms: int
         ("ce_subject", subject.encode()),
         ("ce_time", datetime.fromtimestamp(time_ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z").encode()),
         ("content-type", b"application/avro"),
-        ("ce_dataschema", f"/schemas/{'control_alert' if kind == ALERT_TYPE else 'control_rollback'}.avsc".encode()),
+        ("ce_dataschema", f"/schemas/{DATASCHEMAS[kind]}".encode()),
     ]

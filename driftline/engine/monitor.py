@@ -31,6 +31,7 @@ from driftline.engine.changewatch import ChangeDetection, ScoreChangeWatch
 from driftline.engine.features import FeatureSet
 from driftline.engine.policy import WindowRef
 from driftline.engine.profile import ReferenceProfile
+from driftline.engine.rebin import onto
 from driftline.engine.stats import FeatureStats
 from driftline.engine.window import ClosedWindow, LateCount, WindowSpec, WindowState, window_id
 
@@ -46,11 +47,43 @@ class WindowReport:
     after a gap in traffic)."""
     assessment: Assessment
     baseline: ClosedWindow | None = None
+    versus: VersionComparison | None = None
+    """Against the last closed window of the version this one replaced (the first windows after a version
+    switch: :mod:`driftline.engine.versions`); None otherwise."""
 
     @property
     def ref(self) -> WindowRef:
         w = self.window
         return WindowRef(w.model, w.model_version, w.window_id, w.start_ms, w.end_ms, w.reference_hash)
+
+
+@dataclass(frozen=True, eq=False)
+class VersionComparison:
+    """A window of a version that appeared, against the last closed window of the version it replaced,
+    on this version's cells (:mod:`driftline.engine.rebin`), judged by this version's assessment policy."""
+
+    version: str
+    """The version compared against (the one replaced)."""
+    window: ClosedWindow
+    """Its window, as it was closed (its own plan)."""
+    expected: Counts
+    """That window's counts carried onto this version's plan."""
+    stats: dict[str, FeatureStats]
+    """The comparable columns only."""
+    assessment: Assessment
+    rebinned: tuple[str, ...] = ()
+    incomparable: tuple[str, ...] = ()
+
+
+def compare_versions(features: FeatureSet, other: FeatureSet, other_window: ClosedWindow, window: ClosedWindow,
+                     policy: AssessmentPolicy | None = None) -> VersionComparison:
+    """``window`` (of ``features``' version) against ``other_window`` (of ``other``'s version)."""
+    carried = onto(other, features, other_window.counts)
+    stats = {name: s for name, s in features.compare(carried.counts, window.counts).items()
+             if name not in carried.incomparable}
+    roles = {name: f.role for name, f in features.profile.features.items() if name in stats}
+    return VersionComparison(other.profile.model_version, other_window, carried.counts, stats,
+                             assess(stats, roles, policy), carried.rebinned, carried.incomparable)
 
 
 @dataclass(frozen=True)
@@ -86,6 +119,11 @@ class ModelMonitor:
     @property
     def profile(self) -> ReferenceProfile:
         return self.features.profile
+
+    @property
+    def last_closed(self) -> ClosedWindow | None:
+        """The newest closed window: what the first windows of a version that replaces this one are compared with."""
+        return self.recent[max(self.recent)] if self.recent else None
 
     def update(self, event_time_ms: NDArray[np.int64], columns: Mapping[str, NDArray[Any]],
                now_ms: int | None = None, sources: NDArray[Any] | None = None) -> MonitorUpdate:

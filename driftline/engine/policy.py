@@ -28,6 +28,8 @@ from typing import Any, Literal
 from driftline.engine.assess import SEVERITY_RANK, Assessment, Breach, Severity
 
 DATASET = "__dataset__"
+REFERENCE = "reference"
+PREVIOUS_VERSION = "previous_version"
 DAY_MS = 86_400_000
 
 
@@ -72,6 +74,9 @@ class AlertEvent:
     severity: Severity
     window: WindowRef
     breaches: tuple[Breach, ...]
+    baseline: str = REFERENCE
+    """What the window was judged against: ``reference`` (its profile) or ``previous_version`` (the last
+    window of the version it replaced, in the first windows after a version switch)."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,8 @@ class SubjectState:
     """Severities of the last ``consecutive`` judged windows."""
     ok_streak: int = 0
     firing: str | None = None
+    role: str | None = None
+    """Kept for subjects judged against another baseline than the reference (see :meth:`Decider.end_baseline`)."""
 
 
 @dataclass
@@ -105,7 +112,8 @@ class DeciderState:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "subjects": {k: {"recent": list(s.recent), "ok_streak": s.ok_streak, "firing": s.firing}
+            "subjects": {k: {"recent": list(s.recent), "ok_streak": s.ok_streak, "firing": s.firing,
+                             **({"role": s.role} if s.role is not None else {})}
                          for k, s in sorted(self.subjects.items())},
             "last_request_ms": dict(sorted(self.last_request_ms.items())),
             "requests_per_day": dict(sorted(self.requests_per_day.items())),
@@ -115,7 +123,7 @@ class DeciderState:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DeciderState:
         return cls(
-            subjects={k: SubjectState(list(s["recent"]), int(s["ok_streak"]), s["firing"])
+            subjects={k: SubjectState(list(s["recent"]), int(s["ok_streak"]), s["firing"], s.get("role"))
                       for k, s in data["subjects"].items()},
             last_request_ms={k: int(v) for k, v in data["last_request_ms"].items()},
             requests_per_day={k: int(v) for k, v in data["requests_per_day"].items()},
@@ -172,8 +180,14 @@ class Decider:
         """Forget the window history: the state of a fresh decider with the same policies."""
         self.state = DeciderState()
 
-    def step(self, window: WindowRef, assessment: Assessment) -> tuple[list[AlertEvent], list[RollbackRequest]]:
-        """Fold one assessed window into the state; return the alert events and rollback requests."""
+    def step(self, window: WindowRef, assessment: Assessment, baseline: str = REFERENCE,
+             alerts: AlertPolicy | None = None) -> tuple[list[AlertEvent], list[RollbackRequest]]:
+        """Fold one assessed window into the state; return the alert events and rollback requests.
+
+        ``baseline``: what the assessment measured the window against. Subjects judged against another
+        baseline than the reference keep their own streaks (``alerts`` overrides the alert policy for
+        them) and never ask for a rollback: a new version that scores unlike the one it replaced is
+        news for the risk team, not proof the new version is broken."""
         subjects: list[tuple[str, str, str, bool, tuple[Breach, ...]]] = [
             (name, f.role, f.severity, f.insufficient, f.breaches) for name, f in assessment.features.items()]
         dataset = assessment.dataset
@@ -186,17 +200,40 @@ class Decider:
         for subject, role, severity, insufficient, breaches in subjects:
             if insufficient:
                 continue
-            event = self._advance(window, subject, role, severity, breaches)
+            event = self._advance(window, subject, role, severity, breaches, baseline, alerts or self.alerts)
             if event is not None:
                 events.append(event)
+        if baseline != REFERENCE:
+            return events, []
         requests = [self._request(window, e) for e in events if self._triggers(e)]
         return events, requests
 
+    def end_baseline(self, window: WindowRef, baseline: str) -> list[AlertEvent]:
+        """The window's model version is judged against ``baseline`` no more (the comparison period after
+        a version switch is over): its alerts still firing against it resolve at ``window``, and its
+        streaks are forgotten."""
+        prefix, suffix = f"{window.model}\x1f{window.model_version}\x1f", f"\x1f{baseline}"
+        events = []
+        for key in sorted(k for k in self.state.subjects if k.startswith(prefix) and k.endswith(suffix)):
+            s = self.state.subjects.pop(key)
+            if s.firing is not None:
+                subject = key[len(prefix):-len(suffix)]
+                role = s.role or ("dataset" if subject == DATASET else "feature")
+                events.append(AlertEvent(self._alert_id(window, subject, "resolved", baseline), "resolved", subject,
+                                         role, "ok", window, (), baseline))
+        return events
+
     def _advance(self, window: WindowRef, subject: str, role: str, severity: str,
-                 breaches: tuple[Breach, ...]) -> AlertEvent | None:
+                 breaches: tuple[Breach, ...], baseline: str = REFERENCE,
+                 alerts: AlertPolicy | None = None) -> AlertEvent | None:
         key = f"{window.model}\x1f{window.model_version}\x1f{subject}"
+        if baseline != REFERENCE:
+            key += f"\x1f{baseline}"
+        policy = alerts or self.alerts
         s = self.state.subjects.setdefault(key, SubjectState())
-        k = self.alerts.consecutive
+        if baseline != REFERENCE:
+            s.role = role
+        k = policy.consecutive
         s.recent = (s.recent + [severity])[-k:]
         s.ok_streak = s.ok_streak + 1 if severity == "ok" else 0
         sustained = min(s.recent, key=SEVERITY_RANK.__getitem__) if len(s.recent) == k else "ok"
@@ -205,13 +242,18 @@ class Decider:
             kind, s.firing = "firing", sustained
         elif s.firing is not None and SEVERITY_RANK[sustained] > SEVERITY_RANK[s.firing]:
             kind, s.firing = "escalated", sustained
-        elif s.firing is not None and s.ok_streak >= self.alerts.resolve_after:
+        elif s.firing is not None and s.ok_streak >= policy.resolve_after:
             kind, s.firing = "resolved", None
         if kind is None:
             return None
         reported: Severity = "ok" if kind == "resolved" else sustained  # type: ignore[assignment]
-        alert_id = _digest(window.model, window.model_version, subject, kind, window.window_id)
-        return AlertEvent(alert_id, kind, subject, role, reported, window, breaches)
+        return AlertEvent(self._alert_id(window, subject, kind, baseline), kind, subject, role, reported, window,
+                          breaches, baseline)
+
+    @staticmethod
+    def _alert_id(window: WindowRef, subject: str, kind: str, baseline: str) -> str:
+        parts = [window.model, window.model_version, subject, kind, window.window_id]
+        return _digest(*parts) if baseline == REFERENCE else _digest(*parts, baseline)
 
     def _triggers(self, event: AlertEvent) -> bool:
         minimum = self.rollback.triggers.get(event.role)

@@ -3,6 +3,33 @@
 -- at version 1 is brought to version 2 and applying it again changes nothing. Columns are documented in
 -- docs/store.md.
 
+-- Version switches (issue 9): a model version appearing or disappearing from traffic
+-- (driftline/engine/versions.py), and the baseline a window was compared with when it is another version
+-- of the model (windows.baseline = 'previous_version'; alerts.baseline likewise).
+CREATE TABLE IF NOT EXISTS {database}.version_changes
+(
+    change_id         FixedString(32),
+    kind              LowCardinality(String),
+    model             LowCardinality(String),
+    from_version      LowCardinality(String),
+    to_version        LowCardinality(String),
+    window_id         FixedString(32),
+    window_start      DateTime64(3, 'UTC'),
+    window_end        DateTime64(3, 'UTC'),
+    last_seen         DateTime64(3, 'UTC'),
+    reference_hash    LowCardinality(String),
+    driftline_version LowCardinality(String)
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(window_start)
+ORDER BY (model, window_end, change_id)
+TTL toDateTime(window_start) + INTERVAL {audit_ttl_days} DAY
+SETTINGS non_replicated_deduplication_window = 1000;
+
+ALTER TABLE {database}.windows ADD COLUMN IF NOT EXISTS baseline_version LowCardinality(String) DEFAULT '';
+
+ALTER TABLE {database}.alerts ADD COLUMN IF NOT EXISTS baseline LowCardinality(String) DEFAULT 'reference';
+
 INSERT INTO {database}.schema_version (version, description, applied_at)
 SELECT 2, 'issue 9: invalid values, change detections, version switches, undeliverable dead letters', now64(3)
 WHERE (SELECT count() FROM {database}.schema_version WHERE version = 2) = 0;

@@ -40,11 +40,14 @@ from confluent_kafka.admin import AdminClient
 
 from driftline.config import Config
 from driftline.connectors.clickhouse import ClickHouseStore
-from driftline.connectors.kafka import ALERT_TYPE, MISSING_PAYLOAD as MISSING, ROLLBACK_TYPE, KafkaSource, Publisher
+from driftline.connectors.kafka import (ALERT_TYPE, MISSING_PAYLOAD as MISSING, ROLLBACK_TYPE, VERSION_CHANGE_TYPE,
+                                        KafkaSource, Publisher)
+from driftline.connectors.profiles import save_profile
+from driftline.engine.profile import build_profile
 from driftline.engine.window import window_id
 from driftline.schemas import schema_text
 from driftline.service import BatchReport, Service
-from driftline.synthetic import Incident, credit_applications
+from driftline.synthetic import CREDIT_CATEGORICAL, Incident, credit_applications
 from tests.kafka_broker import KafkaBroker, create_topic
 
 from .conftest import CREDIT, CREDIT_INCIDENT, DAY_START_MS, load, opened, table_rows, write_config
@@ -931,6 +934,71 @@ def test_replaying_spread_keys_from_the_start_gives_the_same_windows(tmp_path: P
         f"replay windows {windows} ({sum(json_run.windows.values()) - sum(windows.values())} events missing, " \
         f"{late} late_events rows), live: {json_run.windows}"
     assert sorted(_ce_id(r) for r in control) == sorted(_ce_id(r) for r in json_run.control)
+
+
+# -- 4b. a version switch on the control topic -------------------------------------------------------------------
+
+VERSION_SCHEMA = fastavro.parse_schema(json.loads(schema_text("control_version_change.avsc")))
+
+
+def test_a_version_switch_is_published_on_the_control_topic(tmp_path: Path, profiles: Profiles,
+                                                            broker: KafkaBroker) -> None:
+    """credit_scoring version 3 for two minutes, then version 4 (trained to score higher): the service records
+    the switch in the store and publishes it (Avro + CloudEvents, ce_id = change_id); version 4's first
+    windows are judged against version 3's last window, and what fires says so (baseline previous_version)."""
+    shift = Incident(score_shift=1.2)
+    v4 = build_profile(credit_applications(np.random.default_rng(404), 20_000, shift), model=CREDIT[0],
+                       model_version="4", categorical=CREDIT_CATEGORICAL, score_column="score",
+                       decision_column="decision")
+    save_profile(v4, tmp_path / "credit-4.json")
+    config, section = service_config(tmp_path, profiles, broker.bootstrap, "switch", min_samples=200)
+    path = tmp_path / "driftline.yaml"
+    data = json.loads(path.read_text())
+    data["models"][0]["references"]["4"] = str(tmp_path / "credit-4.json")
+    path.write_text(json.dumps(data))
+    config = load(path)
+    create_topics(broker.bootstrap, section)
+    topic = section["topics"][0]["topic"]
+    minutes = []
+    for minute, n in ((0, 400), (1, 400), (2, 400), (3, 400), (4, 400), (5, 20)):
+        version, incident = ("3", Incident()) if minute < 2 else ("4", shift)
+        records = [{**r, "model_version": version} for r in minute_events(minute, n, incident, seed=77)]
+        minutes.append([(CREDIT[0].encode(), as_json(r), None) for r in records])  # one partition, in order
+    with opened(config) as store:
+        running = Running(config, store)
+        try:
+            paced(running, broker.bootstrap, topic, minutes)
+        finally:
+            running.close()
+        stored = store.query("SELECT change_id, kind, from_version, to_version, window_id FROM "
+                             "driftline.version_changes FINAL ORDER BY window_end")[1]
+    gc.collect()
+    changes = [c for s in running.steps for c in s.report.step.version_changes]
+    assert [(c.kind, c.from_version, c.to_version, c.window_start_ms) for c in changes] == [
+        ("appeared", "3", "4", minute_start(2)), ("disappeared", "3", "4", minute_start(3))]
+    assert [tuple(_text(v) for v in row) for row in stored] == [
+        (c.change_id, c.kind, c.from_version, c.to_version, c.window_id) for c in changes]
+    control = read_topic(broker.bootstrap, section["control_topic"])
+    published = [r for r in control if r.headers["ce_type"] == VERSION_CHANGE_TYPE.encode()]
+    assert sorted(_ce_id(r) for r in published) == sorted(c.change_id for c in changes)
+    for record in published:
+        change = next(c for c in changes if c.change_id == _ce_id(record))
+        value = _avro_record(record, VERSION_SCHEMA)
+        assert record.key == CREDIT[0].encode()
+        assert (value["change_id"], value["kind"], value["model"], value["from_version"], value["to_version"],
+                value["window_id"]) == (change.change_id, change.kind, CREDIT[0], "3", "4", change.window_id)
+        assert _millis(value["window_end"]) == change.window_end_ms
+        h = record.headers
+        assert h["ce_specversion"] == b"1.0" and h["ce_source"] == f"/driftline/models/{CREDIT[0]}".encode()
+        assert h["ce_subject"] == f"{CREDIT[0]}/4".encode()
+        assert h["ce_dataschema"] == b"/schemas/control_version_change.avsc"
+        assert h["ce_time"] == _iso(change.window_end_ms).encode()
+    # the comparison with version 3 fired, and the alert on the control topic says against what
+    alerts = [r for r in control if r.headers["ce_type"] == ALERT_TYPE.encode()]
+    against = [_avro_record(r, ALERT_SCHEMA) for r in alerts]
+    assert any(a["baseline"] == "previous_version" and a["subject"] == "score" and a["kind"] == "firing"
+               and a["model_version"] == "4" for a in against), against
+    assert not any(r.headers["ce_type"] == ROLLBACK_TYPE.encode() for r in control)
 
 
 # -- 5. time to publish -----------------------------------------------------------------------------------------

@@ -18,23 +18,29 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from driftline.cli import main
 from driftline.connectors.clickhouse import ClickHouseStore
 from driftline.demo import INVESTIGATIONS, MODELS, run_demo
+from driftline.connectors.profiles import save_profile
+from driftline.engine.profile import build_profile
+from driftline.engine.window import window_id
 from driftline.errors import InvalidInput
 from driftline.replay import replay
+from driftline.synthetic import CREDIT_CATEGORICAL, Incident, credit_applications
 
 from .conftest import (
     CREDIT, DAY_START_MS, FRAUD, HOUR_MS, TABLES, Replayed, count, iso, load, opened, replayed, scoring_events,
-    snapshot, write_avro, write_config, write_jsonl, write_parquet,
+    _records, snapshot, write_avro, write_config, write_jsonl, write_parquet,
 )
 
 pytestmark = pytest.mark.integration
 
 Profiles = dict[tuple[str, str], Path]
-ALL_TABLES = {"schema_version", "windows", "late_events", "alerts", "rollback_requests", "audit_log", "checkpoints"}
+ALL_TABLES = {"schema_version", "windows", "late_events", "alerts", "rollback_requests", "audit_log", "checkpoints",
+              "version_changes"}
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +72,7 @@ def test_schema_is_created_from_empty_and_reapplied_idempotently(tmp_path: Path,
         assert engines == {"schema_version": "ReplacingMergeTree", "windows": "ReplacingMergeTree",
                            "late_events": "ReplacingMergeTree", "alerts": "ReplacingMergeTree",
                            "rollback_requests": "ReplacingMergeTree", "audit_log": "ReplacingMergeTree",
-                           "checkpoints": "ReplacingMergeTree"}
+                           "checkpoints": "ReplacingMergeTree", "version_changes": "ReplacingMergeTree"}
         config = load(write_config(tmp_path / "cfg", profiles, dsn=f"chdb://{path}"))
         events = write_jsonl(scoring_events(hours=2, per_hour=300, fraud=False), tmp_path / "e.jsonl")
         replay(config, [events], store=store)
@@ -357,8 +363,9 @@ def test_cli_replay_and_query(tmp_path: Path, profiles: Profiles, traffic: dict[
     captured = capsys.readouterr()
     summary = json.loads(captured.out)
     assert set(summary) == {"events", "accepted", "windows", "late_events", "alerts", "rollback_requests", "bad",
-                            "unmatched_requests", "unmatched_responses", "duplicates", "critical", "dead_letters",
-                            "bad_examples"}
+                            "unmatched_requests", "unmatched_responses", "duplicates", "version_changes", "critical",
+                            "dead_letters", "bad_examples"}
+    assert summary["version_changes"] == 0
     assert summary["critical"] is True
     assert summary["events"] == len(traffic["events"])
     assert summary["bad"] == {"join": summary["unmatched_requests"]}
@@ -600,3 +607,71 @@ def test_the_demo_without_incidents_fires_nothing(demo: dict[str, Any], capsys: 
     config = demo["root"] / "calm" / "driftline.yaml"
     assert _query(config, "SELECT count() AS n FROM driftline.alerts FINAL", capsys) == [{"n": 0}]
     assert _query(config, "SELECT countDistinct(window_id) AS n FROM driftline.windows FINAL", capsys) == [{"n": 72}]
+
+
+# -- a silent version switch ---------------------------------------------------------------------------------
+
+
+def test_a_silent_version_switch_is_stored_audited_and_compared(tmp_path: Path, profiles: Profiles) -> None:
+    """credit_scoring version 3 for three hours, then version 4 (trained to score higher, so each version
+    matches its own reference): the switch is a version_changes row, an audit entry, and version 4's first
+    windows have previous_version rows against version 3's last window; replaying again changes nothing."""
+    rng = np.random.default_rng(44)
+    shift = Incident(score_shift=1.2)
+    v4 = build_profile(credit_applications(rng, 20_000, shift), model=CREDIT[0], model_version="4",
+                       categorical=CREDIT_CATEGORICAL, score_column="score", decision_column="decision")
+    save_profile(v4, tmp_path / "credit-4.json")
+    path = write_config(tmp_path / "cfg", profiles)
+    data = json.loads(path.read_text())
+    data["models"][0]["references"]["4"] = str(tmp_path / "credit-4.json")
+    path.write_text(json.dumps(data))
+    config = load(path)
+    timed = []
+    for hour in range(7):
+        version, incident = (CREDIT, Incident()) if hour < 3 else ((CREDIT[0], "4"), shift)
+        timed += _records(version, credit_applications(rng, 600, incident), hour, rng, split=False)
+    timed.sort(key=lambda item: item[0])
+    events = write_jsonl([r for _, r in timed], tmp_path / "switch.jsonl")
+    hour = lambda h: DAY_START_MS + h * HOUR_MS  # noqa: E731
+    with opened(config) as store:
+        outcome = replay(config, [events], store=store, chunk_size=1_000)
+        again = replay(config, [events], store=store, chunk_size=2_500)  # other batches: the same rows
+        changes = store.query("SELECT kind, model, from_version, to_version, window_id, "
+                              "toUnixTimestamp64Milli(window_start), change_id FROM driftline.version_changes FINAL "
+                              "ORDER BY window_end")[1]
+        plain = count(store, "version_changes", final=False)
+        audit = store.query("SELECT action, model_version, subject_id, details FROM driftline.audit_log FINAL "
+                            "WHERE action LIKE 'version.%' ORDER BY event_time, action")[1]
+        compared = store.query(
+            "SELECT feature, window_id, baseline_version, baseline_window_id, severity, length(histogram_expected), "
+            "length(bin_edges) FROM driftline.windows FINAL WHERE baseline = 'previous_version' "
+            "ORDER BY window_start, feature")[1]
+        alerts = store.query("SELECT kind, subject, baseline FROM driftline.alerts FINAL "
+                             "WHERE baseline = 'previous_version' ORDER BY window_start, subject, kind")[1]
+        reference = store.query("SELECT count() FROM driftline.windows FINAL WHERE baseline_version != ''"
+                                " AND baseline != 'previous_version'")[1][0][0]
+    assert outcome.totals.version_changes == again.totals.version_changes == 2
+    first_v4 = window_id(CREDIT[0], "4", hour(3), hour(4))
+    assert [tuple(_text(v) for v in row[:5]) + (row[5],) for row in changes] == [
+        ("appeared", CREDIT[0], "3", "4", first_v4, hour(3)),
+        ("disappeared", CREDIT[0], "3", "4", window_id(CREDIT[0], "4", hour(4), hour(5)), hour(4))]
+    assert plain == 2  # the second replay's inserts were deduplicated
+    ids = {_text(row[6]) for row in changes}
+    assert [(a, v) for a, v, _, _ in audit[:2]] == [("version.appeared", "4"), ("version.compared", "4")]
+    assert {_text(s) for a, _, s, _ in audit if a.startswith("version.") and a != "version.compared"} == ids
+    assert json.loads(audit[0][3])["from_version"] == "3"
+    # version 4's first two windows (policy.consecutive), every column, against version 3's last closed window
+    v3_last = window_id(CREDIT[0], "3", hour(1), hour(2))  # (its hour-2 window closes only at the end of input)
+    by_window = Counter(_text(w) for _, w, *_ in compared)
+    assert by_window == {first_v4: 12, window_id(CREDIT[0], "4", hour(4), hour(5)): 12}
+    assert {(b, _text(bw)) for _, _, b, bw, *_ in compared} == {("3", v3_last)}
+    score = [row for row in compared if row[0] == "score"]
+    assert [row[4] for row in score] == ["critical", "critical"]
+    assert all(row[5] == row[6] + 1 for row in score)  # on version 4's cells (+ the missing cell)
+    assert ("firing", "score", "previous_version") in alerts and ("resolved", "score", "previous_version") in alerts
+    assert reference == 0
+    assert not [r for r in outcome.rollbacks if r.subject == "score"]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

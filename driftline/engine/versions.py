@@ -1,0 +1,211 @@
+"""Model version switches: which version of a model carries its traffic, and when that changes.
+
+One :class:`VersionWatch` per model. It is fed, in event time and never from a clock, two things:
+
+* :meth:`VersionWatch.seen`: per batch, the oldest and newest accepted event time of each version
+  (presence, known as soon as events arrive);
+* :meth:`VersionWatch.observe`: every closed window of every version of the model, in the order the
+  pipeline folds them (window end).
+
+and answers with typed :class:`VersionChange` records:
+
+``appeared``
+    A version's first window closes (or its first window after it was declared gone) while another
+    version of the model was already carrying traffic: that version had events before the window
+    began and is not gone. ``from_version`` is that other version (the most recently seen one, when
+    several are). Versions whose first windows are the same are running side by side from the start
+    (a champion and its challenger at a restart): no switch.
+``disappeared``
+    A version has had no events for ``gone_after`` consecutive windows of the model's grid while
+    another version carries traffic: a window of another version closes whose end is at least
+    ``gone_after · hop`` after the last window that could hold the version's newest event.
+    ``to_version`` is the version whose window showed it. The version then counts as gone until a
+    window after its last activity closes (it is back: ``appeared`` again).
+
+A window of the version that appeared is to be compared with the last closed window of the version
+it replaced, for its first ``compare_windows`` windows (:class:`Observation.compare_with`); the next
+window ends that comparison (:attr:`Observation.ended`).
+
+Records carry deterministic ids (a hash of model, kind, versions and the window that showed the
+change), and the whole state is plain data (:meth:`snapshot` / :meth:`restore`): replaying the same
+windows, or restoring a snapshot and going on, gives the same records with the same ids.
+
+>>> import numpy as np
+>>> from driftline.engine.window_spec import ClosedWindow
+>>> def window(version, hour):
+...     start = hour * 3_600_000
+...     return ClosedWindow("m", version, start, start + 3_600_000, f"{version}-{hour}", np.array([10]), "")
+>>> watch = VersionWatch("m", hop_ms=3_600_000, gone_after=2)
+>>> for hour, version in [(0, "1"), (1, "1"), (2, "2"), (3, "2"), (4, "2")]:
+...     watch.seen(version, hour * 3_600_000, hour * 3_600_000 + 3_599_999)
+...     for change in watch.observe(window(version, hour)).changes:
+...         print(change.kind, change.from_version, "->", change.to_version, "at hour", hour)
+appeared 1 -> 2 at hour 2
+disappeared 1 -> 2 at hour 3
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from driftline.engine.window_spec import ClosedWindow
+from driftline.errors import InvalidInput
+
+ChangeKind = Literal["appeared", "disappeared"]
+
+
+@dataclass(frozen=True)
+class VersionChange:
+    change_id: str
+    """Deterministic: a hash of model, kind, versions and window id (deduplicate on it)."""
+    kind: ChangeKind
+    model: str
+    from_version: str
+    """``appeared``: the version that carried the traffic; ``disappeared``: the version gone."""
+    to_version: str
+    """``appeared``: the version that appeared; ``disappeared``: the version carrying the traffic now."""
+    window_id: str
+    """The window that showed the change: the first window of ``to_version``, or the window of
+    ``to_version`` that completed ``from_version``'s run of windows without events."""
+    window_start_ms: int
+    window_end_ms: int
+    reference_hash: str
+    """Of ``to_version``'s reference profile."""
+    last_seen_ms: int
+    """The newest event time of ``from_version`` known when the change was recorded."""
+
+    @property
+    def event_time_ms(self) -> int:
+        return self.window_end_ms
+
+
+@dataclass
+class _Version:
+    first_ms: int
+    """Oldest event time seen (at its first sighting)."""
+    newest_ms: int
+    """Newest event time seen."""
+    last_end: int | None = None
+    """End of its newest closed window."""
+    gone_at: int | None = None
+    """While gone: the end of the last window that could hold its newest event when it was declared gone."""
+
+
+@dataclass(frozen=True)
+class Observation:
+    changes: list[VersionChange] = field(default_factory=list)
+    compare_with: str | None = None
+    """Compare the observed window with the last closed window of this version (its predecessor)."""
+    ended: list[str] = field(default_factory=list)
+    """Versions whose comparison period with their predecessor ends here."""
+
+
+class VersionWatch:
+    """Version presence of one model (see module docstring)."""
+
+    def __init__(self, model: str, hop_ms: int, gone_after: int = 2, compare_windows: int = 1) -> None:
+        if hop_ms <= 0:
+            raise InvalidInput(f"model {model}: version watch hop_ms must be positive, got {hop_ms}")
+        if gone_after < 1:
+            raise InvalidInput(f"model {model}: version_gone_after must be at least 1 window, got {gone_after}")
+        if compare_windows < 0:
+            raise InvalidInput(f"model {model}: version_baseline_windows must be >= 0, got {compare_windows}")
+        self.model = model
+        self.hop_ms = hop_ms
+        self.gone_after = gone_after
+        self.compare_windows = compare_windows
+        self.size_ms = hop_ms
+        """Window size (for the last window that can hold an event); set by :meth:`observe` from the windows."""
+        self.versions: dict[str, _Version] = {}
+        self.comparing: dict[str, tuple[str, int]] = {}
+        """Version that appeared → (its predecessor, windows compared so far)."""
+
+    def seen(self, version: str, oldest_ms: int, newest_ms: int) -> None:
+        """``version`` had accepted events from ``oldest_ms`` to ``newest_ms`` (event time) in a batch."""
+        state = self.versions.get(version)
+        if state is None:
+            self.versions[version] = _Version(oldest_ms, newest_ms)
+        else:
+            state.newest_ms = max(state.newest_ms, newest_ms)
+
+    def observe(self, window: ClosedWindow) -> Observation:
+        """One closed window of one of the model's versions: the changes it shows, and what to compare it with."""
+        if window.model != self.model:
+            raise InvalidInput(f"version watch of model {self.model} was handed a window of {window.model}")
+        self.size_ms = window.end_ms - window.start_ms
+        version = window.model_version
+        state = self.versions.get(version)
+        if state is None:  # (a window restored from a partial, with no batch seen here)
+            state = self.versions[version] = _Version(window.start_ms, window.start_ms)
+        changes: list[VersionChange] = []
+        ended: list[str] = []
+        first = state.last_end is None
+        back = state.gone_at is not None and window.end_ms > state.gone_at
+        if first or back:
+            predecessor = self._carrier(version, window.start_ms)
+            if predecessor is not None:
+                changes.append(self._change("appeared", predecessor, version, window))
+                if self.compare_windows:
+                    self.comparing[version] = (predecessor, 0)
+            if back:
+                state.gone_at = None
+        compare_with = None
+        if version in self.comparing:
+            predecessor, compared = self.comparing[version]
+            if compared < self.compare_windows:
+                compare_with = predecessor
+                self.comparing[version] = (predecessor, compared + 1)
+            else:
+                del self.comparing[version]
+                ended.append(version)
+        state.last_end = window.end_ms if state.last_end is None else max(state.last_end, window.end_ms)
+        for other, other_state in sorted(self.versions.items()):
+            if other == version or other_state.gone_at is not None:
+                continue
+            last = self._last_possible_end(other_state)
+            if window.end_ms - last >= self.gone_after * self.hop_ms:
+                changes.append(self._change("disappeared", other, version, window))
+                other_state.gone_at = last
+                if self.comparing.pop(other, None) is not None:
+                    ended.append(other)
+        return Observation(changes, compare_with, ended)
+
+    def _carrier(self, version: str, before_ms: int) -> str | None:
+        """The version that carried traffic before ``before_ms`` and is not gone (the most recently seen)."""
+        carriers = [(s.newest_ms, v) for v, s in self.versions.items()
+                    if v != version and s.gone_at is None and s.first_ms < before_ms]
+        return max(carriers)[1] if carriers else None
+
+    def _last_possible_end(self, state: _Version) -> int:
+        """End of the newest window that can hold the version's newest event (or its newest closed window)."""
+        newest = (state.newest_ms // self.hop_ms) * self.hop_ms + self.size_ms
+        return newest if state.last_end is None else max(newest, state.last_end)
+
+    def _change(self, kind: ChangeKind, from_version: str, to_version: str, window: ClosedWindow) -> VersionChange:
+        change_id = _digest("version_change", self.model, kind, from_version, to_version, window.window_id)
+        return VersionChange(change_id, kind, self.model, from_version, to_version, window.window_id,
+                             window.start_ms, window.end_ms, window.reference_hash,
+                             self.versions[from_version].newest_ms)
+
+    def reset(self) -> None:
+        self.versions = {}
+        self.comparing = {}
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"size_ms": self.size_ms,
+                "versions": {v: [s.first_ms, s.newest_ms, s.last_end, s.gone_at]
+                             for v, s in sorted(self.versions.items())},
+                "comparing": {v: [p, n] for v, (p, n) in sorted(self.comparing.items())}}
+
+    def restore(self, data: Mapping[str, Any]) -> None:
+        self.size_ms = int(data["size_ms"])
+        self.versions = {str(v): _Version(int(a), int(b), None if c is None else int(c), None if d is None else int(d))
+                         for v, (a, b, c, d) in data["versions"].items()}
+        self.comparing = {str(v): (str(p), int(n)) for v, (p, n) in data["comparing"].items()}
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
