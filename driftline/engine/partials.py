@@ -123,7 +123,7 @@ class PartitionPanes:
 
     def restore(self, data: Mapping[str, Any]) -> None:
         self.mark = data["mark"]
-        self.panes = {int(p): np.asarray(c, dtype=np.int64) for p, c in data["panes"].items()}
+        self.panes = {int(p): self.features.upgrade(np.asarray(c, dtype=np.int64)) for p, c in data["panes"].items()}
 
 
 class PartialMerge:

@@ -175,7 +175,7 @@ class Decider:
     def step(self, window: WindowRef, assessment: Assessment) -> tuple[list[AlertEvent], list[RollbackRequest]]:
         """Fold one assessed window into the state; return the alert events and rollback requests."""
         subjects: list[tuple[str, str, str, bool, tuple[Breach, ...]]] = [
-            (name, f.role, f.severity, f.insufficient, f.breaches) for name, f in assessment.features.items()]
+            (name, f.role, f.severity, not f.judged, f.breaches) for name, f in assessment.features.items()]
         dataset = assessment.dataset
         if dataset is not None:
             share = dataset.critical_share if dataset.severity == "critical" else dataset.drifted_share
@@ -183,8 +183,8 @@ class Decider:
             subjects.append((DATASET, "dataset", dataset.severity, dataset.assessed == 0,
                              (breach,) if dataset.severity != "ok" else ()))
         events: list[AlertEvent] = []
-        for subject, role, severity, insufficient, breaches in subjects:
-            if insufficient:
+        for subject, role, severity, unjudged, breaches in subjects:
+            if unjudged:
                 continue
             event = self._advance(window, subject, role, severity, breaches)
             if event is not None:
