@@ -225,7 +225,7 @@ def compare_categorical(
     if present_e == 0 or present_a == 0:
         return FeatureStats(n=n_a, n_expected=n_e, **base)
     values_e, values_a = expected[:-1], actual[:-1]
-    approval: dict[str, float] = {}
+    approval: dict[str, Any] = {}
     if positive_codes is not None:
         rate_e = float(values_e[positive_codes].sum() / present_e)
         rate_a = float(values_a[positive_codes].sum() / present_a)
@@ -259,7 +259,7 @@ def invalid_shares(present: int, invalid: int) -> dict[str, Any]:
     return {"invalid": invalid, "invalid_share": invalid / present if present else None}
 
 
-def missing_rates(n_e: int, n_a: int, miss_e: int, miss_a: int) -> dict[str, float | None]:
+def missing_rates(n_e: int, n_a: int, miss_e: int, miss_a: int) -> dict[str, Any]:
     rate_e = miss_e / n_e if n_e else None
     rate_a = miss_a / n_a if n_a else None
     shift = rate_a - rate_e if rate_a is not None and rate_e is not None else None
