@@ -139,3 +139,26 @@ def test_reference_build_rejects_unknown_columns(tmp_path: Path, capsys: pytest.
                  "--score-column", "pd", "--out", str(tmp_path / "r.json")])
     assert code == 2
     assert "'pd'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("missing", [0.95, 1.0])
+def test_a_mostly_missing_feature_is_critical_and_counted(reference: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str], missing: float) -> None:
+    # an upstream join silently dropping a feature: too few values for the distribution tests, but the
+    # missing rate is judged on the window's rows
+    columns = credit_applications(np.random.default_rng(8), 5_000)
+    columns["income"][np.random.default_rng(9).random(5_000) < missing] = np.nan
+    data = tmp_path / "dropped.parquet"
+    write_parquet(columns, data)
+    code, out, _ = _evaluate(reference, data, capsys, "--json")
+    result = json.loads(out)
+    income = result["features"]["income"]
+    assert code == 1
+    assert income["severity"] == "critical" and income["insufficient_samples"] is True
+    assert [b["metric"] for b in income["breaches"]] == ["missing_rate_shift"]
+    assert "income" in result["dataset"]["drifted_features"]
+    features = [n for n, f in result["features"].items() if f["role"] == "feature"]
+    assert result["dataset"]["features_assessed"] == len(features)
+    code, out, _ = _evaluate(reference, data, capsys)
+    dataset_line = next(line for line in out.splitlines() if line.startswith("dataset:"))
+    assert f"1 of {len(features)} features drifted" in dataset_line and dataset_line.endswith("income")
