@@ -95,7 +95,8 @@ DEFAULT_THRESHOLDS: tuple[Threshold, ...] = (
 class AssessmentPolicy:
     thresholds: tuple[Threshold, ...] = DEFAULT_THRESHOLDS
     min_samples: int = 500
-    """Non-missing rows a feature needs in a window before it can drift; fewer → ``ok``, flagged."""
+    """Valid non-missing rows a feature needs for its distribution tests (fewer: ``insufficient``, flagged),
+    and rows (missing included) a window needs for anything to be judged, the row checks included."""
     pvalue_correction: Literal["holm", "bonferroni", "none"] = "holm"
     drift_share: float = 0.5
 

@@ -8,8 +8,9 @@ restart gives the same alerts and the same requests (same ids) again.
 Alerts, per (model, version, subject) where a subject is a monitored column or ``__dataset__``:
 ``firing`` after ``consecutive`` windows in a row at ``warn`` or worse (at the lowest severity those
 windows held), ``escalated`` when ``critical`` has held that long while firing at ``warn``, ``resolved``
-after ``resolve_after`` windows in a row at ``ok`` (hysteresis). A window with too few samples for a
-subject neither extends nor breaks its streaks.
+after ``resolve_after`` windows in a row at ``ok`` (hysteresis). A window that judged nothing about a
+subject (too few rows, see :attr:`~driftline.engine.assess.FeatureAssessment.judged`) neither extends
+nor breaks its streaks; one judged on its rows only (its missing rate) counts like any other.
 
 Rollback requests come from ``firing``/``escalated`` alerts whose role and severity match a trigger,
 then pass a chain of guards (:data:`ROLLBACK_GUARDS`), each a small callable that may suppress the
