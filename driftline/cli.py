@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from collections.abc import Sequence
@@ -51,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--bins", type=int, default=10)
     build.add_argument("--grid-points", type=int, default=200)
     build.add_argument("--top-k", type=int, default=50)
+    build.add_argument("--valid-range", action="append", default=[], metavar="COLUMN=LOW:HIGH",
+                       help="a numeric column's valid values (repeatable; e.g. score=0:1; an empty end is no bound): "
+                            "values outside it are counted invalid, never in the distribution")
     build.add_argument("--out", required=True, help="where to write the profile JSON")
     build.set_defaults(run=_reference_build)
 
@@ -99,6 +103,21 @@ def _names(text: str) -> list[str]:
     return [n.strip() for n in text.split(",") if n.strip()]
 
 
+def _valid_ranges(specs: Sequence[str]) -> dict[str, tuple[float, float]]:
+    """``COLUMN=LOW:HIGH`` options → column → (low, high); an empty end is unbounded."""
+    ranges = {}
+    for spec in specs:
+        name, _, bounds = spec.partition("=")
+        low, colon, high = bounds.partition(":")
+        try:
+            if not name or not colon:
+                raise ValueError
+            ranges[name] = (float(low) if low.strip() else -math.inf, float(high) if high.strip() else math.inf)
+        except ValueError:
+            raise InvalidInput(f"--valid-range {spec!r}: expected COLUMN=LOW:HIGH, e.g. score=0:1") from None
+    return ranges
+
+
 def _reference_build(args: argparse.Namespace) -> int:
     from driftline.connectors.files import read_columns
     from driftline.connectors.profiles import save_profile
@@ -118,7 +137,7 @@ def _reference_build(args: argparse.Namespace) -> int:
         monitored, model=args.model, model_version=args.model_version, categorical=categorical,
         score_column=args.score_column, decision_column=args.decision_column,
         positive_decisions=[p.lower() for p in positives], bins=args.bins, grid_points=args.grid_points,
-        top_k=args.top_k,
+        top_k=args.top_k, valid_ranges=_valid_ranges(args.valid_range),
     )
     save_profile(profile, args.out)
     kinds = [f.kind for f in profile.features.values()]

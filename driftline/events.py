@@ -8,6 +8,12 @@ milliseconds on the wire, epoch milliseconds here), ``features`` (name → numbe
 Sources hand decoded records (dicts) to an :class:`EventBuilder`, which validates each one, turns the
 bad ones into :class:`BadEvent` (with where it came from and why) and builds one columnar
 :class:`Events` batch from the rest.
+
+A score is a finite number or null in every format. JSON cannot write NaN or ±inf (the line fails to
+decode); an Avro or Parquet event whose score is NaN or ±inf is a bad event (``InvalidScore``, the
+reason names the score), never a missing score. A finite score outside the profile's valid range,
+and a ±inf feature value, are counted per window as *invalid* values of their column (the engine's
+``invalid``/``invalid_share``), never mixed into the distribution.
 """
 
 from __future__ import annotations
@@ -248,6 +254,8 @@ def _validate(record: Any) -> tuple[int, str, str, str, int, float, Any, Mapping
         score_value = math.nan if score is None else float(score)
     except OverflowError:
         raise InvalidEvent(f"score {score} is too large for a float", "SchemaMismatch") from None
+    if score is not None and not math.isfinite(score_value):  # Avro and Parquet can carry them; JSON cannot
+        raise InvalidEvent(f"score must be a finite number or null, got {score_value}", "InvalidScore")
     decision = record.get("decision")
     if decision is not None and not isinstance(decision, (str, int, bool)):
         raise InvalidEvent(f"decision must be a string (or a number or boolean label) or null, "

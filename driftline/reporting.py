@@ -46,7 +46,8 @@ def evaluation_dict(profile: ReferenceProfile, assessment: Assessment, rows: int
 COLUMNS = (("feature", "feature"), ("kind", "kind"), ("n", "n"), ("missing", "missing_rate"), ("psi", "psi"),
            ("psi_crit", "psi_critical"), ("ks", "ks_statistic"), ("ks_p", "ks_pvalue"), ("js", "js_distance"),
            ("w1_norm", "wasserstein_normed"), ("chi2_p", "chi2_pvalue"), ("l_inf", "l_infinity"),
-           ("unseen", "unseen_share"), ("severity", "severity"))
+           ("unseen", "unseen_share"), ("out_rng", "out_of_range_share"), ("invalid", "invalid_share"),
+           ("severity", "severity"))
 
 
 def evaluation_table(result: Mapping[str, Any]) -> str:

@@ -3,7 +3,7 @@
 :func:`avro_events` decodes a batch with :mod:`driftline.connectors.avro_batch` and builds the
 canonical :class:`~driftline.events.Events` straight from the columns: no dict per message, no
 validation per message. It accepts the rows whose every field is of the common, valid shape (text
-ids, epoch-millisecond times within range, numbers or null for the score, text or null for the
+ids, epoch-millisecond times within range, finite numbers or null for the score, text or null for the
 decision, numbers, text, booleans or null for features) and hands back the others by index: the caller
 decodes those one at a time with fastavro and validates them with :class:`~driftline.events.EventBuilder`,
 which gives each its exact record or its exact reason. Both paths give the same events
@@ -144,14 +144,15 @@ def _interned(strings: NDArray[np.str_]) -> NDArray[np.object_]:
 
 
 def _score(field: Values | dict[str, Values] | None, n: int) -> tuple[NDArray[np.float64], NDArray[np.bool_], NDArray[np.bool_]]:
-    """(score, whether present, whether usable): a double, float or int, or null."""
+    """(score, whether present, whether usable): a finite double, float or int, or null."""
     if field is None:
         return np.full(n, np.nan), np.zeros(n, dtype=bool), np.ones(n, dtype=bool)
     values = _plain(field)
     score = np.where(values.kind == FLOAT, values.number,
                      np.where(values.kind == INTEGER, values.integer.astype(np.float64), np.nan))
-    ok = (values.kind == FLOAT) | (values.kind == NULL) | ((values.kind == INTEGER)
-                                                            & (np.abs(values.integer) < EXACT_INTEGERS))
+    # NaN and ±inf are bad events (decoded one at a time, which names them): as everywhere else
+    ok = ((values.kind == FLOAT) & np.isfinite(score)) | (values.kind == NULL) | (
+        (values.kind == INTEGER) & (np.abs(values.integer) < EXACT_INTEGERS))
     return score, values.kind != NULL, ok
 
 

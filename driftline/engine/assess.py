@@ -16,9 +16,16 @@ Default thresholds and their sources
     l_infinity             ≥ 0.10       ≥ 0.20       SageMaker Model Monitor's 0.1
     unseen_share           ≥ 0.01       ≥ 0.05       driftline: a new category in 1 % of traffic
     out_of_range_share     ≥ 0.01       ≥ 0.05       driftline: 1 % outside the training range
+    invalid_share          ≥ 0.01       ≥ 0.05       driftline: 1 % ±inf or outside the valid range
     |missing_rate_shift|   ≥ 0.05       ≥ 0.10       driftline
     |approval_rate_shift|  ≥ 0.05       ≥ 0.10       driftline: 5 points of approval rate
     =====================  ===========  ===========  ==============================================
+
+The minimum-sample gate is two gates. A window with fewer rows than ``min_samples`` (missing
+included) judges nothing. A feature with fewer *non-missing* rows than that is ``insufficient``: its
+distribution tests (everything but the row checks) are not judged, but the row checks
+(:data:`ROW_METRICS`: the missing-rate shift, the invalid share) still are, on the window's rows, so
+a feature an upstream join silently drops (100 % missing) is critical, not ``ok``.
 
 P-values are significance, not size: with 100k rows a harmless shift is "significant", so they only
 ever warn. The dataset is drifted (``warn``) when at least ``drift_share`` (0.5, Evidently's default)
@@ -40,6 +47,8 @@ from driftline.errors import InvalidInput
 Severity = Literal["ok", "warn", "critical"]
 SEVERITY_RANK: dict[str, int] = {"ok": 0, "warn": 1, "critical": 2}
 PVALUE_METRICS = ("ks_pvalue", "chi2_pvalue")
+ROW_METRICS = ("missing_rate_shift", "invalid_share")
+"""Checks judged on the window's rows, missing included, even when the distribution tests are gated."""
 
 
 def worst(severities: Sequence[Severity]) -> Severity:
@@ -76,6 +85,7 @@ DEFAULT_THRESHOLDS: tuple[Threshold, ...] = (
     Threshold("l_infinity", 0.10, 0.20),
     Threshold("unseen_share", 0.01, 0.05),
     Threshold("out_of_range_share", 0.01, 0.05),
+    Threshold("invalid_share", 0.01, 0.05),
     Threshold("missing_rate_shift", 0.05, 0.10, absolute=True),
     Threshold("approval_rate_shift", 0.05, 0.10, absolute=True),
 )
@@ -85,7 +95,8 @@ DEFAULT_THRESHOLDS: tuple[Threshold, ...] = (
 class AssessmentPolicy:
     thresholds: tuple[Threshold, ...] = DEFAULT_THRESHOLDS
     min_samples: int = 500
-    """Non-missing rows a feature needs in a window before it can drift; fewer → ``ok``, flagged."""
+    """Valid non-missing rows a feature needs for its distribution tests (fewer: ``insufficient``, flagged),
+    and rows (missing included) a window needs for anything to be judged, the row checks included."""
     pvalue_correction: Literal["holm", "bonferroni", "none"] = "holm"
     drift_share: float = 0.5
 
@@ -115,7 +126,15 @@ class FeatureAssessment:
     breaches: tuple[Breach, ...] = ()
     adjusted_pvalues: Mapping[str, float] = field(default_factory=dict)
     insufficient: bool = False
-    """Fewer non-missing rows than ``min_samples``: the feature is not judged in this window."""
+    """Fewer non-missing (valid) rows than ``min_samples``: the distribution tests are not judged in this
+    window (the row checks may still be, see :attr:`rows_judged`)."""
+    rows_judged: bool = False
+    """The window has at least ``min_samples`` rows: the row checks (:data:`ROW_METRICS`) are judged."""
+
+    @property
+    def judged(self) -> bool:
+        """Whether anything about this feature was judged in this window (else the decider skips it)."""
+        return not self.insufficient or self.rows_judged
 
 
 @dataclass(frozen=True)
@@ -178,10 +197,13 @@ def adjust_pvalues(pvalues: np.ndarray, method: str) -> np.ndarray:
 
 
 def gate_min_samples(assessment: Assessment, policy: AssessmentPolicy) -> Assessment:
-    def present(s: FeatureStats) -> int:
-        return round(s.n * (1.0 - (s.missing_rate or 0.0)))
+    """Too few valid non-missing rows: ``insufficient`` (no distribution test); too few rows at all:
+    nothing judged (``rows_judged`` False)."""
+    def valid(s: FeatureStats) -> int:
+        return round(s.n * (1.0 - (s.missing_rate or 0.0))) - s.invalid
 
-    return Assessment({name: replace(f, insufficient=present(f.stats) < policy.min_samples)
+    return Assessment({name: replace(f, insufficient=valid(f.stats) < policy.min_samples,
+                                     rows_judged=f.stats.n >= policy.min_samples)
                        for name, f in assessment.features.items()}, assessment.dataset)
 
 
@@ -189,8 +211,10 @@ def apply_thresholds(assessment: Assessment, policy: AssessmentPolicy) -> Assess
     features = {}
     for name, f in assessment.features.items():
         breaches: list[Breach] = []
-        if not f.insufficient:
+        if f.judged:
             for rule in policy.thresholds:
+                if f.insufficient and rule.metric not in ROW_METRICS:
+                    continue
                 value = f.adjusted_pvalues.get(rule.metric, getattr(f.stats, rule.metric, None))
                 if value is None or not np.isfinite(value):
                     continue
@@ -204,7 +228,7 @@ def apply_thresholds(assessment: Assessment, policy: AssessmentPolicy) -> Assess
 
 
 def dataset_rule(assessment: Assessment, policy: AssessmentPolicy) -> Assessment:
-    judged = [f for f in assessment.features.values() if f.role == "feature" and not f.insufficient]
+    judged = [f for f in assessment.features.values() if f.role == "feature" and f.judged]
     if not judged:
         return replace(assessment, dataset=DatasetAssessment("ok", 0.0, 0.0, 0, (), policy.drift_share))
     drifted = tuple(f.name for f in judged if f.severity != "ok")

@@ -15,7 +15,9 @@ Numeric layout
     * the fine reference grid ``g[0] = min < ... < g[L-1] = max`` (unique reference quantiles);
     * *above-range* edges ``max + s·o``, ``o`` = 2^-2 … 2^16, and ``+inf``.
 
-    The first cell holds ``-inf``, the last real cell ``+inf``. Counting sorts the batch once and
+    ±inf and values outside a column's declared valid range are *invalid*: :meth:`NumericLayout.count_valid`
+    counts them apart, never in a cell (:class:`~driftline.engine.features.FeatureSet` keeps one invalid
+    count per numeric column). Counting sorts the batch once and
     searches the edges in it (``np.sort`` + ``searchsorted`` of the ~280 edges): 3–4 ns per value,
     against 40+ ns for a per-value binary search over the same edges. NaN sorts last, so the missing
     count falls out of the same search.
@@ -94,6 +96,24 @@ class NumericLayout:
         """Cell counts of one batch of values (missing last)."""
         return self.count_sorted(np.sort(as_float(values)))
 
+    def count_valid(self, values: NDArray[Any], valid_range: tuple[float, float] | None = None
+                    ) -> tuple[Counts, int]:
+        """Cell counts of the batch's valid values (missing last), and how many were invalid.
+
+        Invalid values are ±inf and, when ``valid_range`` ``(low, high)`` is given, values outside
+        ``[low, high]``; they are counted apart and never enter a cell. One sort: the invalid values
+        are the two ends of the sorted batch (NaN sorts after +inf).
+        """
+        ordered = np.sort(as_float(values))
+        low, high = valid_range if valid_range is not None else (-np.inf, np.inf)
+        low, high = max(low, -np.finfo(np.float64).max), min(high, np.finfo(np.float64).max)
+        start = int(np.searchsorted(ordered, low, side="left"))
+        stop = int(np.searchsorted(ordered, high, side="right"))
+        present = int(np.searchsorted(ordered, np.inf, side="right"))
+        counts = self.count_sorted(ordered[start:stop])
+        counts[-1] = len(ordered) - present
+        return counts, start + present - stop
+
     def count_sorted(self, ordered: NDArray[np.float64]) -> Counts:
         """Cell counts of values already sorted by ``np.sort`` (NaN last)."""
         at_or_below = np.searchsorted(ordered, self.edges, side="right")
@@ -108,7 +128,7 @@ class NumericLayout:
         return np.add.reduceat(counts[: self.missing_cell], self.coarse_starts)
 
     def out_of_range(self, counts: Counts) -> int:
-        """Values below the reference min or above its max (±inf included)."""
+        """Valid values below the reference min or above its max."""
         return int(counts[: self.grid_cells.start].sum() + counts[self.grid_cells.stop : self.missing_cell].sum())
 
 

@@ -1,7 +1,8 @@
 """A reference profile compiled for counting: one flat int64 vector per window.
 
 Every monitored column (features, score, decision) owns a slice of one flat count vector; element 0
-is the number of rows. A pane, a window or a partial window from another consumer is such a vector,
+is the number of rows. After the columns' slices come the invalid counts, one per numeric column, in
+column order: ±inf and values outside the column's valid range, counted apart from its cells. A pane, a window or a partial window from another consumer is such a vector,
 so merging is one ``+``, a snapshot is a list of ints, and memory per window is ``8 · size`` bytes.
 
 >>> import numpy as np
@@ -25,7 +26,7 @@ from numpy.typing import NDArray
 
 from driftline.engine.bins import Counts, as_float
 from driftline.engine.profile import CategoricalProfile, FeatureProfile, NumericProfile, ReferenceProfile
-from driftline.engine.stats import FeatureStats, compare_categorical, compare_numeric, missing_rates
+from driftline.engine.stats import FeatureStats, compare_categorical, compare_numeric, invalid_shares, missing_rates
 from driftline.errors import InvalidInput
 
 
@@ -41,6 +42,12 @@ class FeatureSet:
             width = _width(feature)
             self.slices[name] = slice(offset, offset + width)
             offset += width
+        self.invalid_slots: dict[str, int] = {}
+        """Where each numeric column's invalid count sits in the vector (after every column's slice)."""
+        for name, feature in profile.features.items():
+            if isinstance(feature, NumericProfile):
+                self.invalid_slots[name] = offset
+                offset += 1
         self.size = offset
         self._positive_codes = _positive_codes(profile.decision)
         self._reference: Counts | None = None
@@ -56,12 +63,26 @@ class FeatureSet:
         vector[0] = self.profile.rows
         for name, feature in self.profile.features.items():
             vector[self.slices[name]] = _reference_counts(feature)
+            if isinstance(feature, NumericProfile):
+                vector[self.invalid_slots[name]] = feature.invalid
         vector.flags.writeable = False
         self._reference = vector
         return vector
 
     def counts(self, vector: Counts, name: str) -> Counts:
         return vector[self.slices[name]]
+
+    def invalid(self, vector: Counts, name: str) -> int:
+        """The column's invalid values in ``vector`` (0 for a categorical column)."""
+        slot = self.invalid_slots.get(name)
+        return 0 if slot is None else int(vector[slot])
+
+    def upgrade(self, vector: Counts) -> Counts:
+        """A vector of this plan from a snapshot taken before invalid counts existed (they are zero
+        there: such values were counted in the out-of-range cells); a vector of this plan as it is."""
+        if len(vector) == self.size - len(self.invalid_slots):
+            return np.concatenate((vector, np.zeros(len(self.invalid_slots), dtype=np.int64)))
+        return vector
 
     def count(self, columns: Mapping[str, NDArray[Any]], rows: int, index: NDArray[np.intp] | None = None) -> Counts:
         """Count one batch (or the rows ``index`` of it) into a new vector.
@@ -79,9 +100,12 @@ class FeatureSet:
             if index is not None:
                 values = values[index]
             try:
-                target += _count(feature, values)
+                counts, invalid = _count(feature, values)
             except ValueError as exc:
                 raise InvalidInput(str(exc), column=name) from exc
+            target += counts
+            if invalid:
+                vector[self.invalid_slots[name]] += invalid
         return vector
 
     def compare(self, expected: Counts, actual: Counts) -> dict[str, FeatureStats]:
@@ -93,16 +117,19 @@ class FeatureSet:
                 codes = self._positive_codes if feature.role == "decision" else None
                 result[name] = compare_categorical(feature.layout, e, a, codes)
             elif feature.layout is None:
-                result[name] = compare_missing_only(e, a)
+                result[name] = compare_missing_only(e, a, self.invalid(expected, name), self.invalid(actual, name))
             else:
-                result[name] = compare_numeric(feature.layout, e, a, feature.scale)
+                result[name] = compare_numeric(feature.layout, e, a, feature.scale, self.invalid(expected, name),
+                                               self.invalid(actual, name))
         return result
 
 
-def compare_missing_only(expected: Counts, actual: Counts) -> FeatureStats:
-    """A numeric feature whose reference has no finite value: only the missing rate is comparable."""
-    n_e, n_a = int(expected.sum()), int(actual.sum())
-    return FeatureStats(n=n_a, n_expected=n_e, **missing_rates(n_e, n_a, int(expected[-1]), int(actual[-1])))
+def compare_missing_only(expected: Counts, actual: Counts, invalid_e: int = 0, invalid_a: int = 0) -> FeatureStats:
+    """A numeric feature whose reference has no valid value: only the missing rate and invalid share are
+    comparable."""
+    n_e, n_a = int(expected.sum()) + invalid_e, int(actual.sum()) + invalid_a
+    return FeatureStats(n=n_a, n_expected=n_e, **missing_rates(n_e, n_a, int(expected[-1]), int(actual[-1])),
+                        **invalid_shares(n_a - int(actual[-1]), invalid_a))
 
 
 def _width(feature: FeatureProfile) -> int:
@@ -112,16 +139,25 @@ def _width(feature: FeatureProfile) -> int:
 
 def _reference_counts(feature: FeatureProfile) -> Counts:
     if isinstance(feature, NumericProfile) and feature.layout is None:
-        return np.array([feature.count - feature.missing, feature.missing], dtype=np.int64)
+        return np.array([feature.count - feature.missing - feature.invalid, feature.missing], dtype=np.int64)
     return feature.cell_counts
 
 
-def _count(feature: FeatureProfile, values: NDArray[Any]) -> Counts:
+def _count(feature: FeatureProfile, values: NDArray[Any]) -> tuple[Counts, int]:
+    """The column's cell counts and its invalid values (always 0 for a categorical column)."""
+    if isinstance(feature, CategoricalProfile):
+        return feature.layout.count(values), 0
     layout = feature.layout
     if layout is None:
-        missing = int(np.isnan(as_float(values)).sum())
-        return np.array([len(values) - missing, missing], dtype=np.int64)
-    return layout.count(values)
+        x = as_float(values)
+        missing = int(np.isnan(x).sum())
+        invalid = np.isinf(x)
+        if feature.valid_range is not None:
+            low, high = feature.valid_range
+            invalid |= (x < low) | (x > high)
+        bad = int(np.count_nonzero(invalid))
+        return np.array([len(values) - missing - bad, missing], dtype=np.int64), bad
+    return layout.count_valid(values, feature.valid_range)
 
 
 def _positive_codes(decision: CategoricalProfile | None) -> NDArray[np.intp] | None:

@@ -171,7 +171,8 @@ class ModelMonitor:
             start, end = int(w["start_ms"]), int(w["end_ms"])
             self.recent[end] = ClosedWindow(profile.model, profile.model_version, start, end,
                                             window_id(profile.model, profile.model_version, start, end),
-                                            np.asarray(w["counts"], dtype=np.int64), profile.content_hash)
+                                            self.features.upgrade(np.asarray(w["counts"], dtype=np.int64)),
+                                            profile.content_hash)
 
 
 def _roles(profile: ReferenceProfile) -> dict[str, str]:

@@ -123,7 +123,7 @@ class PartitionPanes:
 
     def restore(self, data: Mapping[str, Any]) -> None:
         self.mark = data["mark"]
-        self.panes = {int(p): np.asarray(c, dtype=np.int64) for p, c in data["panes"].items()}
+        self.panes = {int(p): self.features.upgrade(np.asarray(c, dtype=np.int64)) for p, c in data["panes"].items()}
 
 
 class PartialMerge:
@@ -143,7 +143,8 @@ class PartialMerge:
             if (source, partial.pane) in self.received or spent:  # delivered before
                 continue
             self.received.add((source, partial.pane))
-            self.state.add_pane(partial.pane, partial.counts.copy())
+            # (a stage 1 of the release before invalid counts sends shorter vectors: read as zero invalid)
+            self.state.add_pane(partial.pane, self.state.features.upgrade(partial.counts).copy())
         closed = self.state.set_mark(source, mark) if mark is not None else []
         self._forget()
         return closed

@@ -8,8 +8,9 @@ restart gives the same alerts and the same requests (same ids) again.
 Alerts, per (model, version, subject) where a subject is a monitored column or ``__dataset__``:
 ``firing`` after ``consecutive`` windows in a row at ``warn`` or worse (at the lowest severity those
 windows held), ``escalated`` when ``critical`` has held that long while firing at ``warn``, ``resolved``
-after ``resolve_after`` windows in a row at ``ok`` (hysteresis). A window with too few samples for a
-subject neither extends nor breaks its streaks.
+after ``resolve_after`` windows in a row at ``ok`` (hysteresis). A window that judged nothing about a
+subject (too few rows, see :attr:`~driftline.engine.assess.FeatureAssessment.judged`) neither extends
+nor breaks its streaks; one judged on its rows only (its missing rate) counts like any other.
 
 Rollback requests come from ``firing``/``escalated`` alerts whose role and severity match a trigger,
 then pass a chain of guards (:data:`ROLLBACK_GUARDS`), each a small callable that may suppress the
@@ -189,7 +190,7 @@ class Decider:
         them) and never ask for a rollback: a new version that scores unlike the one it replaced is
         news for the risk team, not proof the new version is broken."""
         subjects: list[tuple[str, str, str, bool, tuple[Breach, ...]]] = [
-            (name, f.role, f.severity, f.insufficient, f.breaches) for name, f in assessment.features.items()]
+            (name, f.role, f.severity, not f.judged, f.breaches) for name, f in assessment.features.items()]
         dataset = assessment.dataset
         if dataset is not None:
             share = dataset.critical_share if dataset.severity == "critical" else dataset.drifted_share
@@ -197,8 +198,8 @@ class Decider:
             subjects.append((DATASET, "dataset", dataset.severity, dataset.assessed == 0,
                              (breach,) if dataset.severity != "ok" else ()))
         events: list[AlertEvent] = []
-        for subject, role, severity, insufficient, breaches in subjects:
-            if insufficient:
+        for subject, role, severity, unjudged, breaches in subjects:
+            if unjudged:
                 continue
             event = self._advance(window, subject, role, severity, breaches, baseline, alerts or self.alerts)
             if event is not None:

@@ -75,6 +75,17 @@ class NumericProfile:
     grid_counts: NDArray[np.int64]
     """Reference counts per grid cell: ``x == g[0]``, then ``g[i-1] < x <= g[i]``."""
     kind: Literal["numeric"] = "numeric"
+    valid_range: tuple[float, float] | None = None
+    """``(low, high)``: the values the column can validly take (a probability score: ``(0, 1)``).
+    Values outside it, like ±inf, are *invalid*: counted apart, never in the distribution. None: any
+    finite value is valid."""
+    outside_valid: int = 0
+    """Finite reference values outside ``valid_range``; kept out of the distribution like ``nonfinite``."""
+
+    @property
+    def invalid(self) -> int:
+        """Invalid reference values: ±inf and values outside ``valid_range``."""
+        return self.nonfinite + self.outside_valid
 
     @property
     def missing_rate(self) -> float:
@@ -188,7 +199,7 @@ class ReferenceProfile:
             )
         except ProfileError as exc:
             raise ProfileError(exc.reason, feature=exc.feature, **named) from exc
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, InvalidInput) as exc:
             raise ProfileError(f"malformed reference profile: {type(exc).__name__}: {exc}", **named) from exc
         computed = content_hash(_body(profile))
         stored = data.get("content_hash")
@@ -218,9 +229,11 @@ def build_profile(
     grid_points: int = DEFAULT_GRID_POINTS,
     top_k: int = DEFAULT_TOP_K,
     max_vocabulary: int = DEFAULT_MAX_VOCABULARY,
+    valid_ranges: Mapping[str, tuple[float, float]] | None = None,
 ) -> ReferenceProfile:
     """Profile training columns (name → 1-D array). String, object and bool columns are categorical,
-    as is every name in ``categorical``; the rest must be numeric."""
+    as is every name in ``categorical``; the rest must be numeric. ``valid_ranges`` names the numeric
+    columns' valid ``(low, high)`` (e.g. ``{"score": (0.0, 1.0)}``): see :attr:`NumericProfile.valid_range`."""
     if bins < 2:
         raise InvalidInput(f"bins must be at least 2, got {bins}")
     if grid_points < 1:
@@ -236,9 +249,12 @@ def build_profile(
     if rows == 0:
         raise InvalidInput("the training data has no rows")
     categorical = set(categorical)
-    for name in (*categorical, score_column, decision_column):
+    valid_ranges = dict(valid_ranges or {})
+    for name in (*categorical, score_column, decision_column, *valid_ranges):
         if name is not None and name not in columns:
             raise InvalidInput(f"column {name!r} is not in the data (columns: {', '.join(columns)})")
+    for name, bounds in valid_ranges.items():
+        valid_ranges[name] = checked_range(bounds, name)
     grid_levels = bins * math.ceil(grid_points / bins)
     features: dict[str, FeatureProfile] = {}
     for name, values in columns.items():
@@ -249,7 +265,9 @@ def build_profile(
                 name, role, array, top_k, max_vocabulary,
                 tuple(p.lower() for p in positive_decisions) if role == "decision" else ())
         else:
-            features[name] = _numeric_profile(name, role, array, bins, grid_levels)
+            features[name] = _numeric_profile(name, role, array, bins, grid_levels, valid_ranges.get(name))
+        if name in valid_ranges and features[name].kind != "numeric":
+            raise InvalidInput("a valid range applies to numeric columns only; this one is categorical", column=name)
     features = dict(sorted(features.items()))  # canonical order: the count-vector layout depends on it
     profile = ReferenceProfile(model=model, model_version=model_version, features=features,
                                settings={"bins": bins, "grid_points": grid_levels, "top_k": top_k,
@@ -258,7 +276,19 @@ def build_profile(
     return ReferenceProfile(model, model_version, features, profile.settings, rows, content_hash(_body(profile)))
 
 
-def _numeric_profile(name: str, role: Role, values: NDArray[Any], bins: int, grid_levels: int) -> NumericProfile:
+def checked_range(bounds: Any, name: str) -> tuple[float, float]:
+    """A valid range ``(low, high)``: two numbers, low <= high, not NaN (an infinite end is no bound)."""
+    try:
+        low, high = (float(b) for b in bounds)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"a valid range is two numbers (low, high), got {bounds!r}", column=name) from None
+    if not low <= high:
+        raise InvalidInput(f"a valid range needs low <= high, got ({low}, {high})", column=name)
+    return low, high
+
+
+def _numeric_profile(name: str, role: Role, values: NDArray[Any], bins: int, grid_levels: int,
+                     valid_range: tuple[float, float] | None = None) -> NumericProfile:
     try:
         x = as_float(values)
     except ValueError as exc:
@@ -266,10 +296,16 @@ def _numeric_profile(name: str, role: Role, values: NDArray[Any], bins: int, gri
     missing = int(np.isnan(x).sum())
     infinite = np.isinf(x)
     finite = x[~np.isnan(x) & ~infinite]
+    outside = 0
+    if valid_range is not None:
+        inside = (finite >= valid_range[0]) & (finite <= valid_range[1])
+        outside = int(len(finite) - np.count_nonzero(inside))
+        finite = finite[inside]
     if len(finite) == 0:
         empty = np.zeros(0)
         return NumericProfile(name, role, len(x), missing, int(infinite.sum()), None, None, None, None,
-                              empty, empty, np.zeros(0, dtype=np.int64))
+                              empty, empty, np.zeros(0, dtype=np.int64), valid_range=valid_range,
+                              outside_valid=outside)
     # 'inverted_cdf' makes every edge an observed value, so the coarse edges are a subset of the grid
     # and the reference's counts per cell are exact; it works for any number of rows.
     quantiles = np.quantile(finite, np.arange(grid_levels + 1) / grid_levels, method="inverted_cdf")
@@ -289,7 +325,7 @@ def _numeric_profile(name: str, role: Role, values: NDArray[Any], bins: int, gri
     return NumericProfile(
         name, role, len(x), missing, int(infinite.sum()),
         float(ordered[0]), float(ordered[-1]), mean, std,
-        edges, grid, grid_counts,
+        edges, grid, grid_counts, valid_range=valid_range, outside_valid=outside,
     )
 
 
@@ -332,17 +368,26 @@ def _body(profile: ReferenceProfile) -> dict[str, Any]:
 
 def _feature_to_dict(f: FeatureProfile) -> dict[str, Any]:
     if isinstance(f, NumericProfile):
-        return {
+        out = {
             "kind": "numeric", "role": f.role, "count": f.count, "missing": f.missing, "nonfinite": f.nonfinite,
             "min": f.minimum, "max": f.maximum, "mean": f.mean, "std": f.std,
             "bin_edges": f.bin_edges.tolist(), "grid": f.grid.tolist(), "grid_counts": f.grid_counts.tolist(),
         }
+        if f.valid_range is not None:  # only when set: profiles without one keep their content hash
+            out["valid_range"] = [_json_bound(b) for b in f.valid_range]
+            out["outside_valid"] = f.outside_valid
+        return out
     return {
         "kind": "categorical", "role": f.role, "count": f.count, "missing": f.missing,
         "top": [{"value": v, "count": int(c)} for v, c in zip(f.top, f.top_counts, strict=True)],
         "others": list(f.others), "other_count": f.other_count, "vocabulary_truncated": f.vocabulary_truncated,
         "positive_values": list(f.positive_values),
     }
+
+
+def _json_bound(bound: float) -> float | None:
+    """A range end in JSON: an infinite end (no bound on that side) is null."""
+    return bound if math.isfinite(bound) else None
 
 
 def _feature_from_dict(name: str, d: Mapping[str, Any]) -> FeatureProfile:
@@ -360,10 +405,14 @@ def _feature(name: str, d: Mapping[str, Any]) -> FeatureProfile:
         counts = np.asarray(d["grid_counts"], dtype=np.int64)
         if len(counts) != len(grid):
             raise ProfileError(f"grid_counts has {len(counts)} cells, the grid {len(grid)}", feature=name)
+        bounds = d.get("valid_range")
         profile = NumericProfile(
             name, d["role"], int(d["count"]), int(d["missing"]), int(d["nonfinite"]),
             d["min"], d["max"], d["mean"], d["std"],
             np.asarray(d["bin_edges"], dtype=np.float64), grid, counts,
+            valid_range=None if bounds is None else checked_range(
+                [(-math.inf if i == 0 else math.inf) if b is None else b for i, b in enumerate(bounds)], name),
+            outside_valid=int(d.get("outside_valid", 0)),
         )
         try:
             _ = profile.layout  # validates the edges against the grid

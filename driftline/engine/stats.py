@@ -24,25 +24,33 @@ Jensen–Shannon
     [0, 1], on the coarse bins (numeric) or the category cells (categorical). scipy's
     ``jensenshannon(p, q, base=2)``. Evidently's default uses the natural log (values × 0.83).
 Wasserstein
-    The 1-Wasserstein (earth mover's) distance between the two distributions, divided by the
-    reference standard deviation (1 for a constant reference): ``wasserstein_normed``. Inside a
-    grid cell the CDFs are taken as linear; out-of-range values are placed by the √2 ladder of
-    out-of-range cells; ±inf count at the ladder's end. Exact for the reference's own cells up to
-    the within-cell interpolation.
+    ``wasserstein_normed``: the 1-Wasserstein (earth mover's) distance between the two samples'
+    values *within the reference range* ``[min, max]``, divided by the reference standard deviation
+    (1 for a constant reference). Values outside the reference range are left out on both sides and
+    judged by their own share, ``out_of_range_share``: a distance on raw values lets one value of
+    1e29 dominate any window, whereas here k stray values in a window of n move it by no more than
+    their share of the in-range mass. On samples within the reference range it is
+    ``scipy.stats.wasserstein_distance(e, a) / std``; in general it is that of
+    ``e[(e >= min) & (e <= max)]`` and ``a[(a >= min) & (a <= max)]``. Inside a grid cell the CDFs
+    are taken as linear, so it is exact for the reference's own cells up to the within-cell
+    interpolation. None when either side has no value in the range.
 Categorical
     ``chi2_pvalue``: Pearson's χ² test of homogeneity (2 × C contingency table, no continuity
     correction, cells empty on both sides dropped), as ``scipy.stats.chi2_contingency``.
     ``l_infinity``: the largest absolute difference of category shares. ``unseen_share``: share
     of the window's non-missing values in categories the reference never saw.
-Missing values
+Missing and invalid values
     ``missing_rate`` is the share of missing values (NaN/null) among all rows of the window;
-    ``missing_rate_shift`` the change against the expected side. All other distances are computed
-    on the non-missing values.
+    ``missing_rate_shift`` the change against the expected side. ``invalid`` counts a numeric
+    column's invalid values (±inf, and values outside its declared valid range) and
+    ``invalid_share`` is their share of the window's non-missing values; they are in no histogram.
+    All other distances are computed on the valid non-missing values.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -73,6 +81,10 @@ class FeatureStats:
     ks_pvalue: float | None = None
     wasserstein_normed: float | None = None
     out_of_range_share: float | None = None
+    invalid: int = 0
+    """Invalid values of the column in the window (±inf, or outside its valid range): in no cell."""
+    invalid_share: float | None = None
+    """``invalid`` over the window's non-missing values (numeric columns)."""
     chi2_pvalue: float | None = None
     l_infinity: float | None = None
     unseen_share: float | None = None
@@ -144,11 +156,24 @@ def ks_pvalue(statistic: float, effective_n: float) -> float:
     return float(min(max(sps.kstwobign.sf((root + 0.12 + 0.11 / root) * statistic), 0.0), 1.0))
 
 
-def wasserstein(edges: NDArray[np.float64], expected: Counts, actual: Counts, n_expected: int, n_actual: int) -> float:
-    """1-Wasserstein distance from cell counts, CDFs linear inside each bounded cell.
+def wasserstein(edges: NDArray[np.float64], expected: Counts, actual: Counts, grid_cells: slice | None = None
+                ) -> float | None:
+    """1-Wasserstein distance from value-cell counts, CDFs linear inside each bounded cell.
 
-    The first and last cells are unbounded; their mass is taken to sit at their finite edge.
+    ``grid_cells`` (the layout's cells within the reference range): only the mass in those cells
+    is compared, each side renormalised to its own in-range total; cells outside are left out
+    (see the module docstring). None: every cell, the unbounded first and last ones taken to sit at
+    their finite edge. None when either side has no mass in the compared cells.
     """
+    if grid_cells is not None:
+        # the grid cells are {min}, then (g[i-1], g[i]] up to max; an empty unbounded cell after them
+        # puts the last grid edge, where both CDFs reach 1, among the edges the CDFs are read at
+        edges = np.concatenate((edges[grid_cells], [np.inf]))
+        expected = np.concatenate((expected[grid_cells], [0]))
+        actual = np.concatenate((actual[grid_cells], [0]))
+    n_expected, n_actual = int(expected.sum()), int(actual.sum())
+    if n_expected == 0 or n_actual == 0:
+        return None
     d = np.cumsum(actual)[:-1] / n_actual - np.cumsum(expected)[:-1] / n_expected  # at edges[:-1]
     width = np.diff(edges[:-1])
     left, right = d[:-1], d[1:]
@@ -160,12 +185,14 @@ def wasserstein(edges: NDArray[np.float64], expected: Counts, actual: Counts, n_
     return float(area.sum())
 
 
-def compare_numeric(layout: NumericLayout, expected: Counts, actual: Counts, scale: float) -> FeatureStats:
-    """Every numeric statistic of ``actual`` against ``expected`` (full layout counts, missing last)."""
-    n_e, n_a = int(expected.sum()), int(actual.sum())
+def compare_numeric(layout: NumericLayout, expected: Counts, actual: Counts, scale: float,
+                    invalid_e: int = 0, invalid_a: int = 0) -> FeatureStats:
+    """Every numeric statistic of ``actual`` against ``expected`` (full layout counts, missing last;
+    ``invalid_e``/``invalid_a`` the invalid values each side had, which are in no cell)."""
+    present_e, present_a = int(expected[:-1].sum()), int(actual[:-1].sum())  # valid, non-missing
     miss_e, miss_a = int(expected[-1]), int(actual[-1])
-    base = missing_rates(n_e, n_a, miss_e, miss_a)
-    present_e, present_a = n_e - miss_e, n_a - miss_a
+    n_e, n_a = present_e + miss_e + invalid_e, present_a + miss_a + invalid_a
+    base: dict[str, Any] = {**missing_rates(n_e, n_a, miss_e, miss_a), **invalid_shares(present_a + invalid_a, invalid_a)}
     if present_e == 0 or present_a == 0:
         return FeatureStats(n=n_a, n_expected=n_e, **base)
     values_e, values_a = expected[:-1], actual[:-1]
@@ -174,6 +201,7 @@ def compare_numeric(layout: NumericLayout, expected: Counts, actual: Counts, sca
     psi_value = psi(coarse_e, coarse_a)
     bins = len(coarse_e)
     scaled = psi_value / (1.0 / present_e + 1.0 / present_a)
+    distance = wasserstein(layout.edges, values_e, values_a, layout.grid_cells)
     return FeatureStats(
         n=n_a, n_expected=n_e, **base,
         psi=psi_value,
@@ -181,7 +209,7 @@ def compare_numeric(layout: NumericLayout, expected: Counts, actual: Counts, sca
         psi_pvalue=float(sps.chi2.sf(scaled, max(bins - 1, 1))),
         js_distance=js_distance(coarse_e, coarse_a),
         ks_statistic=ks, ks_error_bound=ks_bound, ks_pvalue=ks_p,
-        wasserstein_normed=wasserstein(layout.edges, values_e, values_a, present_e, present_a) / scale,
+        wasserstein_normed=None if distance is None else distance / scale,
         out_of_range_share=layout.out_of_range(actual) / present_a,
     )
 
@@ -197,7 +225,7 @@ def compare_categorical(
     if present_e == 0 or present_a == 0:
         return FeatureStats(n=n_a, n_expected=n_e, **base)
     values_e, values_a = expected[:-1], actual[:-1]
-    approval: dict[str, float] = {}
+    approval: dict[str, Any] = {}
     if positive_codes is not None:
         rate_e = float(values_e[positive_codes].sum() / present_e)
         rate_a = float(values_a[positive_codes].sum() / present_a)
@@ -226,7 +254,12 @@ def chi2_homogeneity_pvalue(expected: Counts, actual: Counts) -> float:
     return float(sps.chi2.sf(statistic, table.shape[1] - 1))
 
 
-def missing_rates(n_e: int, n_a: int, miss_e: int, miss_a: int) -> dict[str, float | None]:
+def invalid_shares(present: int, invalid: int) -> dict[str, Any]:
+    """The invalid count and its share of ``present`` (non-missing) values."""
+    return {"invalid": invalid, "invalid_share": invalid / present if present else None}
+
+
+def missing_rates(n_e: int, n_a: int, miss_e: int, miss_a: int) -> dict[str, Any]:
     rate_e = miss_e / n_e if n_e else None
     rate_a = miss_a / n_a if n_a else None
     shift = rate_a - rate_e if rate_a is not None and rate_e is not None else None

@@ -243,7 +243,7 @@ class WindowState:
         state.late_events = int(data["late_events"])
         state.rejected_events = int(data["rejected_events"])
         for pane, counts in data["panes"].items():
-            vector = np.asarray(counts, dtype=np.int64)
+            vector = features.upgrade(np.asarray(counts, dtype=np.int64))
             if vector.shape != (features.size,):
                 raise InvalidInput(f"snapshot pane {pane} has {vector.size} counts, the plan {features.size}")
             state.panes[int(pane)] = vector

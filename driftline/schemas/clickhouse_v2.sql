@@ -30,6 +30,12 @@ ALTER TABLE {database}.windows ADD COLUMN IF NOT EXISTS baseline_version LowCard
 
 ALTER TABLE {database}.alerts ADD COLUMN IF NOT EXISTS baseline LowCardinality(String) DEFAULT 'reference';
 
+-- Invalid values (issue 9): per window and numeric column, the values that are ±inf or outside the
+-- column's valid range (reference profile `valid_range`), counted apart and in no histogram cell, and
+-- their share of the window's non-missing values. Older rows read 0 / NULL.
+ALTER TABLE {database}.windows ADD COLUMN IF NOT EXISTS invalid UInt64 DEFAULT 0 AFTER out_of_range_share;
+ALTER TABLE {database}.windows ADD COLUMN IF NOT EXISTS invalid_share Nullable(Float64) AFTER invalid;
+
 INSERT INTO {database}.schema_version (version, description, applied_at)
 SELECT 2, 'issue 9: invalid values, change detections, version switches, undeliverable dead letters', now64(3)
 WHERE (SELECT count() FROM {database}.schema_version WHERE version = 2) = 0;

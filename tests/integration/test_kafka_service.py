@@ -693,6 +693,10 @@ def avro_damage() -> list[Bad]:
         Bad("the header only", b"a-2", value[:3], "decode", classes, "Avro"),
         Bad("JSON on the Avro topic", b"a-3", as_json(_good(0, 51)), "decode", classes, ""),
         Bad("a trailing byte", b"a-4", value + b"\x00", "decode", "AvroDecodeError", "bytes left after"),
+        # Avro can carry non-finite scores (JSON cannot): bad events naming the score, never in a window
+        *[Bad(f"a score of {score}", f"a-{5 + i}".encode(), as_avro(_good(0, 52 + i, score=score)), "validate",
+              "InvalidScore", f"score must be a finite number or null, got {score}")
+          for i, score in enumerate((math.inf, -math.inf, math.nan))],
     ]
 
 

@@ -108,3 +108,36 @@ def test_no_judged_feature_means_an_ok_dataset() -> None:
 def test_non_finite_metric_values_are_ignored_not_breached() -> None:
     result = run_chain({"x": stats(psi=float("nan"), js_distance=float("inf"))})
     assert result.features["x"].breaches == ()
+
+
+@pytest.mark.parametrize("missing", [0.95, 1.0])
+def test_a_mostly_missing_feature_is_judged_on_its_missing_rate(missing: float) -> None:
+    # 4,500 rows, income 95 % / 100 % missing: too few values for the distribution tests, but the
+    # missing rate is a fact about all 4,500 rows
+    dropped = FeatureStats(n=4_500, n_expected=20_000, missing_rate=missing, missing_rate_expected=0.0,
+                           missing_rate_shift=missing, psi=5.0)
+    features = {"income": dropped, **{f"f{i}": stats(n=4_500) for i in range(4)}}
+    result = run_chain(features)
+    income = result.features["income"]
+    assert income.insufficient and income.rows_judged and income.judged
+    assert income.severity == "critical"
+    assert [b.metric for b in income.breaches] == ["missing_rate_shift"]  # psi is not judged on 225 values
+    assert result.dataset is not None and result.dataset.assessed == 5 and result.dataset.drifted == ("income",)
+
+
+def test_a_window_with_too_few_rows_judges_nothing() -> None:
+    result = run_chain({"x": FeatureStats(n=499, n_expected=20_000, missing_rate=1.0, missing_rate_expected=0.0,
+                                          missing_rate_shift=1.0, invalid=0)})
+    x = result.features["x"]
+    assert x.insufficient and not x.rows_judged and not x.judged and x.severity == "ok"
+    assert result.dataset is not None and result.dataset.assessed == 0
+
+
+def test_invalid_values_are_judged_on_their_share_and_leave_the_gate_short() -> None:
+    # 600 rows, 150 of them invalid: 450 valid values are too few for the distribution tests
+    x = FeatureStats(n=600, n_expected=20_000, missing_rate=0.0, missing_rate_shift=0.0, invalid=150,
+                     invalid_share=0.25, psi=5.0)
+    result = run_chain({"x": x}).features["x"]
+    assert result.insufficient and result.severity == "critical"
+    assert [b.metric for b in result.breaches] == ["invalid_share"]
+    assert run_chain({"x": stats(invalid=5, invalid_share=0.005)}).features["x"].severity == "ok"

@@ -118,6 +118,27 @@ def test_requests_and_responses() -> None:
         assert_same_events(Events.concat([fast.events, rest_events]).take(order), slow)
 
 
+def test_non_finite_scores_are_bad_events_on_both_paths() -> None:
+    # the fast path leaves NaN and ±inf scores to the one-by-one path, which rejects them by name
+    schema = avro_schema("scoring_event.avsc")
+    scores = [0.2, math.inf, 0.3, -math.inf, math.nan, None, 0.4]
+    records = [{"request_id": f"r{i}", "model": "credit", "model_version": "1", "event_time": T0 + i,
+                "features": {"income": 1.0}, "score": score, "decision": "approve"} for i, score in enumerate(scores)]
+    values = [encode(schema, r) for r in records]
+    origins = [f"t[0]@{i}" for i in range(len(values))]
+    fast = avro_events(values, schema, origins)
+    assert fast.rest.tolist() == [1, 3, 4]
+    _, _, slow_rows = one_by_one(schema, values, origins)
+    assert slow_rows == [0, 2, 5, 6]
+    builder = EventBuilder("kafka")
+    for i in fast.rest.tolist():
+        builder.add_at(fastavro.schemaless_reader(io.BytesIO(values[i]), schema), origins[i])
+    assert [(b.origin, b.error_class, b.reason) for b in builder.bad] == [
+        ("t[0]@1", "InvalidScore", "score must be a finite number or null, got inf"),
+        ("t[0]@3", "InvalidScore", "score must be a finite number or null, got -inf"),
+        ("t[0]@4", "InvalidScore", "score must be a finite number or null, got nan")]
+
+
 def test_corrupt_messages_are_left_to_the_one_by_one_path() -> None:
     schema = avro_schema("scoring_event.avsc")
     rng = random.Random(1)

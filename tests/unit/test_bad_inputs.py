@@ -134,8 +134,9 @@ def test_an_empty_window_has_no_statistics_only_counts(degenerate_profile: Refer
     skew = evaluate(degenerate_profile, batch_of(np.zeros(0), np.zeros(0, dtype=object)), 0)
     for name, s in skew.items():
         assert s.n == 0 and s.missing_rate is None and s.psi is None and s.ks_statistic is None, name
-        assert s.n_expected == degenerate_profile.features[name].count - getattr(
-            degenerate_profile.features[name], "nonfinite", 0) or name == "all_inf"
+        # every reference row, missing and invalid (±inf) included
+        assert s.n_expected == degenerate_profile.features[name].count, name
+        assert s.invalid == 0
 
 
 def test_an_empty_window_is_insufficient_not_drifted(degenerate_profile: ReferenceProfile) -> None:
@@ -180,7 +181,8 @@ def test_zero_variance_reference(degenerate_profile: ReferenceProfile) -> None:
     # N(0, 1) values all lie below the constant 3.5: every one is out of range and KS sees all of them;
     # the coarse bins of a constant reference are (-inf, 3.5] and (3.5, inf), so PSI does not.
     assert moved.out_of_range_share == 1.0 and moved.ks_statistic == 1.0
-    assert moved.wasserstein_normed == pytest.approx(3.5, rel=0.1)  # raw units: the scale of a constant is 1
+    # no value within the reference range [3.5, 3.5]: the out-of-range share alone judges it
+    assert moved.wasserstein_normed is None
     above = evaluate(degenerate_profile, batch_of(np.full(200, 4.0), np.array(["a"] * 200)), 200)["constant"]
     assert above.psi is not None and above.psi > above.psi_critical  # type: ignore[operator]
 
@@ -398,3 +400,46 @@ def test_fuzz_any_reference_any_window_gives_finite_or_none(data: st.DataObject,
                                 max_vocabulary=top_k + 1)
         profile = ReferenceProfile.from_dict(profile.to_dict())
     evaluate(profile, current, m)
+
+
+# -- a few corrupt values never make a critical -------------------------------------------------------
+
+CORRUPT_VALUES = (1e29, -1e29, 1e308, -1e308, 1e20, math.inf, -math.inf, 1.5, -0.25)
+"""Values a broken upstream or a broken model writes (1.5 and -0.25: outside a probability's range)."""
+_REFERENCES = {
+    "beta": lambda rng, n: rng.beta(2.0, 5.0, n),
+    "lognormal": lambda rng, n: rng.lognormal(10.4, 0.55, n),
+    "normal": lambda rng, n: rng.normal(0.0, 1.0, n),
+    "pareto": lambda rng, n: rng.pareto(2.5, n),
+}
+_PROFILES: dict[str, ReferenceProfile] = {}
+
+
+def _corruption_profile(kind: str) -> ReferenceProfile:
+    if kind not in _PROFILES:
+        rng = np.random.default_rng(11)
+        columns = {"x": _REFERENCES[kind](rng, 20_000), "score": rng.beta(2.0, 8.0, 20_000)}
+        _PROFILES[kind] = build_profile(columns, model="m", model_version="1", score_column="score",
+                                        valid_ranges={"score": (0.0, 1.0)})
+    return _PROFILES[kind]
+
+
+@given(kind=st.sampled_from(sorted(_REFERENCES)), n=st.integers(500, 6_000), share=st.floats(0.0, 0.00999),
+       corrupt=st.lists(st.sampled_from(CORRUPT_VALUES), min_size=1, max_size=4), seed=st.integers(0, 2 ** 16))
+def test_k_corrupt_values_in_n_never_make_a_critical_below_the_out_of_range_threshold(
+        kind: str, n: int, share: float, corrupt: list[float], seed: int) -> None:
+    # k/n below out_of_range_share's warn threshold (1 %): whatever the values, no metric is critical
+    profile = _corruption_profile(kind)
+    rng = np.random.default_rng(seed)
+    k = int(share * n)
+    x, score = _REFERENCES[kind](rng, n), rng.beta(2.0, 8.0, n)
+    rows = rng.choice(n, k, replace=False)
+    x[rows] = rng.choice(corrupt, k)
+    score[rows] = rng.choice(corrupt, k)
+    features = FeatureSet(profile)
+    with no_numpy_warnings():
+        skew, assessment = evaluate_counts(features, features.count({"x": x, "score": score}, n))
+    for name, f in assessment.features.items():
+        assert f.severity != "critical", (name, f.breaches)
+    assert skew["score"].invalid == k  # every corrupt score is outside [0, 1]: counted invalid, not lost
+    assert skew["x"].invalid == int(np.isinf(x).sum()) and skew["x"].n == n

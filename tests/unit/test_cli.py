@@ -152,3 +152,67 @@ def test_replay_with_a_configuration_without_models_exits_2_and_creates_nothing(
     assert main(["replay", "--config", str(config), str(events)]) == 2
     assert "models: no model is configured" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["driftline.yaml", "events.jsonl"]  # no store made
+
+
+@pytest.mark.parametrize("missing", [0.95, 1.0])
+def test_a_mostly_missing_feature_is_critical_and_counted(reference: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str], missing: float) -> None:
+    # an upstream join silently dropping a feature: too few values for the distribution tests, but the
+    # missing rate is judged on the window's rows
+    columns = credit_applications(np.random.default_rng(8), 5_000)
+    columns["income"][np.random.default_rng(9).random(5_000) < missing] = np.nan
+    data = tmp_path / "dropped.parquet"
+    write_parquet(columns, data)
+    code, out, _ = _evaluate(reference, data, capsys, "--json")
+    result = json.loads(out)
+    income = result["features"]["income"]
+    assert code == 1
+    assert income["severity"] == "critical" and income["insufficient_samples"] is True
+    assert [b["metric"] for b in income["breaches"]] == ["missing_rate_shift"]
+    assert "income" in result["dataset"]["drifted_features"]
+    features = [n for n, f in result["features"].items() if f["role"] == "feature"]
+    assert result["dataset"]["features_assessed"] == len(features)
+    code, out, _ = _evaluate(reference, data, capsys)
+    dataset_line = next(line for line in out.splitlines() if line.startswith("dataset:"))
+    assert f"1 of {len(features)} features drifted" in dataset_line and dataset_line.endswith("income")
+
+
+def test_a_declared_valid_range_counts_scores_outside_it_as_invalid(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    train = tmp_path / "train.parquet"
+    write_parquet(credit_applications(np.random.default_rng(1), 5_000), train)
+    out = tmp_path / "ref.json"
+    assert main(["reference", "build", "--data", str(train), "--model", "credit", "--model-version", "3",
+                 "--categorical", ",".join(CREDIT_CATEGORICAL), "--score-column", "score",
+                 "--decision-column", "decision", "--valid-range", "score=0:1", "--valid-range", "age=18:",
+                 "--out", str(out)]) == 0
+    capsys.readouterr()
+    profile = load_profile(out)
+    assert profile.features["score"].valid_range == (0.0, 1.0)  # type: ignore[union-attr]
+    assert profile.features["age"].valid_range == (18.0, float("inf"))  # type: ignore[union-attr]
+    columns = credit_applications(np.random.default_rng(2), 5_000)
+    columns["score"][:10] = 1e29  # 0.2 %: counted, not critical
+    data = tmp_path / "current.parquet"
+    write_parquet(columns, data)
+    code, text, _ = _evaluate(out, data, capsys, "--json")
+    score = json.loads(text)["features"]["score"]
+    assert code == 0 and score["invalid"] == 10 and score["invalid_share"] == pytest.approx(10 / 5_000)
+    assert score["severity"] != "critical"
+    columns["score"][:500] = 1.5  # 10 % outside [0, 1]: critical on its own share
+    write_parquet(columns, data)
+    code, text, _ = _evaluate(out, data, capsys, "--json")
+    score = json.loads(text)["features"]["score"]
+    assert code == 1 and score["invalid"] == 500
+    assert [b["metric"] for b in score["breaches"] if b["severity"] == "critical"] == ["invalid_share"]
+
+
+@pytest.mark.parametrize("spec", ["score", "score=0-1", "=0:1", "score=a:1", "score=1:0", "nowhere=0:1"])
+def test_a_bad_valid_range_exits_2_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str], spec: str) -> None:
+    train = tmp_path / "train.parquet"
+    write_parquet(credit_applications(np.random.default_rng(1), 200), train)
+    code = main(["reference", "build", "--data", str(train), "--model", "credit", "--model-version", "3",
+                 "--categorical", ",".join(CREDIT_CATEGORICAL), "--score-column", "score",
+                 "--decision-column", "decision", "--valid-range", spec, "--out", str(tmp_path / "ref.json")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert spec.partition("=")[0] in err or spec in err

@@ -3,6 +3,7 @@ inference, event-time parsing, and the columnar Events batch (take/concat with d
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -155,6 +156,14 @@ def test_a_kind_that_is_not_a_name_is_a_bad_event_not_a_crash(changes: dict[str,
 def test_score_too_large_for_a_float_is_a_bad_event_not_a_crash(score: int) -> None:
     bad = rejected(record(score=score))
     assert "score" in bad.reason and bad.error_class == "SchemaMismatch"
+
+
+@pytest.mark.parametrize("score", [math.inf, -math.inf, math.nan])
+def test_a_non_finite_score_is_a_bad_event_naming_the_score(score: float) -> None:
+    # Avro and Parquet can carry NaN and ±inf (JSON cannot): never a missing score, never in a window
+    bad = rejected(record(score=score))
+    assert bad.error_class == "InvalidScore" and bad.stage == "validate"
+    assert bad.reason == f"score must be a finite number or null, got {score}"
 
 
 def test_accepted_type_coercions() -> None:

@@ -203,3 +203,37 @@ def test_late_exactly_at_the_boundary(features: FeatureSet) -> None:
     assert update.late == {} and [p.pane for p in update.partials] == [T0 // MINUTE]
     update = stage.update(np.array([T0 + 7]), {k: v[:1] for k, v in columns.items()})
     assert update.late == {T0 // MINUTE: 1}
+
+
+def test_vectors_from_before_invalid_counts_are_read_with_zero_invalid() -> None:
+    # a checkpoint or a stage-1 partial written before the invalid slots existed: same cells, no invalid
+    import numpy as np
+
+    from driftline.engine.features import FeatureSet
+    from driftline.engine.profile import build_profile
+
+    profile = build_profile({"x": np.arange(100.0), "c": np.array(["a", "b"] * 50)}, model="m", model_version="1")
+    features = FeatureSet(profile)
+    vector = features.count({"x": np.array([1.0, np.inf, np.nan]), "c": np.array(["a", "a", None], dtype=object)}, 3)
+    assert features.invalid(vector, "x") == 1 and features.invalid_slots == {"x": features.size - 1}
+    old = vector[: features.size - 1].copy()
+    old[features.slices["x"].stop - 2] += 1  # the inf, where the old layout counted it: the ladder's last cell
+    upgraded = features.upgrade(old)
+    assert upgraded.shape == (features.size,) and features.invalid(upgraded, "x") == 0
+    assert features.upgrade(vector) is vector
+
+
+def test_a_window_snapshot_from_before_invalid_counts_restores() -> None:
+    import numpy as np
+
+    from driftline.engine.features import FeatureSet
+    from driftline.engine.profile import build_profile
+    from driftline.engine.window import WindowSpec, WindowState
+
+    features = FeatureSet(build_profile({"x": np.arange(100.0)}, model="m", model_version="1"))
+    state = WindowState(features, WindowSpec(size_ms=60_000))
+    state.update(np.array([1_000, 2_000]), {"x": np.array([1.0, 2.0])})
+    snapshot = state.snapshot()
+    snapshot["panes"] = {p: c[:-1] for p, c in snapshot["panes"].items()}  # as an older release wrote them
+    (window,) = WindowState.restore(features, snapshot).flush()
+    assert window.rows == 2 and features.invalid(window.counts, "x") == 0

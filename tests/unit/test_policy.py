@@ -133,6 +133,18 @@ def test_windows_with_too_few_samples_neither_extend_nor_break_a_streak() -> Non
     assert kinds(per_window) == [None, None, None, None, None, "firing:warn", None, None, "resolved:ok"]
 
 
+def test_a_feature_judged_on_its_rows_only_still_fires() -> None:
+    # too few values for the distribution tests (insufficient), but the window's rows were judged:
+    # a feature an upstream join dropped fires on its missing rate and asks for the rollback
+    decider = Decider(AlertPolicy(consecutive=2), RollbackPolicy(triggers={"feature": "critical"}))
+    dropped = Breach("missing_rate_shift", 1.0, 0.1, "critical")
+    history = [FeatureAssessment("x", "feature", FeatureStats(n=4_500, n_expected=10_000, missing_rate=1.0),
+                                 "critical", (dropped,), {}, insufficient=True, rows_judged=True) for _ in range(2)]
+    events, requests = feed(decider, [(window(i), Assessment({"x": f})) for i, f in enumerate(history)])
+    assert [(e.kind, e.severity) for e in events] == [("firing", "critical")]
+    assert len(requests) == 1
+
+
 def test_the_dataset_subject_follows_the_dataset_rule_and_skips_unassessed_windows() -> None:
     decider = Decider(AlertPolicy(consecutive=2))
     e0, _ = decider.step(window(0), assessment({"x": "warn"}, dataset="warn"))

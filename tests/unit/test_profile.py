@@ -412,3 +412,45 @@ def test_the_engine_names_the_model_version_and_feature_of_a_bad_profile(
         ReferenceProfile.from_dict(tamper(profile, change))
     assert (info.value.model, info.value.model_version, info.value.feature, info.value.path) == \
         ("credit", "3", "income", None)
+
+
+# -- valid ranges ---------------------------------------------------------------------------------------
+
+def test_a_valid_range_keeps_outside_values_out_of_the_distribution_and_round_trips() -> None:
+    from driftline.connectors.profiles import validate_profile_dict
+
+    rng = np.random.default_rng(12)
+    score = np.concatenate((rng.beta(2.0, 8.0, 990), [1.5] * 6, [-0.1] * 4))
+    profile = build_profile({"score": score, "x": rng.normal(size=1_000)}, model="m", model_version="1",
+                            score_column="score", valid_ranges={"score": (0.0, 1.0), "x": (-np.inf, 10.0)})
+    s = profile.features["score"]
+    assert isinstance(s, NumericProfile) and s.valid_range == (0.0, 1.0) and s.outside_valid == 10
+    assert s.maximum is not None and s.maximum < 1.0 and s.minimum is not None and s.minimum >= 0.0
+    assert int(s.grid_counts.sum()) == 990 and s.invalid == 10
+    data = profile.to_dict()
+    validate_profile_dict(data)
+    assert data["features"]["x"]["valid_range"] == [None, 10.0]  # an unbounded end is null in JSON
+    again = ReferenceProfile.from_dict(json.loads(json.dumps(data)))
+    assert again.content_hash == profile.content_hash
+    assert again.features["x"].valid_range == (-np.inf, 10.0)  # type: ignore[union-attr]
+    features = FeatureSet(profile)
+    assert features.invalid(features.reference(), "score") == 10
+
+
+def test_profiles_without_a_valid_range_keep_their_hash() -> None:
+    profile = build_profile({"x": np.arange(100.0)}, model="m", model_version="1")
+    data = profile.to_dict()
+    assert "valid_range" not in data["features"]["x"] and "outside_valid" not in data["features"]["x"]
+    assert ReferenceProfile.from_dict(data).content_hash == profile.content_hash
+
+
+@pytest.mark.parametrize("bounds, message", [((1.0, 0.0), "low <= high"), ((0.0,), "two numbers"),
+                                             ((float("nan"), 1.0), "low <= high")])
+def test_a_bad_valid_range_is_refused_naming_the_column(bounds: Any, message: str) -> None:
+    from driftline.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match=message) as caught:
+        build_profile({"x": np.arange(10.0)}, model="m", model_version="1", valid_ranges={"x": bounds})
+    assert caught.value.column == "x"
+    with pytest.raises(InvalidInput, match="numeric columns only"):
+        build_profile({"c": np.array(["a", "b"])}, model="m", model_version="1", valid_ranges={"c": (0, 1)})

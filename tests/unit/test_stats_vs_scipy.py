@@ -147,7 +147,8 @@ def test_psi_critical_and_pvalue_follow_the_chi_square_approximation(case: Case)
     assert case.stats.psi_pvalue == pytest.approx(sps.chi2.sf(scaled, bins - 1), rel=1e-9, abs=1e-300)
 
 
-def test_psi_counts_infinities_in_the_end_bins_and_leaves_missing_out() -> None:
+def test_psi_leaves_infinities_and_missing_out() -> None:
+    # ±inf are invalid values: counted apart (invalid, invalid_share), in no bin
     rng = np.random.default_rng(5)
     reference = rng.normal(size=3_000)
     reference[rng.random(3_000) < 0.1] = np.nan
@@ -155,16 +156,17 @@ def test_psi_counts_infinities_in_the_end_bins_and_leaves_missing_out() -> None:
     features = FeatureSet(build_profile({"x": reference}, model="m", model_version="1"))
     stats = features.compare(features.reference(), features.count({"x": current}, rows=len(current)))["x"]
     edges = features.profile.features["x"].bin_edges  # type: ignore[union-attr]
-    expected, actual = coarse_counts(reference, edges), coarse_counts(current, edges)
-    assert actual[0] >= 20 and actual[-1] >= 30
+    valid = current[np.isfinite(current)]
+    expected, actual = coarse_counts(reference, edges), coarse_counts(valid, edges)
     assert stats.psi == pytest.approx(straightforward_psi(expected, actual), rel=1e-12)
-    n, m = int((~np.isnan(reference)).sum()), int((~np.isnan(current)).sum())
+    n, m = int((~np.isnan(reference)).sum()), len(valid)
     assert stats.psi_critical == pytest.approx(sps.chi2.ppf(0.95, len(edges)) * (1 / n + 1 / m), rel=1e-12)
+    assert stats.n == len(current) and stats.invalid == 50
+    assert stats.invalid_share == pytest.approx(50 / 950)
     assert stats.missing_rate == pytest.approx(50 / len(current))
     assert stats.missing_rate_expected == pytest.approx(np.isnan(reference).mean())
     assert stats.out_of_range_share == pytest.approx(
-        np.mean((current[~np.isnan(current)] < np.nanmin(reference))
-                | (current[~np.isnan(current)] > np.nanmax(reference))))
+        np.mean((valid < np.nanmin(reference)) | (valid > np.nanmax(reference))))
 
 
 @pytest.mark.parametrize("kind", ["normal", "lognormal", "poisson"])
@@ -284,11 +286,47 @@ WASSERSTEIN_TOLERANCE = {
 }
 
 
+def in_reference_range(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    return values[(values >= reference.min()) & (values <= reference.max())]
+
+
 def test_wasserstein_normed_matches_scipy(case: Case) -> None:
-    exact = sps.wasserstein_distance(case.reference, case.current) / case.reference.std()
+    # the definition: scipy's distance between the two samples' values within the reference range
+    within = in_reference_range(case.current, case.reference)
+    if len(within) == 0:  # the whole window beyond the reference: judged by out_of_range_share alone
+        assert case.stats.wasserstein_normed is None and case.stats.out_of_range_share == 1.0
+        return
+    exact = sps.wasserstein_distance(case.reference, within) / case.reference.std()
     rtol, atol = WASSERSTEIN_TOLERANCE[case.kind]
     assert case.stats.wasserstein_normed is not None
     assert abs(case.stats.wasserstein_normed - exact) <= rtol * exact + atol
+
+
+def test_wasserstein_on_in_range_data_is_scipy_on_the_raw_values(case: Case) -> None:
+    # no value outside the reference range: the definition is scipy's on the raw samples
+    current = in_reference_range(case.current, case.reference)
+    if len(current) < 100:
+        pytest.skip("too few in-range values")
+    stats = case.features.compare(case.features.reference(),
+                                  case.features.count({"x": current}, rows=len(current)))["x"]
+    exact = sps.wasserstein_distance(case.reference, current) / case.reference.std()
+    rtol, atol = WASSERSTEIN_TOLERANCE[case.kind]
+    assert stats.out_of_range_share == 0.0 and stats.wasserstein_normed is not None
+    assert abs(stats.wasserstein_normed - exact) <= rtol * exact + atol
+
+
+def test_wasserstein_leaves_out_of_range_values_to_their_own_share() -> None:
+    # one value of 1e29 among 4,500 does not move the distance; scipy's raw distance it dominates
+    rng = np.random.default_rng(8)
+    reference = rng.beta(2.0, 5.0, 20_000)
+    features = FeatureSet(build_profile({"x": reference}, model="m", model_version="1"))
+    clean = rng.beta(2.0, 5.0, 4_500)
+    corrupt = np.concatenate((clean, [1e29]))
+    at = {name: features.compare(features.reference(), features.count({"x": v}, rows=len(v)))["x"]
+          for name, v in (("clean", clean), ("corrupt", corrupt))}
+    assert sps.wasserstein_distance(reference, corrupt) / reference.std() > 1e20
+    assert at["corrupt"].wasserstein_normed == pytest.approx(at["clean"].wasserstein_normed, rel=1e-9)
+    assert at["corrupt"].out_of_range_share == pytest.approx(1 / 4_501)
 
 
 def test_wasserstein_is_zero_for_the_reference_itself_and_symmetric() -> None:
