@@ -76,6 +76,7 @@ from driftline.connectors.codecs import (CONFLUENT_MAGIC, DecodeError, Decoder, 
                                          avro_schema, make_decoder)
 from driftline.connectors.inference import MessageView, Record, TensorMapping, kserve_cloudevent, oip_json
 from driftline.connectors.kafka import KafkaSource, MessageBatch, PublishError, Publisher, parse_origin, partition_name
+from driftline.connectors.kafka_admin import checked_topics
 from driftline.connectors.kafka_fetch import Fetched, MessageFetcher, describe_missing
 from driftline.connectors.oip_protobuf import oip_protobuf
 from driftline.events import BadEvent, EventBuilder, Events
@@ -107,6 +108,9 @@ class Health:
     """Offset commits that failed (harmless: the checkpoint holds the offsets)."""
     reason: str = ""
     """Why the last batch failed, or the last commit."""
+    undeliverable_dead_letters: int = 0
+    """Dead letters the broker refused even cut to the topic's limit: recorded in the store and the audit log
+    (``undeliverable_dead_letters``) instead, and their partitions went on."""
 
 
 @dataclass
@@ -234,6 +238,7 @@ class Service:
         log.warning("%s; consumption paused, redone from checkpoint %d in %.1f s (failure %d of this outage)",
                     reason, self._good.seq, delay, self._attempts)
         self.source.pause()
+        self.publisher.take_undeliverable()  # (the batch is redone: its dead letters are sent again)
         self._restore()
         self._retry_at = time.monotonic() + delay
 
@@ -374,12 +379,21 @@ class Service:
 
     def _batch_done(self, batch: MessageBatch) -> None:
         """A batch went through: checkpoint when the interval has passed; a paused service goes on."""
+        self._record_undeliverable()
         if self.clock() - self._checkpointed_at >= self.config.kafka.checkpoint_interval / 1000:
             self.checkpoint()
         if self.health.paused and len(batch):  # (right after a retry's seek, a poll may bring nothing yet)
             log.info("store and broker answer again after %d failures: consumption goes on", self._attempts)
             self.health.paused = False
             self.backoff.reset()
+
+    def _record_undeliverable(self) -> None:
+        """Dead letters the broker refused (:attr:`Publisher.undeliverable`) into the store and the audit log,
+        before the offsets that passed them are checkpointed and committed."""
+        letters = self.publisher.take_undeliverable()
+        if letters:
+            self.store.write_undeliverable(letters, int(self.clock() * 1000))
+            self.health.undeliverable_dead_letters += len(letters)
 
     def _dead_letter(self, batch: MessageBatch, bad: list[BadEvent]) -> None:
         """Each bad event to the dead-letter topic with its message's value and key: from the batch in hand,
@@ -479,9 +493,10 @@ def run_service(config: Config, on_batch: Callable[[BatchReport], None] | None =
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    limits = checked_topics(config.kafka, stop)  # every topic there (or created), else MissingTopics names them
     store = open_store(config)
     source = KafkaSource(config.kafka)
-    publisher = Publisher(config.kafka)
+    publisher = Publisher(config.kafka, limits)
     fetcher = MessageFetcher(config.kafka)
     merge_source = None
     try:
