@@ -36,7 +36,14 @@ from the last checkpoint, as a restart would, without leaving the process:
 Nothing is committed past the checkpoint meanwhile. A failed commit (5) is logged and counted, never
 fatal: the checkpoint already holds the offsets, a restart starts from it, and the next commit
 covers the batch. Any other error — a statement the store rejects, a schema mismatch, a fatal producer
-error, a bug — stops the process loudly, before anything is committed. :attr:`Service.health` holds
+error, a bug — stops the process loudly, before anything is committed. A dead letter the broker refuses
+for what it is (too large even cut to the topic's ``max.message.bytes``, invalid for the topic) is not an
+error of the batch: :class:`~driftline.connectors.kafka.Publisher` retries it alone, then hands it back as
+undeliverable, and :meth:`Service._record_undeliverable` writes it to the store and the audit log (before
+the checkpoint that commits past it) and counts it in :attr:`Health.undeliverable_dead_letters`.
+
+At start (:func:`run_service`) every topic is checked (:mod:`driftline.connectors.kafka_admin`): a missing
+one stops the start at once, named, unless ``kafka.create_topics`` creates it. :attr:`Service.health` holds
 what an exporter would show (paused, outages, retries, commit failures, the last reason).
 
 Each partition keeps its own watermark: a model's windows close when every partition that carries
