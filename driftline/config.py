@@ -187,9 +187,29 @@ class TopicConfig(_Strict):
         return "request" if suffix == "inputs" else "response" if suffix == "outputs" else None
 
 
+class NewTopicsConfig(_Strict):
+    """How ``kafka.create_topics`` creates the topics driftline writes when they are missing."""
+
+    partitions: int = Field(3, ge=1)
+    replication_factor: int = Field(-1, ge=-1)
+    """-1: the broker's ``default.replication.factor``."""
+    config: dict[str, str] = Field(default_factory=dict)
+    """Topic settings, e.g. ``max.message.bytes``, ``retention.ms`` (docs/control-topic.md)."""
+
+    @model_validator(mode="after")
+    def _replicated(self) -> NewTopicsConfig:
+        if self.replication_factor == 0:
+            raise ValueError("replication_factor must be at least 1, or -1 for the broker's default")
+        return self
+
+
 class KafkaConfig(_Strict):
     bootstrap_servers: str = "127.0.0.1:9092"
     group_id: str = "driftline"
+    group_instance_id: str | None = Field(None, min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")
+    """Static group membership (``group.instance.id``), e.g. the pod name: a member restarted with the same id
+    gets its partitions back at once instead of after the dead one's session times out; a member that
+    stops for good holds its partitions until ``session.timeout.ms`` (docs/scaling.md). Unique per process."""
     topics: tuple[TopicConfig, ...] = ()
     dead_letter_topic: str = "driftline.dead-letter"
     control_topic: str = "driftline.control"
@@ -229,6 +249,11 @@ class KafkaConfig(_Strict):
     windows one gives (docs/scaling.md). Combined events only, for now."""
     partials_topic: str = Field("driftline.partials", min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
     """With ``stages: two``: the topic of partial windows, keyed by ``model|version``."""
+    create_topics: bool = False
+    """At start, create the topics driftline writes (dead-letter, control, partials) that are missing, as
+    ``new_topics`` says; otherwise a missing topic stops the start with an error naming it. Topics driftline
+    consumes are never created."""
+    new_topics: NewTopicsConfig = NewTopicsConfig()
 
     @model_validator(mode="after")
     def _two_stages_without_join(self) -> KafkaConfig:

@@ -36,7 +36,14 @@ from the last checkpoint, as a restart would, without leaving the process:
 Nothing is committed past the checkpoint meanwhile. A failed commit (5) is logged and counted, never
 fatal: the checkpoint already holds the offsets, a restart starts from it, and the next commit
 covers the batch. Any other error — a statement the store rejects, a schema mismatch, a fatal producer
-error, a bug — stops the process loudly, before anything is committed. :attr:`Service.health` holds
+error, a bug — stops the process loudly, before anything is committed. A dead letter the broker refuses
+for what it is (too large even cut to the topic's ``max.message.bytes``, invalid for the topic) is not an
+error of the batch: :class:`~driftline.connectors.kafka.Publisher` retries it alone, then hands it back as
+undeliverable, and :meth:`Service._record_undeliverable` writes it to the store and the audit log (before
+the checkpoint that commits past it) and counts it in :attr:`Health.undeliverable_dead_letters`.
+
+At start (:func:`run_service`) every topic is checked (:mod:`driftline.connectors.kafka_admin`): a missing
+one stops the start at once, named, unless ``kafka.create_topics`` creates it. :attr:`Service.health` holds
 what an exporter would show (paused, outages, retries, commit failures, the last reason).
 
 Each partition keeps its own watermark: a model's windows close when every partition that carries
@@ -85,6 +92,7 @@ from driftline.connectors.codecs import (CONFLUENT_MAGIC, DecodeError, Decoder, 
                                          avro_schema, make_decoder)
 from driftline.connectors.inference import MessageView, Record, TensorMapping, kserve_cloudevent, oip_json
 from driftline.connectors.kafka import KafkaSource, MessageBatch, PublishError, Publisher, parse_origin, partition_name
+from driftline.connectors.kafka_admin import checked_topics
 from driftline.connectors.kafka_fetch import Fetched, MessageFetcher, describe_missing
 from driftline.connectors.oip_protobuf import oip_protobuf
 from driftline.connectors.partitions import Holding
@@ -117,6 +125,9 @@ class Health:
     """Offset commits that failed (harmless: the checkpoint holds the offsets)."""
     reason: str = ""
     """Why the last batch failed, or the last commit."""
+    undeliverable_dead_letters: int = 0
+    """Dead letters the broker refused even cut to the topic's limit: recorded in the store and the audit log
+    (``undeliverable_dead_letters``) instead, and their partitions went on."""
 
 
 @dataclass
@@ -244,6 +255,7 @@ class Service:
         log.warning("%s; consumption paused, redone from checkpoint %d in %.1f s (failure %d of this outage)",
                     reason, self._good.seq, delay, self._attempts)
         self.source.pause()
+        self.publisher.take_undeliverable()  # (the batch is redone: its dead letters are sent again)
         self._restore()
         self._retry_at = time.monotonic() + delay
 
@@ -387,12 +399,21 @@ class Service:
 
     def _batch_done(self, batch: MessageBatch) -> None:
         """A batch went through: checkpoint when the interval has passed; a paused service goes on."""
+        self._record_undeliverable()
         if self.clock() - self._checkpointed_at >= self.config.kafka.checkpoint_interval / 1000:
             self.checkpoint()
         if self.health.paused and len(batch):  # (right after a retry's seek, a poll may bring nothing yet)
             log.info("store and broker answer again after %d failures: consumption goes on", self._attempts)
             self.health.paused = False
             self.backoff.reset()
+
+    def _record_undeliverable(self) -> None:
+        """Dead letters the broker refused (:attr:`Publisher.undeliverable`) into the store and the audit log,
+        before the offsets that passed them are checkpointed and committed."""
+        letters = self.publisher.take_undeliverable()
+        if letters:
+            self.store.write_undeliverable(letters, int(self.clock() * 1000))
+            self.health.undeliverable_dead_letters += len(letters)
 
     def _dead_letter(self, batch: MessageBatch, bad: list[BadEvent]) -> None:
         """Each bad event to the dead-letter topic with its message's value and key: from the batch in hand,
@@ -492,9 +513,10 @@ def run_service(config: Config, on_batch: Callable[[BatchReport], None] | None =
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    limits = checked_topics(config.kafka, stop)  # every topic there (or created), else MissingTopics names them
     store = open_store(config)
     source = KafkaSource(config.kafka)
-    publisher = Publisher(config.kafka)
+    publisher = Publisher(config.kafka, limits)
     fetcher = MessageFetcher(config.kafka)
     merge_source = None
     try:

@@ -117,6 +117,11 @@ class AuditEntry:
         return _digest(self.action, self.model, self.model_version, self.window_id, self.subject_id, self.details)
 
 
+def undeliverable_id(bad: Any) -> str:
+    """The id of an undeliverable dead letter: a hash of its bad event (origin, stage, class, reason)."""
+    return _digest("undeliverable", bad.origin, bad.stage, bad.error_class, bad.reason)
+
+
 def _digest(*parts: object) -> str:
     return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:32]
 
@@ -206,6 +211,20 @@ class ClickHouseStore:
         token_rows = [[r[0]] for r in rows]  # the wall-clock column is left out of the deduplication token
         return self._insert("audit_log", AUDIT_COLUMNS, rows, token_rows)
 
+    def write_undeliverable(self, letters: Sequence[Any], now_ms: int) -> int:
+        """Dead letters the broker refused (:class:`driftline.connectors.kafka.Undeliverable`): a row each in
+        ``undeliverable_dead_letters`` and an audit entry ``dead_letter.undeliverable`` at ``now_ms``."""
+        rows = [[undeliverable_id(u.bad), u.topic, u.bad.origin, u.source_topic, u.source_partition, u.source_offset,
+                 u.bad.stage, u.bad.error_class, u.bad.reason, u.value_bytes, u.value_sha256, u.key_bytes, u.error,
+                 u.limit, __version__] for u in letters]
+        written = self._insert("undeliverable_dead_letters", UNDELIVERABLE_COLUMNS, rows)
+        self.audit([AuditEntry("dead_letter.undeliverable", now_ms, subject_id=row[0], details=json.dumps(
+            {"origin": u.bad.origin, "stage": u.bad.stage, "error_class": u.bad.error_class,
+             "reason": u.bad.reason[:200], "topic": u.topic, "value_bytes": u.value_bytes,
+             "value_sha256": u.value_sha256, "delivery_error": u.error, "max_message_bytes": u.limit},
+            sort_keys=True)) for u, row in zip(letters, rows, strict=True)])
+        return written
+
     def write_checkpoint(self, group_id: str, seq: int, offsets: dict[str, int], state: dict[str, Any]) -> None:
         """The service's position and state after a batch (the newest ``seq`` of a group wins)."""
         row = [group_id, seq, datetime.now(tz=UTC), json.dumps(offsets, sort_keys=True),
@@ -285,6 +304,9 @@ VERSION_CHANGE_COLUMNS = ("change_id", "kind", "model", "from_version", "to_vers
                           "window_end", "last_seen", "reference_hash", "driftline_version")
 ROLLBACK_COLUMNS = ("request_id", "model", "model_version", "alert_id", "subject", "severity", "status",
                     "suppressed_by", "window_id", "window_start", "window_end", "reference_hash")
+UNDELIVERABLE_COLUMNS = ("dead_letter_id", "dead_letter_topic", "origin", "source_topic", "source_partition",
+                         "source_offset", "stage", "error_class", "reason", "value_bytes", "value_sha256", "key_bytes",
+                         "delivery_error", "max_message_bytes", "driftline_version")
 AUDIT_COLUMNS = ("entry_id", "recorded_at", "event_time", "action", "actor", "model", "model_version", "window_id",
                  "subject_id", "details", "reference_hash", "driftline_version")
 

@@ -3,8 +3,13 @@
 Dead-letter records keep the original bytes as their value and say where they came from and why in
 headers: ``driftline.source.topic``, ``driftline.source.partition``, ``driftline.source.offset``,
 ``driftline.stage`` (decode, validate, join, engine), ``driftline.error.class``,
-``driftline.error.reason``, ``driftline.origin``. A value over ``max(kafka.max_message_bytes, ~1 MB)``
-is cut to that size (``driftline.truncated: true``, ``driftline.original.bytes``). A bad event whose
+``driftline.error.reason``, ``driftline.origin``. A value over ``max(kafka.max_message_bytes, ~1 MB)``, or
+too large for the record (value, key, headers and framing) to fit the dead-letter topic's
+``max.message.bytes``, is cut to fit (``driftline.truncated: true``, ``driftline.original.bytes``,
+``driftline.original.sha256``). A dead letter the broker still refuses for what it is (too large, invalid
+for the topic) is tried once more alone, the topic's limit read again; refused again, it is *undeliverable*:
+kept in :attr:`Publisher.undeliverable` for the service to record (store, audit log, a counter), and the
+batch goes on. A bad event whose
 message was consumed in an earlier batch (a join half left unmatched, a joined pair that fails
 validation) has its message fetched back by offset (:mod:`driftline.connectors.kafka_fetch`); when it
 cannot be (retention deleted it, a timeout), the dead letter carries the headers only and
@@ -18,6 +23,7 @@ alert or request id, so a consumer can deduplicate.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -29,12 +35,14 @@ from itertools import repeat
 from operator import is_not
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import fastavro
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from driftline import __version__
 from driftline.config import KafkaConfig
+from driftline.connectors.kafka_log import LibrdkafkaLog, RepeatLimiter
 from driftline.connectors.partitions import Holding, PartitionBook, PartitionState
 from driftline.engine.policy import AlertEvent, RollbackRequest
 from driftline.engine.versions import VersionChange
@@ -67,6 +75,20 @@ TRANSIENT_DELIVERY = {
 """Delivery errors that a broker restart or a leader change causes: the batch is published again later."""
 UNREACHABLE = {KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE, KafkaError._TIMED_OUT}
 """Client errors (librdkafka's error callback) that say the broker cannot be reached: the idle timers start again."""
+REFUSED_RECORD = {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.INVALID_RECORD,
+                  KafkaError.INVALID_MSG, KafkaError.INVALID_TIMESTAMP}
+"""Delivery errors that refuse a record for what it is (its size, a null key on a compacted topic, …), not
+because of the broker's state: a dead letter refused so is retried once alone, then recorded as undeliverable.
+(A refused batch fails every record in it: the others are delivered on the retry.)"""
+RECORD_OVERHEAD = 61 + 36
+"""Bytes a record batch holding one record takes besides the key, value and headers: the v2 batch header
+(61) and the record's own fields at their largest varints (36)."""
+HEADER_OVERHEAD = 10
+"""Bytes of a record header besides its key and value (two varints at their largest)."""
+SIZE_MARGIN = 512
+"""Bytes left free under a topic's ``max.message.bytes`` when a dead letter is sized."""
+PRODUCER_BATCH_BYTES = 1_000_000
+"""librdkafka's default ``batch.size``: lowered to the smallest written topic's limit (less SIZE_MARGIN)."""
 PRODUCE_QUEUE_WAIT_S = 30.0
 """How long ``produce`` waits for room in a full local queue before the batch counts as not published."""
 
@@ -143,7 +165,9 @@ def split_partition_name(name: str) -> tuple[str, int]:
 
 
 def client_settings(config: KafkaConfig) -> dict[str, Any]:
-    return {"bootstrap.servers": config.bootstrap_servers, "client.id": f"driftline-{__version__}", **config.client}
+    """Every client's settings: librdkafka's log lines rate-limited (:mod:`driftline.connectors.kafka_log`)."""
+    return {"bootstrap.servers": config.bootstrap_servers, "client.id": f"driftline-{__version__}",
+            "logger": LibrdkafkaLog(), **config.client}
 
 
 CONSUMER_DEFAULTS = {"fetch.queue.backoff.ms": 50}
@@ -168,11 +192,13 @@ class KafkaSource:
             "partition.assignment.strategy": "cooperative-sticky",
             "enable.partition.eof": True,
             "error_cb": self._error,
+            **({"group.instance.id": config.group_instance_id} if config.group_instance_id else {}),
         })
         self.assigned: set[str] = set()
         """Partitions this member owns, as ``topic[partition]``."""
         self.book = PartitionBook(config.idle_after / 1000)
         """Each owned partition's state (fresh, reading, at its end, idle): which hold the watermark."""
+        self._error_lines = RepeatLimiter()
         self.unreachable = 0
         """Times the consumer reported the broker unreachable (the partitions' idle timers start again)."""
         self.before = Holding(frozenset(), frozenset(), frozenset())
@@ -202,7 +228,8 @@ class KafkaSource:
         if error.code() in UNREACHABLE:
             self.unreachable += 1
             self.book.unreachable()
-        log.warning("consumer: %s", error)
+        for line in self._error_lines.offer(error.code(), f"consumer: {error}"):  # (a broker down: many a second)
+            log.warning("%s", line)
 
     def _partitions_of(self, topics: list[str]) -> set[str]:
         try:
@@ -342,19 +369,91 @@ class KafkaSource:
         self.consumer.close()
 
 
-class Publisher:
-    """Dead letters and control events through one idempotent producer."""
+@dataclass(frozen=True)
+class Undeliverable:
+    """A dead letter the broker refused twice for what it is (or too large to fit even without its value)."""
 
-    def __init__(self, config: KafkaConfig) -> None:
+    bad: BadEvent
+    topic: str
+    value_bytes: int | None
+    """The original value's size (None: no value)."""
+    value_sha256: str
+    """Hex sha256 of the original value ('' when there is none)."""
+    key_bytes: int | None
+    error: str
+    """The broker's (or the client's) refusal, e.g. ``MSG_SIZE_TOO_LARGE: Broker: Message size too large``."""
+    limit: int
+    """The topic's ``max.message.bytes`` the dead letter was sized for."""
+    source_topic: str = ""
+    source_partition: int = -1
+    source_offset: int = -1
+    """Where its message is (``""``, -1, -1 when it is not a Kafka message)."""
+
+
+@dataclass
+class _DeadLetter:
+    """A dead letter as asked for, kept until the broker has acknowledged it (so it can be sized again)."""
+
+    bad: BadEvent
+    value: bytes | None
+    key: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+def record_size(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> int:
+    """An upper bound of the bytes a record batch holding only this record takes (Kafka's v2 format)."""
+    return (RECORD_OVERHEAD + len(key or b"") + len(value or b"")
+            + sum(HEADER_OVERHEAD + len(name.encode()) + len(data) for name, data in headers))
+
+
+def fit_dead_letter(value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]], limit: int,
+                    cap: int) -> tuple[bytes | None, list[tuple[str, bytes]]] | None:
+    """The value and headers of a dead letter that fits a topic taking records of ``limit`` bytes
+    (``max.message.bytes``) with :data:`SIZE_MARGIN` to spare, the value at most ``cap`` bytes: the value is
+    cut when needed, and the headers then say so, with the original's size and sha256. None when even no
+    value would fit (the key and headers are too large)."""
+    room = limit - SIZE_MARGIN
+    if value is None or (len(value) <= cap and record_size(key, value, headers) <= room):
+        return (value, headers) if record_size(key, value, headers) <= room else None
+    headers = headers + [("driftline.truncated", b"true"), ("driftline.original.bytes", str(len(value)).encode()),
+                         ("driftline.original.sha256", hashlib.sha256(value).hexdigest().encode())]
+    keep = min(cap, room - record_size(key, b"", headers))
+    return (value[:keep], headers) if keep >= 0 else None
+
+
+class Publisher:
+    """Dead letters and control events through one idempotent producer.
+
+    ``limits``: the ``max.message.bytes`` of the topics it writes (:func:`~driftline.connectors.kafka_admin.
+    check_topics` reads them at start); read here when not given. The producer's ``batch.size`` is kept under
+    the smallest, so that one refused record does not take others of its batch down with it."""
+
+    def __init__(self, config: KafkaConfig, limits: Mapping[str, int] | None = None) -> None:
         self.config = config
         self.dead_letter_cap = max(config.max_message_bytes, 1_000_000 - HEADER_ROOM)
-        """The largest value a dead letter keeps (the original bytes whenever the producer can send them)."""
+        """The largest value a dead letter keeps (the original bytes whenever the topic takes them)."""
+        self.message_max_bytes = self.dead_letter_cap + HEADER_ROOM
+        """The producer's ``message.max.bytes``."""
+        self.limits = dict(limits) if limits is not None else _read_limits(config)
+        batch = min([PRODUCER_BATCH_BYTES, *(limit - SIZE_MARGIN for limit in self.limits.values())])
         self.producer = Producer({**client_settings(config), "enable.idempotence": True, "linger.ms": 5,
-                                  "message.max.bytes": self.dead_letter_cap + HEADER_ROOM})
+                                  "message.max.bytes": self.message_max_bytes,
+                                  "batch.size": config.client.get("batch.size", max(batch, 1))})
         self._alert_schema = fastavro.parse_schema(json.loads(schema_text("control_alert.avsc")))
         self._rollback_schema = fastavro.parse_schema(json.loads(schema_text("control_rollback.avsc")))
         self._version_schema = fastavro.parse_schema(json.loads(schema_text("control_version_change.avsc")))
         self._errors: list[KafkaError] = []
+        self._refused: list[tuple[_DeadLetter, KafkaError]] = []
+        """Dead letters of this batch the broker refused for what they are (:data:`REFUSED_RECORD`)."""
+        self.undeliverable: list[Undeliverable] = []
+        """Dead letters given up on since the service last took them (:meth:`take_undeliverable`)."""
+
+    def dead_letter_limit(self) -> int:
+        """The record size a dead letter must fit: the topic's ``max.message.bytes`` and the producer's own."""
+        from driftline.connectors.kafka_admin import KAFKA_DEFAULT_MAX_MESSAGE_BYTES
+
+        return min(self.limits.get(self.config.dead_letter_topic, KAFKA_DEFAULT_MAX_MESSAGE_BYTES),
+                   self.message_max_bytes)
 
     def dead_letter(self, bad: BadEvent, payload: bytes | None = None, key: bytes | None = None,
                     missing: str | None = None) -> None:
@@ -373,11 +472,49 @@ class Publisher:
         if missing is not None:
             headers.append((MISSING_PAYLOAD, missing[:1000].encode()))
         value = payload if payload is not None else bad.payload
-        limit = self.dead_letter_cap
-        if value is not None and len(value) > limit:  # keep what fits; the source offset locates the rest
-            headers += [("driftline.truncated", b"true"), ("driftline.original.bytes", str(len(value)).encode())]
-            value = value[:limit]
-        self._produce(self.config.dead_letter_topic, value, key, headers)
+        self._send_dead_letter(_DeadLetter(bad, value, key, headers))
+
+    def _send_dead_letter(self, letter: _DeadLetter) -> bool:
+        """Produce ``letter`` sized to the topic's limit; False when it cannot fit (then undeliverable)."""
+        limit = self.dead_letter_limit()
+        fitted = fit_dead_letter(letter.value, letter.key, letter.headers, limit, self.dead_letter_cap)
+        if fitted is None:
+            self._give_up(letter, f"the key ({len(letter.key or b'')} bytes) and headers alone do not fit the "
+                                  f"topic's max.message.bytes ({limit})")
+            return False
+        value, headers = fitted
+
+        def delivered(error: Any, message: Message) -> None:
+            if error is not None and not error.fatal() and error.code() in REFUSED_RECORD:
+                self._refused.append((letter, error))
+            elif error is not None:
+                self._errors.append(error)
+
+        try:
+            self._produce(self.config.dead_letter_topic, value, letter.key, headers, delivered)
+        except PublishError as exc:
+            cause = exc.__cause__
+            error = cause.args[0] if isinstance(cause, KafkaException) and cause.args else None
+            if isinstance(error, KafkaError) and not error.fatal() and error.code() in REFUSED_RECORD:
+                self._give_up(letter, _describe(error))  # refused by the client itself (its message.max.bytes)
+                return False
+            raise
+        return True
+
+    def _give_up(self, letter: _DeadLetter, error: str) -> None:
+        value = letter.value
+        source = parse_origin(letter.bad.origin) or ("", -1, -1)
+        self.undeliverable.append(Undeliverable(
+            letter.bad, self.config.dead_letter_topic, None if value is None else len(value),
+            "" if value is None else hashlib.sha256(value).hexdigest(),
+            None if letter.key is None else len(letter.key), error, self.dead_letter_limit(), *source))
+        log.error("dead letter of %s (%s) is undeliverable to %s: %s; recorded in the store instead, and the "
+                  "partition goes on", letter.bad.origin, letter.bad.error_class, self.config.dead_letter_topic, error)
+
+    def take_undeliverable(self) -> list[Undeliverable]:
+        """The dead letters given up on since the last call (the service records them)."""
+        out, self.undeliverable = self.undeliverable, []
+        return out
 
     def alert(self, event: AlertEvent) -> None:
         w = event.window
@@ -418,19 +555,47 @@ class Publisher:
     def flush(self, timeout_s: float = 30.0) -> None:
         """Wait until every record is acknowledged; raise :class:`PublishError` if any was not (the caller
         must not commit). Records still queued stay queued: the producer keeps trying them (so a repeated
-        batch may publish a record twice; its ce_id is deterministic)."""
+        batch may publish a record twice; its ce_id is deterministic). Dead letters refused for what they are
+        are sent again one at a time, sized to the topic's limit read again; refused again, they are
+        :attr:`undeliverable`, and the flush succeeds."""
         remaining = self.producer.flush(timeout_s)
         errors, self._errors = self._errors, []
+        refused, self._refused = self._refused, []
         if remaining or errors:
+            self.undeliverable = []  # the batch is redone: its dead letters are sent (and judged) again
             fatal = [e for e in errors if e.fatal() or e.code() not in TRANSIENT_DELIVERY]
             raise PublishError(f"{remaining} records unacknowledged after {timeout_s:g} s, {len(errors)} failed: "
                                f"{[str(e) for e in errors[:3]]}", transient=not fatal)
+        if refused:
+            self._retry_refused(refused, timeout_s)
 
-    def _produce(self, topic: str, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]]) -> None:
+    def _retry_refused(self, refused: list[tuple[_DeadLetter, KafkaError]], timeout_s: float) -> None:
+        """Each refused dead letter again, alone (a batch refused for one record fails all of it), after
+        reading the topic's limit again (it may have been lowered since the start)."""
+        log.warning("%d dead letters refused by the broker (%s); sending them again one at a time", len(refused),
+                    _describe(refused[0][1]))
+        self.limits.update(_read_limits(self.config, [self.config.dead_letter_topic]))
+        for letter, _ in refused:
+            if not self._send_dead_letter(letter):
+                continue
+            remaining = self.producer.flush(timeout_s)
+            errors, self._errors = self._errors, []
+            again, self._refused = self._refused, []
+            if remaining or errors:
+                self.undeliverable = []
+                fatal = [e for e in errors if e.fatal() or e.code() not in TRANSIENT_DELIVERY]
+                raise PublishError(f"{remaining} records unacknowledged after {timeout_s:g} s, {len(errors)} "
+                                   f"failed: {[str(e) for e in errors[:3]]}", transient=not fatal)
+            for letter_again, error in again:
+                self._give_up(letter_again, _describe(error))
+
+    def _produce(self, topic: str, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]],
+                 on_delivery: Callable[[Any, Message], None] | None = None) -> None:
         deadline = time.monotonic() + PRODUCE_QUEUE_WAIT_S
         while True:
             try:
-                self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=self._delivered)
+                self.producer.produce(topic, value=value, key=key, headers=headers,
+                                      on_delivery=on_delivery or self._delivered)
                 return
             except BufferError:  # local queue full: serve delivery callbacks, then retry
                 if time.monotonic() > deadline:  # the broker is away: the batch is published again later
@@ -448,6 +613,21 @@ class Publisher:
             self._errors.append(error)
 
 
+def _describe(error: KafkaError) -> str:
+    return f"{error.name()}: {error.str()}"
+
+
+def _read_limits(config: KafkaConfig, topics: list[str] | None = None) -> dict[str, int]:
+    """``max.message.bytes`` of the topics the producer writes (those it cannot read are left out)."""
+    from driftline.connectors.kafka_admin import admin_client, topic_limits, written_topics
+
+    try:
+        return topic_limits(admin_client(config), topics if topics is not None else written_topics(config))
+    except KafkaException as exc:
+        log.warning("cannot read the topics' max.message.bytes (%s): assuming Kafka's default", exc)
+        return {}
+
+
 def _avro(schema: Any, record: dict[str, Any]) -> bytes:
     out = io.BytesIO()
     fastavro.schemaless_writer(out, schema, record)
@@ -458,7 +638,7 @@ def _cloudevent(kind: str, event_id: str, model: str, subject: str, time_ms: int
     return [
         ("ce_specversion", b"1.0"),
         ("ce_id", event_id.encode()),
-        ("ce_source", f"/driftline/models/{model}".encode()),
+        ("ce_source", f"/driftline/models/{quote(model, safe='')}".encode()),  # a URI-reference (RFC 3986)
         ("ce_type", kind.encode()),
         ("ce_subject", subject.encode()),
         ("ce_time", datetime.fromtimestamp(time_ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z").encode()),

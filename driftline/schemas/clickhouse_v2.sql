@@ -36,6 +36,33 @@ ALTER TABLE {database}.alerts ADD COLUMN IF NOT EXISTS baseline LowCardinality(S
 ALTER TABLE {database}.windows ADD COLUMN IF NOT EXISTS invalid UInt64 DEFAULT 0 AFTER out_of_range_share;
 ALTER TABLE {database}.windows ADD COLUMN IF NOT EXISTS invalid_share Nullable(Float64) AFTER invalid;
 
+-- Undeliverable dead letters (issue 9): a bad event whose dead letter the broker refused for what it is
+-- (too large for the dead-letter topic even cut to its max.message.bytes, invalid for the topic), twice,
+-- is recorded here instead, so that its partition goes on. One row per bad event, by a deterministic id
+-- (a replayed batch writes the same row); no payload, only where it came from, why it was bad and why it
+-- could not be written. No TTL: there is no time column, and the rows are few.
+CREATE TABLE IF NOT EXISTS {database}.undeliverable_dead_letters
+(
+    dead_letter_id    FixedString(32),
+    dead_letter_topic String,
+    origin            String,
+    source_topic      String,
+    source_partition  Int32,
+    source_offset     Int64,
+    stage             LowCardinality(String),
+    error_class       LowCardinality(String),
+    reason            String,
+    value_bytes       Nullable(UInt64),
+    value_sha256      String,
+    key_bytes         Nullable(UInt64),
+    delivery_error    String,
+    max_message_bytes UInt64,
+    driftline_version LowCardinality(String)
+)
+ENGINE = ReplacingMergeTree
+ORDER BY dead_letter_id
+SETTINGS non_replicated_deduplication_window = 1000;
+
 INSERT INTO {database}.schema_version (version, description, applied_at)
 SELECT 2, 'issue 9: invalid values, change detections, version switches, undeliverable dead letters', now64(3)
 WHERE (SELECT count() FROM {database}.schema_version WHERE version = 2) = 0;

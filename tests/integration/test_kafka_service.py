@@ -681,6 +681,107 @@ def test_a_message_larger_than_the_producer_limit_does_not_stop_the_consumer(tmp
     assert dead[0].value == huge[:1_048_576]
 
 
+def test_an_oversized_message_is_cut_to_fit_a_dead_letter_topic_at_the_default_limit(
+        tmp_path: Path, profiles: Profiles, broker: KafkaBroker) -> None:
+    """The documented truncation (to kafka.max_message_bytes) left no room for the headers under the
+    dead-letter topic's default max.message.bytes: the broker refused it unless the topic had been created
+    with a larger limit. Now it is cut to fit the topic."""
+    config, section = service_config(tmp_path, profiles, broker.bootstrap, "oversized", max_message_bytes=1_048_576)
+    topic = section["topics"][0]["topic"]
+    create_topic(broker.bootstrap, topic, 1, config={"max.message.bytes": str(4_000_000)})
+    create_topic(broker.bootstrap, section["dead_letter_topic"], PARTITIONS)  # the broker's default limit
+    create_topic(broker.bootstrap, section["control_topic"], PARTITIONS)
+    huge = b'{"padding": "' + b"x" * 2_000_000 + b'"}'
+    with opened(config) as store:
+        running = Running(config, store)
+        try:
+            produce(broker.bootstrap, topic, [(b"huge", huge, 0)], max_bytes=4_000_000)
+            running.drain(1, timeout=30)
+        finally:
+            running.close()
+    high, committed = end_offsets(broker.bootstrap, topic, section["group_id"])
+    assert committed == high
+    (dead,) = read_topic(broker.bootstrap, section["dead_letter_topic"])
+    assert (dead.headers["driftline.error.class"], dead.headers["driftline.original.bytes"]) == \
+        (b"OversizedMessage", str(len(huge)).encode())
+    assert dead.value is not None and huge.startswith(dead.value) and 1_040_000 < len(dead.value) < 1_048_576
+
+
+def test_a_message_near_the_broker_limit_gets_a_dead_letter_cut_to_fit_the_topic(tmp_path: Path, profiles: Profiles,
+                                                                               broker: KafkaBroker) -> None:
+    """Issue 9: a 1,048,500-byte message (under Kafka's default message.max.bytes, 1,048,588, and under
+    kafka.max_message_bytes, so it is decoded) that is not JSON: its dead letter, value and headers, was over
+    the dead-letter topic's limit, the broker refused it, the service stopped, and did so on every restart.
+    Now the value is cut so the record fits the topic, the headers keep its size and sha256, and it goes on."""
+    config, section = service_config(tmp_path, profiles, broker.bootstrap, "nearlimit", max_message_bytes=1_048_576)
+    create_topics(broker.bootstrap, section)  # every topic at the broker's default limit
+    topic = section["topics"][0]["topic"]
+    big = b"not json " + b"x" * (1_048_500 - 9)
+    with opened(config) as store:
+        running = Running(config, store)
+        try:
+            produce(broker.bootstrap, topic, [(b"big", big, 0)], max_bytes=1_100_000)
+            running.drain(1, timeout=60)
+            messages = spread(minute_events(0, 10), as_json)
+            produce(broker.bootstrap, topic, messages)
+            running.drain(len(messages), timeout=60)
+        finally:
+            running.close()
+        assert running.service.health.undeliverable_dead_letters == 0
+    high, committed = end_offsets(broker.bootstrap, topic, section["group_id"])
+    assert committed == high
+    (dead,) = read_topic(broker.bootstrap, section["dead_letter_topic"])
+    assert (dead.key, dead.headers["driftline.error.class"]) == (b"big", b"JSONDecodeError")
+    assert dead.headers["driftline.truncated"] == b"true"
+    assert dead.headers["driftline.original.bytes"] == b"1048500"
+    assert dead.headers["driftline.original.sha256"] == hashlib.sha256(big).hexdigest().encode()
+    assert dead.value is not None and big.startswith(dead.value) and 1_040_000 < len(dead.value) < len(big)
+
+
+def test_a_dead_letter_the_broker_refuses_is_recorded_and_the_partition_goes_on(tmp_path: Path, profiles: Profiles,
+                                                                               broker: KafkaBroker) -> None:
+    """A dead-letter topic that is compacted refuses a record without a key (INVALID_RECORD), and the batch
+    refused fails every record in it. The refused dead letters are sent again one at a time: the keyed one
+    is delivered, the keyless one is refused again and is recorded in undeliverable_dead_letters and the audit
+    log, counted on Service.health, and the offsets move past it. Nothing stops."""
+    config, section = service_config(tmp_path, profiles, broker.bootstrap, "refused")
+    for t in section["topics"]:
+        create_topic(broker.bootstrap, t["topic"], PARTITIONS)
+    create_topic(broker.bootstrap, section["dead_letter_topic"], 1, config={"cleanup.policy": "compact"})
+    create_topic(broker.bootstrap, section["control_topic"], PARTITIONS)
+    topic = section["topics"][0]["topic"]
+    messages: list[Outgoing] = [(None, b"keyless, not json", 0), (b"keyed", b"keyed, not json", 0),
+                                *spread(minute_events(0, 20), as_json)]
+    with opened(config) as store:
+        running = Running(config, store)
+        try:
+            positions = produce(broker.bootstrap, topic, messages)
+            running.drain(len(messages), timeout=60)
+            more = spread(minute_events(1, 20), as_json)
+            produce(broker.bootstrap, topic, more)
+            running.drain(len(more), timeout=60)
+            health = running.service.health
+        finally:
+            running.close()
+        rows = store.query("SELECT origin, source_topic, source_partition, source_offset, stage, error_class, "
+                           "value_bytes, value_sha256, key_bytes, delivery_error, dead_letter_topic "
+                           "FROM driftline.undeliverable_dead_letters FINAL")[1]
+        audit = store.query("SELECT action, subject_id, details FROM driftline.audit_log FINAL "
+                            "WHERE action = 'dead_letter.undeliverable'")[1]
+        ids = store.query("SELECT dead_letter_id FROM driftline.undeliverable_dead_letters FINAL")[1]
+    partition, offset = positions[0]
+    assert rows == [(f"{topic}[{partition}]@{offset}", topic, partition, offset, "decode", "JSONDecodeError",
+                     len(b"keyless, not json"), hashlib.sha256(b"keyless, not json").hexdigest(), None,
+                     "INVALID_RECORD: Broker: Broker failed to validate record", section["dead_letter_topic"])]
+    assert [(a[0], a[1]) for a in audit] == [("dead_letter.undeliverable", bytes(ids[0][0]).decode())]
+    assert json.loads(audit[0][2])["origin"] == f"{topic}[{partition}]@{offset}"
+    assert health.undeliverable_dead_letters == 1 and not health.paused
+    high, committed = end_offsets(broker.bootstrap, topic, section["group_id"])
+    assert committed == high
+    dead = read_topic(broker.bootstrap, section["dead_letter_topic"])
+    assert [(r.key, r.value) for r in dead] == [(b"keyed", b"keyed, not json")]
+
+
 # -- 3. raw Avro ------------------------------------------------------------------------------------------------
 
 

@@ -383,3 +383,20 @@ def test_an_unreadable_file_is_a_config_error(tmp_path: Path, kind: str) -> None
         path.write_bytes("store: {database: r\xe9sum\xe9}\n".encode("latin-1"))
     with pytest.raises(ConfigError, match=f"{re.escape(str(path))}: cannot read the configuration file"):
         load_config(path, environ={})
+
+
+def test_the_group_instance_id_comes_from_the_environment_as_the_pod_name_would(tmp_path: Path) -> None:
+    assert load(tmp_path, {}).kafka.group_instance_id is None  # dynamic membership by default
+    config = load(tmp_path, {}, {"DRIFTLINE__KAFKA__GROUP_INSTANCE_ID": "driftline-7f9c4-0"})
+    assert config.kafka.group_instance_id == "driftline-7f9c4-0"
+    assert "kafka.group_instance_id" in error(tmp_path, {"kafka": {"group_instance_id": "pod 0"}})
+
+
+def test_topic_creation_settings(tmp_path: Path) -> None:
+    config = load(tmp_path, {"kafka": {"create_topics": True, "new_topics": {
+        "partitions": 6, "replication_factor": 3, "config": {"max.message.bytes": "4194304"}}}})
+    assert config.kafka.create_topics and config.kafka.new_topics.partitions == 6
+    assert config.kafka.new_topics.config == {"max.message.bytes": "4194304"}
+    assert load(tmp_path, {}).kafka.create_topics is False
+    assert "kafka.new_topics.partitions" in error(tmp_path, {"kafka": {"new_topics": {"partitions": 0}}})
+    assert "replication_factor" in error(tmp_path, {"kafka": {"new_topics": {"replication_factor": 0}}})

@@ -104,6 +104,15 @@ def test_kserve_binary_v1_request_and_response_share_the_event_id() -> None:
     assert [r["score"] for r in response] == [1, 1]
 
 
+def test_kserve_without_ce_time_takes_the_kafka_timestamp_as_documented() -> None:
+    """docs/events.md: ``ce_time`` is optional in CloudEvents; without it the event time is the message's
+    Kafka timestamp (the logger's produce time, or the broker's append time)."""
+    headers = {k: v for k, v in KSERVE_HEADERS.items() if k != "ce_time"}
+    request = kserve_cloudevent(view({"instances": [[6.8, 2.8, 4.8, 1.4]]}, key=None, timestamp=T0 + 5,
+                                     headers={**headers, "ce_type": b"org.kubeflow.serving.inference.request"}), IRIS)
+    assert request[0]["event_time"] == T0 + 5
+
+
 def test_kserve_structured_v2_request() -> None:
     event = {"specversion": "1.0", "type": "org.kubeflow.serving.inference.request", "id": "abc",
              "source": "http://localhost:9081/", "time": "2026-01-01T00:00:00Z",
