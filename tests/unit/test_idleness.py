@@ -144,8 +144,14 @@ class MemoryPublisher:
     def rollback(self, request: Any) -> None:
         pass
 
+    def version_change(self, change: Any) -> None:
+        pass
+
     def dead_letter(self, *_: Any, **__: Any) -> None:
         raise AssertionError("no dead letters expected")
+
+    def take_undeliverable(self) -> list[Any]:
+        return []
 
     def flush(self, timeout_s: float = 30.0) -> None:
         pass
