@@ -20,6 +20,7 @@ from confluent_kafka import KafkaError, TopicPartition
 
 from driftline.config import Config
 from driftline.connectors.kafka import KafkaSource, partition_name
+from driftline.connectors.kafka_log import RepeatLimiter
 from driftline.connectors.partitions import PartitionBook, PartitionState
 from driftline.connectors.profiles import save_profile
 from driftline.engine.profile import build_profile
@@ -85,6 +86,7 @@ class InMemorySource(KafkaSource):
         self.assigned, self.start_offsets, self.paused, self.held, self.unreachable = set(), {}, False, set(), 0
         self.before_assign = self.before_revoke = None
         self.book = PartitionBook(config.kafka.idle_after / 1000)
+        self._error_lines = RepeatLimiter()
         self.expected = set(NAMES)
         self.log: dict[int, list[bytes]] = {p: [] for p in range(3)}
         self.position = {p: 0 for p in range(3)}
