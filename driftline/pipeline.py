@@ -6,7 +6,7 @@ profile, feeds the model's monitor, folds closed windows through the decider in 
 and writes windows, late counts, alerts, rollback requests and audit entries to the store.
 
 Delivery order, per batch (the store is written before anything is reported as done):
-1. windows, late counts; 2. alerts, rollback requests; 3. audit entries; 4. the caller may then
+1. windows, late counts; 2. alerts, rollback requests, change detections; 3. audit entries; 4. the caller may then
 commit its source position. Every insert is idempotent, so a batch replayed after a crash between
 1 and 4 leaves one copy.
 
@@ -51,8 +51,8 @@ class StepResult:
     alerts: list[AlertEvent] = field(default_factory=list)
     rollbacks: list[RollbackRequest] = field(default_factory=list)
     bad: list[BadEvent] = field(default_factory=list)
-    detections: list[tuple[str, str, int, ChangeDetection]] = field(default_factory=list)
-    """Early warnings of the score change watch: (model, version, newest event time of the batch, detection)."""
+    detections: list[ChangeDetection] = field(default_factory=list)
+    """Early warnings of the score change watch (each names its model, version and event time)."""
 
 
 @dataclass
@@ -92,7 +92,10 @@ class Pipeline:
                 if (profile.model, profile.model_version) != (model.name, version):
                     raise ConfigError(f"models.{model.name}.references.{version}: {path} profiles "
                                       f"{profile.model} {profile.model_version}, not {model.name} {version}")
-                self.monitors[(model.name, version)] = ModelMonitor(profile, spec, assessment_policy(model))
+                watch = model.policy.change_watch
+                self.monitors[(model.name, version)] = ModelMonitor(
+                    profile, spec, assessment_policy(model), watch_score=watch.enabled,
+                    watch_significance_level=watch.significance_level)
 
     def process(self, events: Events, bad: list[BadEvent] | None = None, now_ms: int | None = None,
                 partitioned: bool = False) -> StepResult:
@@ -193,9 +196,7 @@ class Pipeline:
             if self.store is not None and update.late:
                 self.store.write_late(key[0], key[1], self.late.running(key, update.late))
             step.reports.extend(update.reports)
-            if update.detections:
-                newest = int(group.event_time.max())
-                step.detections.extend((key[0], key[1], newest, d) for d in update.detections)
+            step.detections.extend(update.detections)
 
     def _refuse_future(self, events: Events, step: StepResult, now_ms: int | None) -> Events:
         """Refuse events stamped more than ``windows.max_future`` ahead, before they can move a watermark
@@ -244,6 +245,7 @@ def decide_and_persist(step: StepResult, deciders: Mapping[str, Decider],
         store.write_windows(features[key], [r for r in step.reports if (r.window.model, r.window.model_version) == key])
     store.write_alerts(step.alerts)
     store.write_rollbacks(step.rollbacks)
+    store.write_detections(step.detections)
     store.audit(audit_entries(step))
 
 
@@ -332,9 +334,13 @@ def audit_entries(step: StepResult) -> list[AuditEntry]:
                           json.dumps({"rows": r.window.rows, "severity": r.assessment.severity,
                                       "drifted": [n for n, f in r.assessment.features.items() if f.severity != "ok"]},
                                      sort_keys=True), r.window.reference_hash) for r in step.reports]
-    entries += [AuditEntry(f"changewatch.{d.detector}", time_ms, model, version, "", f"chunk {d.chunk}",
-                           json.dumps({"chunk": d.chunk, "chunk_mean": d.chunk_mean}, sort_keys=True))
-                for model, version, time_ms, d in step.detections]
+    entries += [AuditEntry(f"changewatch.{d.detector}", d.event_time_ms or 0, d.model, d.model_version, "",
+                           d.detection_id,
+                           json.dumps({"event_index": d.index, "change_index": d.change_index,
+                                       "before_mean": d.before_mean, "after_mean": d.after_mean,
+                                       "before_count": d.before_count, "after_count": d.after_count,
+                                       "bound": d.bound}, sort_keys=True), d.reference_hash)
+                for d in step.detections]
     entries += [AuditEntry(f"alert.{a.kind}", a.window.end_ms, a.window.model, a.window.model_version,
                            a.window.window_id, a.alert_id,
                            json.dumps({"subject": a.subject, "severity": a.severity,

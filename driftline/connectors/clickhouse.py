@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from driftline import __version__
+from driftline.engine.changewatch import ChangeDetection
 from driftline.engine.features import FeatureSet
 from driftline.engine.monitor import WindowReport
 from driftline.engine.policy import AlertEvent, RollbackRequest
@@ -193,6 +194,13 @@ class ClickHouseStore:
                  r.window.reference_hash] for r in requests]
         return self._insert("rollback_requests", ROLLBACK_COLUMNS, rows)
 
+    def write_detections(self, detections: Sequence[ChangeDetection]) -> int:
+        """The score change watch's detections (``change_detections``; ids are deterministic)."""
+        rows = [[d.detection_id, d.model, d.model_version, d.detector, _time(d.event_time_ms or 0), d.index,
+                 d.change_index, d.before_mean, d.after_mean, d.before_count, d.after_count, d.bound,
+                 d.reference_hash] for d in detections]
+        return self._insert("change_detections", DETECTION_COLUMNS, rows)
+
     def audit(self, entries: Sequence[AuditEntry], recorded_at: datetime | None = None) -> int:
         now = recorded_at or datetime.now(tz=UTC)
         rows = [[e.entry_id, now, _time(e.event_time_ms), e.action, e.actor, e.model, e.model_version, e.window_id,
@@ -272,6 +280,9 @@ ALERT_COLUMNS = ("alert_id", "kind", "model", "model_version", "subject", "role"
                  "breaches.severity", "reference_hash")
 ROLLBACK_COLUMNS = ("request_id", "model", "model_version", "alert_id", "subject", "severity", "status",
                     "suppressed_by", "window_id", "window_start", "window_end", "reference_hash")
+DETECTION_COLUMNS = ("detection_id", "model", "model_version", "detector", "event_time", "event_index",
+                     "change_index", "before_mean", "after_mean", "before_count", "after_count", "bound",
+                     "reference_hash")
 AUDIT_COLUMNS = ("entry_id", "recorded_at", "event_time", "action", "actor", "model", "model_version", "window_id",
                  "subject_id", "details", "reference_hash", "driftline_version")
 

@@ -35,6 +35,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from driftline import __version__
 from driftline.config import KafkaConfig
+from driftline.engine.changewatch import ChangeDetection
 from driftline.engine.policy import AlertEvent, RollbackRequest
 from driftline.errors import DriftlineError
 from driftline.events import BadEvent
@@ -44,6 +45,8 @@ log = logging.getLogger("driftline.kafka")
 
 ALERT_TYPE = "io.driftline.alert.v1"
 ROLLBACK_TYPE = "io.driftline.rollback.requested.v1"
+CHANGE_TYPE = "io.driftline.change.detected.v1"
+DATA_SCHEMAS = {ALERT_TYPE: "control_alert", ROLLBACK_TYPE: "control_rollback", CHANGE_TYPE: "control_change"}
 HEADER_ROOM = 65_536
 """Bytes the producer's message size limit leaves for key, headers and framing."""
 ORIGIN = re.compile(r"^(?P<topic>.+)\[(?P<partition>\d+)\]@(?P<offset>\d+)(?:#(?P<row>\d+))?$")
@@ -330,6 +333,7 @@ class Publisher:
                                   "message.max.bytes": self.dead_letter_cap + HEADER_ROOM})
         self._alert_schema = fastavro.parse_schema(json.loads(schema_text("control_alert.avsc")))
         self._rollback_schema = fastavro.parse_schema(json.loads(schema_text("control_rollback.avsc")))
+        self._change_schema = fastavro.parse_schema(json.loads(schema_text("control_change.avsc")))
         self._errors: list[KafkaError] = []
 
     def dead_letter(self, bad: BadEvent, payload: bytes | None = None, key: bytes | None = None,
@@ -376,6 +380,18 @@ class Publisher:
         self._produce(self.config.control_topic, _avro(self._rollback_schema, record), request.model.encode(),
                       _cloudevent(ROLLBACK_TYPE, request.request_id, request.model,
                                   f"{request.model}/{request.model_version}", w.end_ms))
+
+    def change(self, detection: ChangeDetection) -> None:
+        """An early warning of the score change watch (it asks for nothing)."""
+        d = detection
+        record = {"detection_id": d.detection_id, "model": d.model, "model_version": d.model_version,
+                  "detector": d.detector, "event_time": d.event_time_ms or 0, "event_index": d.index,
+                  "change_index": d.change_index, "before_mean": d.before_mean, "after_mean": d.after_mean,
+                  "before_count": d.before_count, "after_count": d.after_count, "bound": d.bound,
+                  "reference_hash": d.reference_hash}
+        self._produce(self.config.control_topic, _avro(self._change_schema, record), d.model.encode(),
+                      _cloudevent(CHANGE_TYPE, d.detection_id, d.model, f"{d.model}/{d.model_version}/score",
+                                  d.event_time_ms or 0))
 
     def partial(self, key: bytes, value: bytes) -> None:
         """A partials record (two-stage service: :mod:`driftline.stage`) to ``kafka.partials_topic``."""
@@ -429,5 +445,5 @@ def _cloudevent(kind: str, event_id: str, model: str, subject: str, time_ms: int
         ("ce_subject", subject.encode()),
         ("ce_time", datetime.fromtimestamp(time_ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z").encode()),
         ("content-type", b"application/avro"),
-        ("ce_dataschema", f"/schemas/{'control_alert' if kind == ALERT_TYPE else 'control_rollback'}.avsc".encode()),
+        ("ce_dataschema", f"/schemas/{DATA_SCHEMAS[kind]}.avsc".encode()),
     ]

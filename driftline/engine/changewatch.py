@@ -41,6 +41,7 @@ True
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -84,6 +85,14 @@ class ChangeDetection:
     """ADWIN's ``ε`` for that cut: ``|μ0 − μ1|`` exceeded it."""
     model: str = ""
     model_version: str = ""
+    reference_hash: str = ""
+    """The reference profile of the model version watched (filled in by the monitor)."""
+
+    @property
+    def detection_id(self) -> str:
+        """Deterministic: the same stream gives the same id, so a replay or restart is idempotent."""
+        key = "\x1f".join(("change", self.model, self.model_version, self.detector, str(self.index)))
+        return hashlib.sha256(key.encode()).hexdigest()[:32]
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

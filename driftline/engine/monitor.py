@@ -19,7 +19,7 @@ and the score change watch. The stateful decisions across the fleet are the :cla
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -71,7 +71,7 @@ def evaluate_counts(features: FeatureSet, counts: Counts, policy: AssessmentPoli
 
 class ModelMonitor:
     def __init__(self, profile: ReferenceProfile, spec: WindowSpec, policy: AssessmentPolicy | None = None,
-                 watch_score: bool = True) -> None:
+                 watch_score: bool = True, watch_significance_level: float = 0.002) -> None:
         self.features = FeatureSet(profile)
         self.state = WindowState(self.features, spec)
         self.policy = policy or AssessmentPolicy()
@@ -79,7 +79,9 @@ class ModelMonitor:
         """Recently closed windows by end time: the drift baselines of the windows still to close."""
         score = profile.score
         self._score_name = score.name if score is not None else None
-        self.watch = ScoreChangeWatch() if watch_score and score is not None else None
+        self._watch_level = watch_significance_level
+        self.watch = ScoreChangeWatch(watch_significance_level) if watch_score and score is not None else None
+        """ADWIN on the score stream between window closes (:mod:`driftline.engine.changewatch`)."""
         self._reference = self.features.reference()
         self._roles = _roles(profile)
 
@@ -93,7 +95,11 @@ class ModelMonitor:
         detections: list[ChangeDetection] = []
         scores = columns.get(self._score_name) if self._score_name is not None else None
         if self.watch is not None and scores is not None and result.accepted:
-            detections = self.watch.update(np.asarray(scores)[result.accepted_rows]).detections
+            rows = result.accepted_rows
+            found = self.watch.update(np.asarray(scores)[rows], np.asarray(event_time_ms)[rows]).detections
+            profile = self.features.profile
+            detections = [replace(d, model=profile.model, model_version=profile.model_version,
+                                  reference_hash=profile.content_hash) for d in found]
         reports = [self.evaluate(w) for w in result.closed]
         return MonitorUpdate(result.accepted, reports, result.late, result.rejected, detections)
 
@@ -121,12 +127,21 @@ class ModelMonitor:
         return WindowReport(window, skew, drift, assess(skew, self._roles, self.policy), baseline)
 
     def snapshot(self) -> dict[str, Any]:
-        return {"window_state": self.state.snapshot(),
-                "recent": [{"start_ms": w.start_ms, "end_ms": w.end_ms, "counts": w.counts.tolist()}
-                           for w in self.recent.values()]}
+        data: dict[str, Any] = {
+            "window_state": self.state.snapshot(),
+            "recent": [{"start_ms": w.start_ms, "end_ms": w.end_ms, "counts": w.counts.tolist()}
+                       for w in self.recent.values()]}
+        if self.watch is not None:
+            data["watch"] = self.watch.snapshot().as_dict()
+        return data
 
     def restore(self, data: Mapping[str, Any]) -> None:
         self.state = WindowState.restore(self.features, data["window_state"])
+        if self.watch is not None:  # a checkpoint without the watch, or with other settings: a fresh watch
+            fresh = ScoreChangeWatch(self._watch_level)
+            saved = data.get("watch")
+            same = saved is not None and tuple(saved["settings"]) == fresh.snapshot().settings
+            self.watch = ScoreChangeWatch.restore(saved) if saved is not None and same else fresh
         profile = self.features.profile
         self.recent = {}
         for w in data.get("recent", []):
