@@ -122,6 +122,7 @@ class Pipeline:
             carried = monitor.state.source_marks.keys()
             holding = fresh | (active & carried) | (carried - assigned)
             step.reports.extend(monitor.hold(frozenset(holding)))
+            step.detections.extend(monitor.take_detections())
         self._decide_and_persist(step)
         return step
 
@@ -132,6 +133,7 @@ class Pipeline:
         self._unjoined(rest.unmatched_requests, rest.unmatched_responses, rest.duplicates, rest.mismatched, step)
         for monitor in self.monitors.values():
             step.reports.extend(monitor.flush())
+            step.detections.extend(monitor.take_detections())
         self._decide_and_persist(step)
         return step
 

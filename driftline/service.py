@@ -360,6 +360,7 @@ class Service:
             result.reports += released.reports
             result.alerts += released.alerts
             result.rollbacks += released.rollbacks
+            result.detections += released.detections
         for event in result.alerts:
             self.publisher.alert(event)
         for request in result.rollbacks:
