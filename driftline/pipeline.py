@@ -232,8 +232,18 @@ def decide_and_persist(step: StepResult, deciders: Mapping[str, Decider],
     """Fold the step's windows through the deciders in order of window end, count, and write windows,
     alerts, rollback requests and audit entries to the store (in that order; every insert idempotent)."""
     step.reports.sort(key=lambda r: (r.window.end_ms, r.window.model, r.window.model_version))
-    for report in step.reports:
-        alerts, rollbacks = deciders[report.window.model].step(report.ref, report.assessment)
+    # Windows and change detections in order of event time (a window before a detection at its end):
+    # both come out as the watermark passes them, so this order is the same however batches are cut.
+    decisions: list[tuple[tuple[int, int, str, str, int], WindowReport | ChangeDetection]] = [
+        ((r.window.end_ms, 0, r.window.model, r.window.model_version, 0), r) for r in step.reports]
+    decisions += [((d.event_time_ms or 0, 1, d.model, d.model_version, d.index), d) for d in step.detections]
+    decisions.sort(key=lambda item: item[0])
+    for _, item in decisions:
+        if isinstance(item, ChangeDetection):
+            step.rollbacks.extend(deciders[item.model].change(item.model, item.model_version, item.detection_id,
+                                                              item.event_time_ms or 0, item.reference_hash))
+            continue
+        alerts, rollbacks = deciders[item.window.model].step(item.ref, item.assessment)
         step.alerts.extend(alerts)
         step.rollbacks.extend(rollbacks)
     totals.windows += len(step.reports)
@@ -370,5 +380,6 @@ def decision_policies(config: Config, model: ModelConfig) -> tuple[AlertPolicy, 
     return (AlertPolicy(consecutive=p.consecutive, resolve_after=p.resolve_after),
             RollbackPolicy(triggers=dict(p.rollback_on), cooldown_ms=p.cooldown, daily_cap=p.daily_cap,
                            breaker_models=fleet.breaker_models, breaker_window_ms=fleet.breaker_window,
-                           dry_run=fleet.dry_run, kill_switch=fleet.kill_switch))
+                           dry_run=fleet.dry_run, kill_switch=fleet.kill_switch,
+                           on_change_detection=p.change_watch.rollback))
 

@@ -32,7 +32,8 @@ from .conftest import (
 pytestmark = pytest.mark.integration
 
 Profiles = dict[tuple[str, str], Path]
-ALL_TABLES = {"schema_version", "windows", "late_events", "alerts", "rollback_requests", "audit_log", "checkpoints"}
+ALL_TABLES = {"schema_version", "windows", "late_events", "alerts", "rollback_requests", "audit_log", "checkpoints",
+              "change_detections"}
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +65,7 @@ def test_schema_is_created_from_empty_and_reapplied_idempotently(tmp_path: Path,
         assert engines == {"schema_version": "ReplacingMergeTree", "windows": "ReplacingMergeTree",
                            "late_events": "ReplacingMergeTree", "alerts": "ReplacingMergeTree",
                            "rollback_requests": "ReplacingMergeTree", "audit_log": "ReplacingMergeTree",
-                           "checkpoints": "ReplacingMergeTree"}
+                           "checkpoints": "ReplacingMergeTree", "change_detections": "ReplacingMergeTree"}
         config = load(write_config(tmp_path / "cfg", profiles, dsn=f"chdb://{path}"))
         events = write_jsonl(scoring_events(hours=2, per_hour=300, fraud=False), tmp_path / "e.jsonl")
         replay(config, [events], store=store)

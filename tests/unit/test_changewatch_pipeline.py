@@ -21,6 +21,7 @@ T0 = 1_767_225_600_000
 
 def config(tmp_path: Path, **watch: object) -> Config:
     profile = small_profile()
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "m-1.json"
     save_profile(profile, path)
     return Config.model_validate({
@@ -95,3 +96,20 @@ def test_the_watch_can_be_switched_off(tmp_path: Path) -> None:
     pipeline = Pipeline(config(tmp_path, enabled=False), None)
     detections, _ = run(pipeline, events(30_000, shift_at=20_000), [])
     assert detections == []
+
+
+def test_a_detection_asks_for_a_rollback_only_when_the_policy_says_so(tmp_path: Path) -> None:
+    batch = events(30_000, shift_at=20_000)
+    quiet = Pipeline(config(tmp_path / "off"), None)
+    steps = [quiet.process(batch)]
+    assert steps[0].detections and not [r for s in steps for r in s.rollbacks if r.alert_id ==
+                                        steps[0].detections[0].detection_id]
+    acting = Pipeline(config(tmp_path / "on", rollback=True), None)
+    step = acting.process(batch)
+    first = step.detections[0]
+    requests = [r for r in step.rollbacks if r.alert_id == first.detection_id]
+    assert len(requests) == 1
+    request = requests[0]
+    assert (request.model, request.model_version, request.subject) == ("m", "1", "score")
+    assert request.status == "dry_run"  # the fleet's guards still apply (dry-run is on by default)
+    assert request.window.end_ms == first.event_time_ms
