@@ -59,8 +59,8 @@ variance of such values overflows for good."""
 CHECK_ROWS = 2_048
 """Checks evaluated per array expression (bounds the temporary arrays of a very large batch)."""
 
-GROUPED_SHIFT = 7
-"""Levels from this one up (cut steps of 2^7 = 128 values and more) are screened once per run of checks
+GROUPED_SHIFT = 9
+"""Levels from this one up (cut steps of 2^9 = 512 values and more) are screened once per run of checks
 that share their cuts, instead of at every check."""
 
 
