@@ -59,11 +59,6 @@ variance of such values overflows for good."""
 CHECK_ROWS = 2_048
 """Checks evaluated per array expression (bounds the temporary arrays of a very large batch)."""
 
-GROUPED_SHIFT = 9
-"""Levels from this one up (cut steps of 2^9 = 512 values and more) are screened once per run of checks
-that share their cuts, instead of at every check."""
-
-
 @dataclass(frozen=True)
 class ChangeDetection:
     detector: str
@@ -260,28 +255,24 @@ class ScoreChangeWatch:
         log_term = np.log(2.0 * np.log(n) / self.significance_level)
         scale = 2.0 * variance * log_term / n
         nn, mm, ss = n[:, None], mean[:, None], scale[:, None]
-        # Levels below GROUPED_SHIFT: every check against every cut.
-        low = min(levels, GROUPED_SHIFT - 1)
-        prefix_low = windows[first[:, :low]].reshape(len(checks), -1)
-        f0_low = (base[:, :low].astype(np.float64)[..., None] - ranks * steps[:low, None]).reshape(len(checks), -1)
+        prefix_far = windows[first].reshape(len(checks), -1)
+        f0_far = (base.astype(np.float64)[..., None] - ranks * steps[:, None]).reshape(len(checks), -1)
+        # Levels whose every cut leaves n0 >= lmin at the first (smallest) check need no mask.
+        valid = int(np.searchsorted(-(base[0] - (m - 1) * steps), -lmin, side="right")) * m
         candidate = np.zeros(len(checks), dtype=bool)
-        for prefix, f0 in ((prefix_near, f0_near), (prefix_low, f0_low)):
-            if f0.size:
-                d = prefix - f0 * mm
-                candidate |= ((d * d > (f0 * (nn - f0)) * ss) & (f0 >= lmin)).any(axis=1)
-        # Higher levels: a level's cuts stay put for 2^k / clock checks in a row, so each such run is
-        # screened once, with the run's extremes of μ and of the scale (its first check has the smallest n).
-        for j in range(low, levels):
-            starts = np.flatnonzero(np.diff(base[:, j], prepend=base[0, j] - 1))
-            mean_lo, mean_hi = np.minimum.reduceat(mean, starts), np.maximum.reduceat(mean, starts)
-            prefix = windows[first[starts, j]]
-            f0 = base[starts, j].astype(np.float64)[:, None] - ranks * float(steps[j])
-            d = np.maximum(np.abs(prefix - f0 * mean_lo[:, None]), np.abs(prefix - f0 * mean_hi[:, None]))
-            rhs = f0 * (n[starts][:, None] - f0) * np.minimum.reduceat(scale, starts)[:, None]
-            runs = ((d * d > rhs) & (f0 >= lmin)).any(axis=1)
-            if runs.any():
-                lengths = np.diff(np.append(starts, len(checks)))
-                candidate |= np.repeat(runs, lengths)
+        for prefix, f0, masked in ((prefix_near, f0_near, f0_near.shape[1]), (prefix_far, f0_far, valid)):
+            if not f0.size:
+                continue
+            d = np.multiply(f0, mm)
+            np.subtract(prefix, d, out=d)
+            np.multiply(d, d, out=d)
+            rhs = np.subtract(nn, f0)
+            np.multiply(rhs, f0, out=rhs)
+            np.multiply(rhs, ss, out=rhs)
+            passes = np.greater(d, rhs)
+            if masked < f0.shape[1]:
+                passes[:, masked:] &= f0[:, masked:] >= lmin
+            candidate |= passes.any(axis=1)
         for row in np.flatnonzero(candidate).tolist():
             prefix_row = np.concatenate((prefix_near[row], windows[first[row]].ravel()))
             f0_row = np.concatenate((f0_near[row], (base[row].astype(np.float64)[:, None]

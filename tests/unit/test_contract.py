@@ -392,17 +392,6 @@ def test_score_change_watch_fires_where_rivers_adwin_fires(shift: float) -> None
     assert ours == river_at
 
 
-def test_score_change_watch_screen_of_long_levels_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
-    import driftline.engine.changewatch as changewatch
-
-    rng = np.random.default_rng(3)
-    scores = np.concatenate((rng.beta(2, 5, 60_000), rng.beta(2.2, 5, 20_000), rng.beta(2, 5, 20_000)))
-    screened = [d.as_dict() for d in ScoreChangeWatch().update(scores).detections]
-    monkeypatch.setattr(changewatch, "GROUPED_SHIFT", 64)
-    assert [d.as_dict() for d in ScoreChangeWatch().update(scores).detections] == screened
-    assert screened
-
-
 def test_score_change_watch_is_quiet_without_a_change_and_fires_after_one() -> None:
     rng = np.random.default_rng(0)
     watch = ScoreChangeWatch()
