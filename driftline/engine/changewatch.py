@@ -33,7 +33,7 @@ The state is a handful of integers and about ``m · log2(|W| / m)`` prefix posit
 []
 >>> found = watch.update(rng.beta(2.6, 5, 8_000)).detections
 >>> [(d.detector, d.index, round(d.before_mean, 3), round(d.after_mean, 3)) for d in found]
-[('adwin', 64255, 0.286, 0.343)]
+[('adwin', 64255, 0.286, 0.352)]
 >>> restored = ScoreChangeWatch.restore(watch.snapshot())
 >>> restored.snapshot() == watch.snapshot()
 True
