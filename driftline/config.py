@@ -112,6 +112,17 @@ class ThresholdConfig(_Strict):
         return self
 
 
+class ChangeWatchConfig(_Strict):
+    """The score change watch between window closes (driftline.engine.changewatch: ADWIN, batch-native)."""
+
+    enabled: bool = True
+    significance_level: float = Field(0.002, gt=0, lt=1)
+    """ADWIN's δ (river's ``delta``): smaller is fewer false alarms and later detections."""
+    rollback: bool = False
+    """Whether a detection also asks for a rollback (through the same guards as a window's: kill switch,
+    cooldown, daily cap, circuit breaker, dry-run). Off: a detection is an early warning only."""
+
+
 class PolicyConfig(_Strict):
     min_samples: int = Field(500, ge=1)
     drift_share: float = Field(0.5, gt=0, le=1)
@@ -124,6 +135,7 @@ class PolicyConfig(_Strict):
         default_factory=lambda: {"score": "critical", "decision": "critical", "dataset": "critical"})
     cooldown: DurationMs = 6 * 3_600_000
     daily_cap: int = Field(2, ge=0)
+    change_watch: ChangeWatchConfig = ChangeWatchConfig()
 
 
 class ModelConfig(_Strict):

@@ -8,8 +8,9 @@ version switches are tracked too (:mod:`driftline.version_tracking`): a version 
 is recorded, and the first windows of a new version are judged against the version it replaced.
 
 Delivery order, per batch (the store is written before anything is reported as done):
-1. windows, late counts; 2. alerts, rollback requests, version changes; 3. audit entries; 4. the
-caller may then commit its source position. Every insert is idempotent, so a batch replayed after a crash between
+1. windows, late counts; 2. alerts, rollback requests, change detections, version changes; 3. audit
+entries; 4. the caller may then commit its source position. Every insert is idempotent, so a batch replayed
+after a crash between
 1 and 4 leaves one copy.
 
 Nothing is dropped: an event that fails validation, belongs to a model version without a reference
@@ -55,8 +56,8 @@ class StepResult:
     alerts: list[AlertEvent] = field(default_factory=list)
     rollbacks: list[RollbackRequest] = field(default_factory=list)
     bad: list[BadEvent] = field(default_factory=list)
-    detections: list[tuple[str, str, int, ChangeDetection]] = field(default_factory=list)
-    """Early warnings of the score change watch: (model, version, newest event time of the batch, detection)."""
+    detections: list[ChangeDetection] = field(default_factory=list)
+    """Early warnings of the score change watch (each names its model, version and event time)."""
     presence: list[tuple[str, str, int, int]] = field(default_factory=list)
     """(model, version, oldest, newest accepted event time) of each model version the batch fed."""
     version_changes: list[VersionChange] = field(default_factory=list)
@@ -101,7 +102,10 @@ class Pipeline:
                 if (profile.model, profile.model_version) != (model.name, version):
                     raise ConfigError(f"models.{model.name}.references.{version}: {path} profiles "
                                       f"{profile.model} {profile.model_version}, not {model.name} {version}")
-                self.monitors[(model.name, version)] = ModelMonitor(profile, spec, assessment_policy(model))
+                watch = model.policy.change_watch
+                self.monitors[(model.name, version)] = ModelMonitor(
+                    profile, spec, assessment_policy(model), watch_score=watch.enabled,
+                    watch_significance_level=watch.significance_level)
         self.versions = VersionTracker(config, self.monitors)
 
     def process(self, events: Events, bad: list[BadEvent] | None = None, now_ms: int | None = None,
@@ -130,6 +134,7 @@ class Pipeline:
             carried = monitor.state.source_marks.keys()
             holding = fresh | (active & carried) | (carried - assigned)
             step.reports.extend(monitor.hold(frozenset(holding)))
+            step.detections.extend(monitor.take_detections())
         self._decide_and_persist(step)
         return step
 
@@ -140,6 +145,7 @@ class Pipeline:
         self._unjoined(rest.unmatched_requests, rest.unmatched_responses, rest.duplicates, rest.mismatched, step)
         for monitor in self.monitors.values():
             step.reports.extend(monitor.flush())
+            step.detections.extend(monitor.take_detections())
         self._decide_and_persist(step)
         return step
 
@@ -209,9 +215,7 @@ class Pipeline:
             if self.store is not None and update.late:
                 self.store.write_late(key[0], key[1], self.late.running(key, update.late))
             step.reports.extend(update.reports)
-            if update.detections:
-                newest = int(group.event_time.max())
-                step.detections.extend((key[0], key[1], newest, d) for d in update.detections)
+            step.detections.extend(update.detections)
 
     def _refuse_future(self, events: Events, step: StepResult, now_ms: int | None) -> Events:
         """Refuse events stamped more than ``windows.max_future`` ahead, before they can move a watermark
@@ -247,13 +251,23 @@ def decide_and_persist(step: StepResult, deciders: Mapping[str, Decider],
     audit entries to the store (in that order; every insert idempotent)."""
     step.reports.sort(key=lambda r: (r.window.end_ms, r.window.model, r.window.model_version))
     ends = versions.track(step) if versions is not None else [[] for _ in step.reports]
-    for report, ended in zip(step.reports, ends, strict=True):
-        decider = deciders[report.window.model]
-        alerts, rollbacks = decider.step(report.ref, report.assessment)
+    # Windows and change detections in order of event time (a window before a detection at its end):
+    # both come out as the watermark passes them, so this order is the same however batches are cut.
+    decisions: list[tuple[tuple[int, int, str, str, int], WindowReport | ChangeDetection]] = [
+        ((r.window.end_ms, 0, r.window.model, r.window.model_version, i), r) for i, r in enumerate(step.reports)]
+    decisions += [((d.event_time_ms or 0, 1, d.model, d.model_version, d.index), d) for d in step.detections]
+    decisions.sort(key=lambda item: item[0])
+    for order, item in decisions:
+        if isinstance(item, ChangeDetection):
+            step.rollbacks.extend(deciders[item.model].change(item.model, item.model_version, item.detection_id,
+                                                              item.event_time_ms or 0, item.reference_hash))
+            continue
+        decider = deciders[item.window.model]
+        alerts, rollbacks = decider.step(item.ref, item.assessment)
         step.alerts.extend(alerts)
         step.rollbacks.extend(rollbacks)
         if versions is not None:
-            step.alerts.extend(versions.decide(decider, report, ended))
+            step.alerts.extend(versions.decide(decider, item, ends[order[4]]))
     totals.windows += len(step.reports)
     totals.alerts += len(step.alerts)
     totals.rollbacks += len(step.rollbacks)
@@ -266,6 +280,8 @@ def decide_and_persist(step: StepResult, deciders: Mapping[str, Decider],
         store.write_windows(features[key], [r for r in step.reports if (r.window.model, r.window.model_version) == key])
     store.write_alerts(step.alerts)
     store.write_rollbacks(step.rollbacks)
+    if step.detections:
+        store.write_detections(step.detections)
     if step.version_changes:  # (never in stage 2 of the two-stage service: docs/scaling.md)
         store.write_version_changes(step.version_changes)
     store.audit(audit_entries(step))
@@ -356,9 +372,13 @@ def audit_entries(step: StepResult) -> list[AuditEntry]:
                           json.dumps({"rows": r.window.rows, "severity": r.assessment.severity,
                                       "drifted": [n for n, f in r.assessment.features.items() if f.severity != "ok"]},
                                      sort_keys=True), r.window.reference_hash) for r in step.reports]
-    entries += [AuditEntry(f"changewatch.{d.detector}", time_ms, model, version, "", f"chunk {d.chunk}",
-                           json.dumps({"chunk": d.chunk, "chunk_mean": d.chunk_mean}, sort_keys=True))
-                for model, version, time_ms, d in step.detections]
+    entries += [AuditEntry(f"changewatch.{d.detector}", d.event_time_ms or 0, d.model, d.model_version, "",
+                           d.detection_id,
+                           json.dumps({"event_index": d.index, "change_index": d.change_index,
+                                       "before_mean": d.before_mean, "after_mean": d.after_mean,
+                                       "before_count": d.before_count, "after_count": d.after_count,
+                                       "bound": d.bound}, sort_keys=True), d.reference_hash)
+                for d in step.detections]
     entries += [AuditEntry(f"alert.{a.kind}", a.window.end_ms, a.window.model, a.window.model_version,
                            a.window.window_id, a.alert_id,
                            json.dumps({"subject": a.subject, "severity": a.severity,
@@ -412,5 +432,6 @@ def decision_policies(config: Config, model: ModelConfig) -> tuple[AlertPolicy, 
     return (AlertPolicy(consecutive=p.consecutive, resolve_after=p.resolve_after),
             RollbackPolicy(triggers=dict(p.rollback_on), cooldown_ms=p.cooldown, daily_cap=p.daily_cap,
                            breaker_models=fleet.breaker_models, breaker_window_ms=fleet.breaker_window,
-                           dry_run=fleet.dry_run, kill_switch=fleet.kill_switch))
+                           dry_run=fleet.dry_run, kill_switch=fleet.kill_switch,
+                           on_change_detection=p.change_watch.rollback))
 

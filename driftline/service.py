@@ -4,13 +4,14 @@ Delivery order of one batch, as :meth:`Service.step` does it:
 
 1. decode every message (raw Avro a batch at a time, :mod:`driftline.connectors.avro_events`); what
    cannot be decoded or validated becomes a bad event;
-2. run the pipeline, which writes windows, late counts, alerts, rollback requests and the audit
-   trail to the store (idempotent inserts) before it returns;
-3. produce the alerts, rollback requests and version changes to the control topic and the bad events to the
-   dead-letter topic, then flush the producer and check every record was acknowledged;
+2. run the pipeline, which writes windows, late counts, alerts, rollback requests, change detections,
+   version changes and the audit trail to the store (idempotent inserts) before it returns;
+3. produce the alerts, rollback requests, change detections (early warnings) and version changes to the
+   control topic and the bad events to the dead-letter topic, then flush the producer and check every
+   record was acknowledged;
 4. when ``kafka.checkpoint_interval`` has passed since the last one (and at every stop), write a
    checkpoint to the store: the offsets consumed so far and the state they leave (open windows, the
-   join's waiting halves, the decisions' history);
+   join's waiting halves, the decisions' history, the score change watch);
 5. only then commit those offsets, synchronously.
 
 A restart restores the newest checkpoint and starts each partition at its offsets: a crash before 4
@@ -382,12 +383,15 @@ class Service:
             result.alerts += released.alerts
             result.rollbacks += released.rollbacks
             result.version_changes += released.version_changes
+            result.detections += released.detections
         for event in result.alerts:
             self.publisher.alert(event)
         for request in result.rollbacks:
             self.publisher.rollback(request)
         for change in result.version_changes:
             self.publisher.version_change(change)
+        for detection in result.detections:
+            self.publisher.change(detection)
         if result.bad:
             self._dead_letter(batch, result.bad)
         self.publisher.flush(self.config.kafka.publish_timeout / 1000)

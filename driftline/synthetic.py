@@ -28,6 +28,8 @@ class Incident:
     new_channel: str | None = None
     """A channel (credit) or merchant category (fraud) the model never saw."""
     new_channel_share: float = 0.0
+    new_channel_score_shift: float = 0.0
+    """Added to the logit of the events in the new category (how the model scores a category it never saw)."""
     score_shift: float = 0.0
     """Added to the score's logit (a silent model-version switch)."""
 
@@ -95,6 +97,8 @@ def card_transactions(rng: np.random.Generator, n: int, incident: Incident = Inc
     logit = (-4.2 + 0.45 * (np.log(amount) - 3.6) + 0.5 * velocity_1h + 0.006 * distance_km
              + 0.8 * (channel == "ecommerce") + 0.6 * ((hour < 5) | (hour > 22)) + incident.score_shift
              + rng.normal(0, 0.4, n))
+    if incident.new_channel is not None and incident.new_channel_score_shift:
+        logit = logit + incident.new_channel_score_shift * (merchant == incident.new_channel)
     score = 1.0 / (1.0 + np.exp(-logit))
     decision = np.where(score < 0.3, "approve", np.where(score < 0.6, "challenge", "decline")).astype(object)
     return {"amount": amount, "hour_of_day": hour, "velocity_1h": velocity_1h, "distance_km": distance_km,
@@ -131,3 +135,82 @@ def _daily_profile() -> NDArray[np.float64]:
     hours = np.arange(24)
     weights = 0.3 + np.exp(-((hours - 13) ** 2) / 30.0) + 0.5 * np.exp(-((hours - 20) ** 2) / 8.0)
     return weights / weights.sum()
+
+
+# -- traffic for the score change watch (benchmarks/changewatch.py, tests) --------------------------------
+
+RATE_PER_HOUR = 1_500
+"""Scored events per model and hour in the change-watch traffic (one event every 2.4 s)."""
+
+AGRAWAL_SERVED, AGRAWAL_SWITCHED = 0, 4
+"""river's Agrawal classification functions: the version served, and the one silently switched to."""
+
+
+@dataclass(frozen=True)
+class ScoreStream:
+    """One model's seeded traffic: event times (epoch ms, one every 3600/RATE_PER_HOUR s), columns, and
+    where its incident starts (None: stationary)."""
+
+    model: str
+    event_time_ms: NDArray[np.int64]
+    columns: dict[str, NDArray[Any]]
+    incident_at: int | None
+    incident: str
+
+    @property
+    def scores(self) -> NDArray[np.float64]:
+        return np.asarray(self.columns["score"], dtype=np.float64)
+
+
+def change_traffic(seed: int, hours: float, incident_hour: float | None,
+                   rate_per_hour: int = RATE_PER_HOUR, start_ms: int = 1_767_225_600_000) -> dict[str, ScoreStream]:
+    """Three models' traffic with known incidents from ``incident_hour`` on (None: stationary):
+
+    * ``credit``: an upstream unit change — 6 % of applications (one source) report income in thousands;
+    * ``fraud``: a new merchant category (15 % of transactions), which the model scores +1 on the logit;
+    * ``agrawal``: river's Agrawal stream (``river.datasets.synth.Agrawal``); its score is the served
+      version's decision, and the served version silently switches from classification function 0 to 4.
+    """
+    n = int(hours * rate_per_hour)
+    at = None if incident_hour is None else int(incident_hour * rate_per_hour)
+    cut = n if at is None else at
+    times = start_ms + (np.arange(n, dtype=np.int64) * 3_600_000) // rate_per_hour
+    rng = np.random.default_rng(seed)
+    streams = {}
+
+    normal = credit_applications(rng, n)
+    unit = credit_applications(rng, n, Incident(income_unit=0.001))
+    affected = (np.arange(n) >= cut) & (rng.random(n) < 0.06)
+    credit = {k: np.where(affected, unit[k], v) for k, v in normal.items()}
+    streams["credit"] = ScoreStream("credit", times, credit, at, "income unit change on 6 % of applications")
+
+    before = card_transactions(rng, cut)
+    after = card_transactions(rng, n - cut, Incident(new_channel="crypto_exchange", new_channel_share=0.15,
+                                                      new_channel_score_shift=1.0))
+    fraud = {k: np.concatenate((before[k], after[k])) for k in before}
+    streams["fraud"] = ScoreStream("fraud", times, fraud, at, "new merchant category on 15 % of transactions")
+
+    streams["agrawal"] = ScoreStream("agrawal", times, agrawal_scores(seed, n, cut), at,
+                                     f"Agrawal function {AGRAWAL_SERVED} → {AGRAWAL_SWITCHED} (silent version switch)")
+    return streams
+
+
+def agrawal_scores(seed: int, n: int, switch_at: int) -> dict[str, NDArray[Any]]:
+    """river's Agrawal features, scored by function AGRAWAL_SERVED before ``switch_at`` and by
+    AGRAWAL_SWITCHED from then on (river generates one event at a time: about 0.1 ms each)."""
+    from river.datasets import synth  # river is needed only for this stream
+
+    columns: dict[str, list[Any]] = {}
+    labels = []
+    for function, count, offset in ((AGRAWAL_SERVED, switch_at, 0), (AGRAWAL_SWITCHED, n - switch_at, 1)):
+        for x, y in synth.Agrawal(classification_function=function, seed=seed + offset).take(count):
+            for key, value in x.items():
+                columns.setdefault(key, []).append(value)
+            labels.append(float(y))
+    out: dict[str, NDArray[Any]] = {k: np.asarray(v, dtype=np.float64) for k, v in columns.items()}
+    for key in ("elevel", "car", "zipcode"):  # codes, not quantities
+        if key in out:
+            out[key] = out[key].astype(np.int64).astype(str).astype(object)
+    out["score"] = np.asarray(labels, dtype=np.float64)
+    out["decision"] = np.where(out["score"] >= 0.5, "approve", "decline").astype(object)
+    return out

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from driftline import __version__
+from driftline.engine.changewatch import ChangeDetection
 from driftline.engine.features import FeatureSet
 from driftline.engine.monitor import WindowReport
 from driftline.engine.policy import AlertEvent, RollbackRequest
@@ -204,6 +205,13 @@ class ClickHouseStore:
                  _time(c.window_end_ms), _time(c.last_seen_ms), c.reference_hash, __version__] for c in changes]
         return self._insert("version_changes", VERSION_CHANGE_COLUMNS, rows)
 
+    def write_detections(self, detections: Sequence[ChangeDetection]) -> int:
+        """The score change watch's detections (``change_detections``; ids are deterministic)."""
+        rows = [[d.detection_id, d.model, d.model_version, d.detector, _time(d.event_time_ms or 0), d.index,
+                 d.change_index, d.before_mean, d.after_mean, d.before_count, d.after_count, d.bound,
+                 d.reference_hash] for d in detections]
+        return self._insert("change_detections", DETECTION_COLUMNS, rows)
+
     def audit(self, entries: Sequence[AuditEntry], recorded_at: datetime | None = None) -> int:
         now = recorded_at or datetime.now(tz=UTC)
         rows = [[e.entry_id, now, _time(e.event_time_ms), e.action, e.actor, e.model, e.model_version, e.window_id,
@@ -307,6 +315,9 @@ ROLLBACK_COLUMNS = ("request_id", "model", "model_version", "alert_id", "subject
 UNDELIVERABLE_COLUMNS = ("dead_letter_id", "dead_letter_topic", "origin", "source_topic", "source_partition",
                          "source_offset", "stage", "error_class", "reason", "value_bytes", "value_sha256", "key_bytes",
                          "delivery_error", "max_message_bytes", "driftline_version")
+DETECTION_COLUMNS = ("detection_id", "model", "model_version", "detector", "event_time", "event_index",
+                     "change_index", "before_mean", "after_mean", "before_count", "after_count", "bound",
+                     "reference_hash")
 AUDIT_COLUMNS = ("entry_id", "recorded_at", "event_time", "action", "actor", "model", "model_version", "window_id",
                  "subject_id", "details", "reference_hash", "driftline_version")
 

@@ -44,6 +44,7 @@ from driftline import __version__
 from driftline.config import KafkaConfig
 from driftline.connectors.kafka_log import LibrdkafkaLog, RepeatLimiter
 from driftline.connectors.partitions import Holding, PartitionBook, PartitionState
+from driftline.engine.changewatch import ChangeDetection
 from driftline.engine.policy import AlertEvent, RollbackRequest
 from driftline.engine.versions import VersionChange
 from driftline.errors import DriftlineError
@@ -55,8 +56,9 @@ log = logging.getLogger("driftline.kafka")
 ALERT_TYPE = "io.driftline.alert.v1"
 ROLLBACK_TYPE = "io.driftline.rollback.requested.v1"
 VERSION_CHANGE_TYPE = "io.driftline.version.changed.v1"
+CHANGE_TYPE = "io.driftline.change.detected.v1"
 DATASCHEMAS = {ALERT_TYPE: "control_alert.avsc", ROLLBACK_TYPE: "control_rollback.avsc",
-               VERSION_CHANGE_TYPE: "control_version_change.avsc"}
+               VERSION_CHANGE_TYPE: "control_version_change.avsc", CHANGE_TYPE: "control_change.avsc"}
 HEADER_ROOM = 65_536
 """Bytes the producer's message size limit leaves for key, headers and framing."""
 ORIGIN = re.compile(r"^(?P<topic>.+)\[(?P<partition>\d+)\]@(?P<offset>\d+)(?:#(?P<row>\d+))?$")
@@ -442,6 +444,7 @@ class Publisher:
         self._alert_schema = fastavro.parse_schema(json.loads(schema_text("control_alert.avsc")))
         self._rollback_schema = fastavro.parse_schema(json.loads(schema_text("control_rollback.avsc")))
         self._version_schema = fastavro.parse_schema(json.loads(schema_text("control_version_change.avsc")))
+        self._change_schema = fastavro.parse_schema(json.loads(schema_text("control_change.avsc")))
         self._errors: list[KafkaError] = []
         self._refused: list[tuple[_DeadLetter, KafkaError]] = []
         """Dead letters of this batch the broker refused for what they are (:data:`REFUSED_RECORD`)."""
@@ -547,6 +550,18 @@ class Publisher:
         self._produce(self.config.control_topic, _avro(self._version_schema, record), change.model.encode(),
                       _cloudevent(VERSION_CHANGE_TYPE, change.change_id, change.model,
                                   f"{change.model}/{change.to_version}", change.window_end_ms))
+
+    def change(self, detection: ChangeDetection) -> None:
+        """An early warning of the score change watch (it asks for nothing)."""
+        d = detection
+        record = {"detection_id": d.detection_id, "model": d.model, "model_version": d.model_version,
+                  "detector": d.detector, "event_time": d.event_time_ms or 0, "event_index": d.index,
+                  "change_index": d.change_index, "before_mean": d.before_mean, "after_mean": d.after_mean,
+                  "before_count": d.before_count, "after_count": d.after_count, "bound": d.bound,
+                  "reference_hash": d.reference_hash}
+        self._produce(self.config.control_topic, _avro(self._change_schema, record), d.model.encode(),
+                      _cloudevent(CHANGE_TYPE, d.detection_id, d.model, f"{d.model}/{d.model_version}/score",
+                                  d.event_time_ms or 0))
 
     def partial(self, key: bytes, value: bytes) -> None:
         """A partials record (two-stage service: :mod:`driftline.stage`) to ``kafka.partials_topic``."""

@@ -19,7 +19,7 @@ and the score change watch. The stateful decisions across the fleet are the :cla
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,10 @@ from driftline.engine.profile import ReferenceProfile
 from driftline.engine.rebin import onto
 from driftline.engine.stats import FeatureStats
 from driftline.engine.window import ClosedWindow, LateCount, WindowSpec, WindowState, window_id
+
+
+MAX_HELD_SCORES = 1_000_000
+"""Scores held for the watch until the watermark passes them, at most (the oldest go in beyond it)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -104,7 +108,7 @@ def evaluate_counts(features: FeatureSet, counts: Counts, policy: AssessmentPoli
 
 class ModelMonitor:
     def __init__(self, profile: ReferenceProfile, spec: WindowSpec, policy: AssessmentPolicy | None = None,
-                 watch_score: bool = True) -> None:
+                 watch_score: bool = True, watch_significance_level: float = 0.002) -> None:
         self.features = FeatureSet(profile)
         self.state = WindowState(self.features, spec)
         self.policy = policy or AssessmentPolicy()
@@ -112,7 +116,11 @@ class ModelMonitor:
         """Recently closed windows by end time: the drift baselines of the windows still to close."""
         score = profile.score
         self._score_name = score.name if score is not None else None
-        self.watch = ScoreChangeWatch() if watch_score and score is not None else None
+        self._watch_level = watch_significance_level
+        self.watch = ScoreChangeWatch(watch_significance_level) if watch_score and score is not None else None
+        """ADWIN on the score stream between window closes (:mod:`driftline.engine.changewatch`)."""
+        self._held_times, self._held_values = np.zeros(0, dtype=np.int64), np.zeros(0)
+        self.released: list[ChangeDetection] = []
         self._reference = self.features.reference()
         self._roles = _roles(profile)
 
@@ -128,24 +136,78 @@ class ModelMonitor:
     def update(self, event_time_ms: NDArray[np.int64], columns: Mapping[str, NDArray[Any]],
                now_ms: int | None = None, sources: NDArray[Any] | None = None) -> MonitorUpdate:
         result = self.state.update(event_time_ms, columns, now_ms, sources)
-        detections: list[ChangeDetection] = []
         scores = columns.get(self._score_name) if self._score_name is not None else None
         if self.watch is not None and scores is not None and result.accepted:
-            detections = self.watch.update(np.asarray(scores)[result.accepted_rows]).detections
+            rows = result.accepted_rows
+            self._hold_scores(np.asarray(event_time_ms)[rows], np.asarray(scores)[rows])
         reports = [self.evaluate(w) for w in result.closed]
-        return MonitorUpdate(result.accepted, reports, result.late, result.rejected, detections)
+        return MonitorUpdate(result.accepted, reports, result.late, result.rejected, self._watch())
 
     def flush(self) -> list[WindowReport]:
-        return [self.evaluate(w) for w in self.state.flush()]
+        """End of input: every window closes, every held score goes to the watch (its detections:
+        :meth:`take_detections`)."""
+        reports = [self.evaluate(w) for w in self.state.flush()]
+        self.released.extend(self._watch(final=True))
+        return reports
 
     def hold(self, sources: frozenset[str] | None) -> list[WindowReport]:
-        """Which sources the watermark waits for (see :meth:`WindowState.hold`); reports what closes."""
-        return [self.evaluate(w) for w in self.state.hold(sources)]
+        """Which sources the watermark waits for (see :meth:`WindowState.hold`); reports what closes
+        (and the watch's detections of the scores the watermark releases: :meth:`take_detections`)."""
+        reports = [self.evaluate(w) for w in self.state.hold(sources)]
+        self.released.extend(self._watch())
+        return reports
+
+    def take_detections(self) -> list[ChangeDetection]:
+        """The detections :meth:`hold` and :meth:`flush` released, once."""
+        out, self.released = self.released, []
+        return out
+
+    @property
+    def held_scores(self) -> int:
+        """Accepted scores not yet fed to the watch (newer than the watermark)."""
+        return len(self._held_times)
+
+    def _hold_scores(self, times: NDArray[np.int64], scores: NDArray[Any]) -> None:
+        values = np.asarray(scores, dtype=np.float64)
+        finite = np.isfinite(values)  # the watch skips the others anyway
+        self._held_times = np.concatenate((self._held_times, times[finite].astype(np.int64)))
+        self._held_values = np.concatenate((self._held_values, values[finite]))
+
+    def _watch(self, final: bool = False) -> list[ChangeDetection]:
+        """Feed the watch the held scores older than the watermark, in order of (event time, score).
+
+        The watermark waits for the slowest source, so no accepted score can be older than it later
+        (within the allowed lateness): the watch sees one order of the model version's scores, however
+        partitions interleave and batches are cut (a clean pass and a run restarted from checkpoints
+        agree). Beyond ``MAX_HELD_SCORES`` the oldest go in regardless (bounded memory)."""
+        if self.watch is None or not len(self._held_times):
+            return []
+        watermark = self.state.watermark
+        if final:
+            ready = np.ones(len(self._held_times), dtype=bool)
+        elif watermark is None:
+            ready = np.zeros(len(self._held_times), dtype=bool)
+        else:
+            ready = self._held_times < watermark
+        overflow = int(len(self._held_times) - MAX_HELD_SCORES)
+        if overflow > 0:
+            ready[np.argsort(self._held_times, kind="stable")[:overflow]] = True
+        if not ready.any():
+            return []
+        times, values = self._held_times[ready], self._held_values[ready]
+        order = np.lexsort((values, times))
+        self._held_times, self._held_values = self._held_times[~ready], self._held_values[~ready]
+        found = self.watch.update(values[order], times[order]).detections
+        profile = self.features.profile
+        return [replace(d, model=profile.model, model_version=profile.model_version,
+                        reference_hash=profile.content_hash) for d in found]
 
     def reset(self) -> None:
         """The state of a fresh monitor: no panes, no previous window, a new score watch."""
         self.state.reset()
         self.recent = {}
+        self._held_times, self._held_values = np.zeros(0, dtype=np.int64), np.zeros(0)
+        self.released = []
         if self.watch is not None:
             self.watch.reset()
 
@@ -159,12 +221,26 @@ class ModelMonitor:
         return WindowReport(window, skew, drift, assess(skew, self._roles, self.policy), baseline)
 
     def snapshot(self) -> dict[str, Any]:
-        return {"window_state": self.state.snapshot(),
-                "recent": [{"start_ms": w.start_ms, "end_ms": w.end_ms, "counts": w.counts.tolist()}
-                           for w in self.recent.values()]}
+        data: dict[str, Any] = {
+            "window_state": self.state.snapshot(),
+            "recent": [{"start_ms": w.start_ms, "end_ms": w.end_ms, "counts": w.counts.tolist()}
+                       for w in self.recent.values()]}
+        if self.watch is not None:
+            data["watch"] = self.watch.snapshot().as_dict()
+            data["watch_held"] = [self._held_times.tolist(), self._held_values.tolist()]
+        return data
 
     def restore(self, data: Mapping[str, Any]) -> None:
         self.state = WindowState.restore(self.features, data["window_state"])
+        if self.watch is not None:  # a checkpoint without the watch, or with other settings: a fresh watch
+            fresh = ScoreChangeWatch(self._watch_level)
+            saved = data.get("watch")
+            same = saved is not None and tuple(saved["settings"]) == fresh.snapshot().settings
+            self.watch = ScoreChangeWatch.restore(saved) if saved is not None and same else fresh
+            held = data.get("watch_held", [[], []])
+            self._held_times = np.asarray(held[0], dtype=np.int64)
+            self._held_values = np.asarray(held[1], dtype=np.float64)
+            self.released = []
         profile = self.features.profile
         self.recent = {}
         for w in data.get("recent", []):

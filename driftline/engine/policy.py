@@ -54,6 +54,9 @@ class RollbackPolicy:
     breaker_window_ms: int = 3_600_000
     dry_run: bool = True
     kill_switch: bool = False
+    on_change_detection: bool = False
+    """Whether a detection of the score change watch asks for a rollback too (through the same guards);
+    off: detections are early warnings only."""
 
 
 @dataclass(frozen=True)
@@ -261,9 +264,21 @@ class Decider:
         return (event.kind != "resolved" and minimum is not None
                 and SEVERITY_RANK[event.severity] >= SEVERITY_RANK[minimum])
 
+    def change(self, model: str, model_version: str, detection_id: str, event_time_ms: int,
+               reference_hash: str) -> list[RollbackRequest]:
+        """A detection of the score change watch: a rollback request (its ``alert_id`` is the detection id,
+        its window the instant of the detection) when the policy asks for one on detections."""
+        if not self.rollback.on_change_detection:
+            return []
+        window = WindowRef(model, model_version, detection_id, event_time_ms, event_time_ms, reference_hash)
+        return [self._guarded(window, detection_id, "score", "critical")]
+
     def _request(self, window: WindowRef, event: AlertEvent) -> RollbackRequest:
-        request = RollbackRequest(_digest("rollback", event.alert_id), window.model, window.model_version,
-                                  event.alert_id, event.subject, event.severity, window)
+        return self._guarded(window, event.alert_id, event.subject, event.severity)
+
+    def _guarded(self, window: WindowRef, alert_id: str, subject: str, severity: Severity) -> RollbackRequest:
+        request = RollbackRequest(_digest("rollback", alert_id), window.model, window.model_version,
+                                  alert_id, subject, severity, window)
         for guard in self.guards:
             if request.status == "suppressed":
                 break

@@ -44,6 +44,9 @@ TABLES = {
     "late_events": "model, model_version, window_start, window_id",
     "alerts": "model, model_version, window_start, alert_id",
     "rollback_requests": "model, model_version, window_start, request_id",
+    "change_detections": "model, model_version, event_time, detection_id",
+    "version_changes": "model, window_end, change_id",
+    "undeliverable_dead_letters": "dead_letter_id",
 }
 
 

@@ -1,5 +1,7 @@
-"""kill -9 at seeded random points: `driftline run` processes are killed mid-stream and restarted; the
-closed windows in the store then equal one clean pass over the same events (real broker, chDB on disk)."""
+"""kill -9 at seeded random points: `driftline run` processes are killed mid-stream and restarted; every
+table in the store (windows, late counts, alerts, rollback requests, change detections, the audit log
+but for its wall-clock column) then equals one clean pass over the same events (real broker, chDB on
+disk). The stream's scores shift from minute 3 on (a silent model switch), so the change watch fires."""
 
 from __future__ import annotations
 
@@ -21,8 +23,8 @@ from confluent_kafka import Producer
 from driftline.config import Config
 from driftline.connectors.profiles import save_profile
 from driftline.engine.profile import build_profile
-from driftline.synthetic import CREDIT_CATEGORICAL, credit_applications
-from tests.integration.conftest import opened
+from driftline.synthetic import CREDIT_CATEGORICAL, Incident, credit_applications
+from tests.integration.conftest import TABLES, opened, table_rows
 from tests.integration.streams import committed_total
 from tests.kafka_broker import KafkaBroker, create_topic
 
@@ -32,11 +34,17 @@ MINUTE = 60_000
 TOPIC = "kill9.scoring"
 PER_MINUTE, MINUTES, PARTITIONS = 4_000, 6, 3
 TRIALS = 5
+SHIFT_MINUTE = 3
+"""From this minute on the scores shift (Incident.score_shift): the change watch has something to detect."""
 
 
 def scoring_messages() -> list[tuple[bytes, bytes, int]]:
-    """The stream: (value, key, partition) of every event, in production order."""
-    data = credit_applications(np.random.default_rng(9), PER_MINUTE * MINUTES)
+    """The stream: (value, key, partition) of every event, in production order; the scores shift from
+    ``SHIFT_MINUTE`` on."""
+    rng = np.random.default_rng(9)
+    before = credit_applications(rng, PER_MINUTE * SHIFT_MINUTE)
+    after = credit_applications(rng, PER_MINUTE * (MINUTES - SHIFT_MINUTE), Incident(score_shift=0.4))
+    data = {k: np.concatenate((before[k], after[k])) for k in before}
     names = [k for k in data if k not in ("score", "decision")]
     messages = []
     for i in range(PER_MINUTE * MINUTES):
@@ -113,11 +121,11 @@ def drain(config: Path, bootstrap: str, group: str, timeout: float = 120) -> Non
             raise
 
 
-def windows(config: Path) -> list[tuple[Any, ...]]:
+def tables(config: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """Every table a run writes rows to (the audit log without its wall-clock ``recorded_at``)."""
     cfg = Config.model_validate({"store": {"dsn": f"chdb://{config.parent / 'store'}"}})
     with opened(cfg) as store:
-        rows = store.query("SELECT window_start, feature, baseline, window_rows, histogram_current "
-                           "FROM driftline.windows FINAL ORDER BY window_start, feature, baseline")[1]
+        rows = {table: table_rows(store, table) for table in (*TABLES, "audit_log")}
     gc.collect()
     return rows
 
@@ -156,6 +164,10 @@ def test_kill_minus_9_at_random_points_loses_nothing_and_counts_nothing_twice(tm
 
     clean = write_config(tmp_path / "clean", broker.bootstrap, "kill9-clean")
     drain(clean, broker.bootstrap, "kill9-clean")
-    expected = windows(clean)
-    assert expected and {row[3] for row in expected} == {PER_MINUTE}
-    assert windows(crashy) == expected
+    expected = tables(clean)
+    assert expected["windows"] and {row[9] for row in expected["windows"]} == {PER_MINUTE}  # window_rows
+    assert expected["change_detections"], "the score shift must be detected, or the comparison means little"
+    assert any(row[2].startswith("changewatch.") for row in expected["audit_log"])  # action
+    found = tables(crashy)
+    for table in expected:
+        assert found[table] == expected[table], table

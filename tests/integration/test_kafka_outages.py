@@ -30,7 +30,7 @@ from driftline.config import Config
 from driftline.connectors.clickhouse import ClickHouseStore, StoreError
 from driftline.connectors.kafka import KafkaSource, Publisher
 from driftline.service import Service
-from tests.integration.conftest import opened
+from tests.integration.conftest import opened, table_rows
 from tests.integration.streams import (MINUTE, PARTITIONS, T0, ce_ids, drain, outcome, produce, service_config,
                                        single_stage_pass, stream_events)
 from tests.kafka_broker import KafkaBroker, create_topic
@@ -299,14 +299,15 @@ def test_a_broker_restart_mid_stream_loses_nothing(tmp_path: Path, broker: Kafka
         finally:
             close(svc)
         rows = outcome(store)
+        detections = table_rows(store, "change_detections")
     gc.collect()
     print(f"\nbroker restart: {health}; late events {late} ({late_while_ahead} before partitions 1 and 2 caught up)")
     assert health.outages >= 1 and health.retries >= 1 and not health.paused, health
     assert unreachable >= 1, "the consumer's error callback never reported the broker unreachable"
     assert late == 0 and rows["late_events"] == []
     assert rows == clean_pass(tmp_path, broker.bootstrap, prefix, sent)
-    # every alert and rollback request in the store reached the control topic (some twice: the redone batch;
-    # the ce_id deduplicates)
+    # every alert, rollback request and change detection in the store reached the control topic (some twice:
+    # the redone batch; the ce_id deduplicates)
     stored = {row[0].decode() if isinstance(row[0], bytes) else row[0]
-              for table in ("alerts", "rollback_requests") for row in rows[table]}
+              for table_rows_ in (rows["alerts"], rows["rollback_requests"], detections) for row in table_rows_}
     assert set(ce_ids(broker.bootstrap, f"{prefix}.control")) == stored

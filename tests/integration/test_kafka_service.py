@@ -40,8 +40,8 @@ from confluent_kafka.admin import AdminClient
 
 from driftline.config import Config
 from driftline.connectors.clickhouse import ClickHouseStore
-from driftline.connectors.kafka import (ALERT_TYPE, MISSING_PAYLOAD as MISSING, ROLLBACK_TYPE, VERSION_CHANGE_TYPE,
-                                        KafkaSource, Publisher)
+from driftline.connectors.kafka import (ALERT_TYPE, CHANGE_TYPE, MISSING_PAYLOAD as MISSING, ROLLBACK_TYPE,
+                                        VERSION_CHANGE_TYPE, KafkaSource, Publisher)
 from driftline.connectors.profiles import save_profile
 from driftline.engine.profile import build_profile
 from driftline.engine.window import window_id
@@ -61,6 +61,7 @@ BATCH_SIZE = 128
 LIMIT = 4_096  # kafka.max_message_bytes in these tests
 EVENT_SCHEMA = fastavro.parse_schema(json.loads(schema_text("scoring_event.avsc")))
 ALERT_SCHEMA = fastavro.parse_schema(json.loads(schema_text("control_alert.avsc")))
+CHANGE_SCHEMA = fastavro.parse_schema(json.loads(schema_text("control_change.avsc")))
 ROLLBACK_SCHEMA = fastavro.parse_schema(json.loads(schema_text("control_rollback.avsc")))
 DLQ_HEADERS = ("driftline.source.topic", "driftline.source.partition", "driftline.source.offset", "driftline.stage",
                "driftline.error.class", "driftline.error.reason")
@@ -942,7 +943,10 @@ def test_an_incident_publishes_alerts_and_dry_run_rollbacks_on_the_control_topic
     income = [a for a in alerts if a.subject == "income" and a.kind == "firing"]
     assert [(a.window.start_ms, a.severity) for a in income] == [(minute_start(5), "critical")]
 
-    assert len(run.control) == len(alerts) + len(rollbacks) == sum(run.control_high.values())
+    detections = [d for s in run.steps for d in s.report.step.detections]
+    assert detections, "the income unit change moves the scores: the change watch fires"
+    assert len(run.control) == len(alerts) + len(rollbacks) + len(detections) == sum(run.control_high.values())
+    published_detections = {d.detection_id: d for d in detections}
     published_alerts = {a.alert_id: a for a in alerts}
     published_rollbacks = {r.request_id: r for r in rollbacks}
     assert len(published_alerts) == len(alerts) and len(published_rollbacks) == len(rollbacks)
@@ -967,6 +971,16 @@ def test_an_incident_publishes_alerts_and_dry_run_rollbacks_on_the_control_topic
             assert h["ce_subject"] == f"{CREDIT[0]}/{CREDIT[1]}/{a.subject}".encode()
             assert h["ce_dataschema"] == b"/schemas/control_alert.avsc"
             assert h["ce_time"] == _iso(a.window.end_ms).encode()
+        elif h["ce_type"] == CHANGE_TYPE.encode():  # an early warning: asks for nothing
+            value = _avro_record(record, CHANGE_SCHEMA)
+            d = published_detections.pop(_ce_id(record))
+            assert value["detection_id"] == d.detection_id and (value["model"], value["model_version"]) == CREDIT
+            assert (value["event_index"], value["before_mean"], value["after_mean"]) == \
+                (d.index, d.before_mean, d.after_mean)
+            assert _millis(value["event_time"]) == d.event_time_ms
+            assert h["ce_subject"] == f"{CREDIT[0]}/{CREDIT[1]}/score".encode()
+            assert h["ce_dataschema"] == b"/schemas/control_change.avsc"
+            assert h["ce_time"] == _iso(d.event_time_ms or 0).encode()  # the detection's event time
         else:
             assert h["ce_type"] == ROLLBACK_TYPE.encode()
             value = _avro_record(record, ROLLBACK_SCHEMA)
@@ -978,7 +992,7 @@ def test_an_incident_publishes_alerts_and_dry_run_rollbacks_on_the_control_topic
             assert _millis(value["window_end"]) == r.window.end_ms
             assert h["ce_subject"] == f"{CREDIT[0]}/{CREDIT[1]}".encode()
             assert h["ce_dataschema"] == b"/schemas/control_rollback.avsc"
-    assert published_alerts == {} and published_rollbacks == {}
+    assert published_alerts == {} and published_rollbacks == {} and published_detections == {}
     statuses = Counter(r.status for r in rollbacks)
     assert statuses["dry_run"] >= 1, statuses
     assert any(r.subject in ("score", "decision", "__dataset__") and r.status == "dry_run" for r in rollbacks)

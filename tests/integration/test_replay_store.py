@@ -40,7 +40,7 @@ pytestmark = pytest.mark.integration
 
 Profiles = dict[tuple[str, str], Path]
 ALL_TABLES = {"schema_version", "windows", "late_events", "alerts", "rollback_requests", "audit_log", "checkpoints",
-              "version_changes", "undeliverable_dead_letters"}
+              "version_changes", "undeliverable_dead_letters", "change_detections"}
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_schema_is_created_from_empty_and_reapplied_idempotently(tmp_path: Path,
                            "late_events": "ReplacingMergeTree", "alerts": "ReplacingMergeTree",
                            "rollback_requests": "ReplacingMergeTree", "audit_log": "ReplacingMergeTree",
                            "checkpoints": "ReplacingMergeTree", "version_changes": "ReplacingMergeTree",
-                           "undeliverable_dead_letters": "ReplacingMergeTree"}
+                           "undeliverable_dead_letters": "ReplacingMergeTree", "change_detections": "ReplacingMergeTree"}
         config = load(write_config(tmp_path / "cfg", profiles, dsn=f"chdb://{path}"))
         events = write_jsonl(scoring_events(hours=2, per_hour=300, fraud=False), tmp_path / "e.jsonl")
         replay(config, [events], store=store)

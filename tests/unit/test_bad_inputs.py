@@ -368,7 +368,7 @@ def test_huge_finite_reference_values_are_profiled_or_refused_by_name(reference:
 
 def test_huge_finite_scores_do_not_blind_the_score_watch() -> None:
     rng = np.random.default_rng(0)
-    watch = ScoreChangeWatch(chunk_size=32)
+    watch = ScoreChangeWatch()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         watch.update(rng.beta(2, 5, 32_000))
