@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from driftline.config import Config
 from driftline.connectors.clickhouse import ClickHouseStore
@@ -139,12 +139,27 @@ def single_stage_pass(cfg: Config, total: int) -> dict[str, list[tuple[Any, ...]
     return rows
 
 
-def committed_total(bootstrap: str, group: str, topic: str, partitions: int) -> int:
-    """The sum of ``group``'s committed offsets over the topic's partitions (0 for none committed)."""
+COORDINATOR_MOVING = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                      KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError._TIMED_OUT}
+
+
+def committed_total(bootstrap: str, group: str, topic: str, partitions: int, timeout_s: float = 30.0) -> int:
+    """The sum of ``group``'s committed offsets over the topic's partitions (0 for none committed). A
+    retriable answer (the group's coordinator moving or still loading: ``NOT_COORDINATOR``,
+    ``COORDINATOR_LOAD_IN_PROGRESS``) is asked again until ``timeout_s``."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    deadline = time.monotonic() + timeout_s
     try:
-        offsets = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
-        return sum(max(tp.offset, 0) for tp in offsets)
+        while True:
+            try:
+                offsets = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+            except KafkaException as exc:
+                error = exc.args[0]
+                if not (error.retriable() or error.code() in COORDINATOR_MOVING) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.2)
+                continue
+            return sum(max(tp.offset, 0) for tp in offsets)
     finally:
         consumer.close()
 
