@@ -16,6 +16,7 @@ import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +188,11 @@ def _summary(outcome: ReplayOutcome, root: Path) -> None:
         start = (a.window.start_ms - DAY_START_MS) // HOUR_MS
         print(f"   {f'2026-01-01 {start:02d}:00':16s} {a.window.model:17s} {a.kind:9s} {a.severity:8s} "
               f"{a.subject:18s} {why}")
+    print(f"\n   early warnings between window closes (the score change watch, ADWIN): {len(outcome.detections)}")
+    for d in outcome.detections:
+        when = datetime.fromtimestamp((d.event_time_ms or 0) / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        print(f"   {when} {d.model:17s} mean score {d.before_mean:.3f} → {d.after_mean:.3f} "
+              f"after {d.after_count:,} scores")
     print("\n5. rollback requests (the fleet policy is dry-run: recorded, not sent)")
     for r in outcome.rollbacks or []:
         status = f"suppressed by {r.suppressed_by}" if r.suppressed_by else r.status

@@ -16,6 +16,7 @@ from driftline.config import Config
 from driftline.connectors.clickhouse import ClickHouseStore
 from driftline.connectors.dead_letters import DeadLetterFile, dead_letter_path
 from driftline.connectors.sources import check_input, read_events
+from driftline.engine.changewatch import ChangeDetection
 from driftline.engine.policy import AlertEvent, RollbackRequest
 from driftline.events import BadEvent
 from driftline.pipeline import Pipeline, StepResult, Totals
@@ -28,6 +29,8 @@ class ReplayOutcome:
     totals: Totals
     alerts: list[AlertEvent] = field(default_factory=list)
     rollbacks: list[RollbackRequest] = field(default_factory=list)
+    detections: list[ChangeDetection] = field(default_factory=list)
+    """Early warnings of the score change watch, in the order they were decided."""
     bad: list[BadEvent] = field(default_factory=list)
     """The first ``MAX_BAD_KEPT`` bad inputs (all are counted in ``totals.bad`` and written to ``dead_letters``)."""
     dead_letters: Path | None = None
@@ -77,6 +80,7 @@ def _replay(config: Config, paths: Sequence[str | Path], store: ClickHouseStore,
     def collect(path: Path, step: StepResult) -> None:
         outcome.alerts.extend(step.alerts)
         outcome.rollbacks.extend(step.rollbacks)
+        outcome.detections.extend(step.detections)
         outcome.bad.extend(step.bad[: max(MAX_BAD_KEPT - len(outcome.bad), 0)])
         letters.write(step.bad)
         outcome.dead_letters, outcome.dead_letter_count = letters.written, letters.count
