@@ -116,6 +116,8 @@ class ModelMonitor:
         """Recently closed windows by end time: the drift baselines of the windows still to close."""
         score = profile.score
         self._score_name = score.name if score is not None else None
+        self._score_range = getattr(score, "valid_range", None)
+        """Scores outside it are invalid (counted by the windows): the watch never sees them."""
         self._watch_level = watch_significance_level
         self.watch = ScoreChangeWatch(watch_significance_level) if watch_score and score is not None else None
         """ADWIN on the score stream between window closes (:mod:`driftline.engine.changewatch`)."""
@@ -169,9 +171,12 @@ class ModelMonitor:
 
     def _hold_scores(self, times: NDArray[np.int64], scores: NDArray[Any]) -> None:
         values = np.asarray(scores, dtype=np.float64)
-        finite = np.isfinite(values)  # the watch skips the others anyway
-        self._held_times = np.concatenate((self._held_times, times[finite].astype(np.int64)))
-        self._held_values = np.concatenate((self._held_values, values[finite]))
+        valid = np.isfinite(values)  # as the windows count them: ±inf and out-of-range scores are invalid
+        if self._score_range is not None:
+            low, high = self._score_range
+            valid &= (values >= low) & (values <= high)
+        self._held_times = np.concatenate((self._held_times, times[valid].astype(np.int64)))
+        self._held_values = np.concatenate((self._held_values, values[valid]))
 
     def _watch(self, final: bool = False) -> list[ChangeDetection]:
         """Feed the watch the held scores older than the watermark, in order of (event time, score).

@@ -113,3 +113,22 @@ def test_a_detection_asks_for_a_rollback_only_when_the_policy_says_so(tmp_path: 
     assert (request.model, request.model_version, request.subject) == ("m", "1", "score")
     assert request.status == "dry_run"  # the fleet's guards still apply (dry-run is on by default)
     assert request.window.end_ms == first.event_time_ms
+
+
+def test_scores_outside_the_valid_range_never_reach_the_watch() -> None:
+    # a corrupt score of 1e29 on a model whose scores lie in [0, 1]: counted invalid by the windows, and
+    # no change detection (before, ADWIN saw the mean jump to 1e25 and fired)
+    from driftline.engine.monitor import ModelMonitor
+    from driftline.engine.profile import build_profile
+    from driftline.engine.window_spec import WindowSpec
+
+    rng = np.random.default_rng(3)
+    profile = build_profile({"score": rng.beta(2.0, 5.0, 5_000), "x": rng.normal(size=5_000)}, model="m",
+                            model_version="1", score_column="score", valid_ranges={"score": (0.0, 1.0)})
+    monitor = ModelMonitor(profile, WindowSpec(size_ms=3_600_000), watch_score=True)
+    scores = rng.beta(2.0, 5.0, 20_000)
+    scores[10_000] = 1e29
+    times = np.arange(20_000, dtype=np.int64) * 1_000
+    update = monitor.update(times, {"score": scores, "x": rng.normal(size=20_000)})
+    monitor.flush()
+    assert update.detections + monitor.take_detections() == []
