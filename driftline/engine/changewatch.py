@@ -228,9 +228,11 @@ class ScoreChangeWatch:
         """ADWIN's test at each check position (a prefix end) against every cut kept there; the first
         check that fires, as a detection's fields.
 
-        Two passes over the (checks × cuts) array: a necessary condition first (``D²·n > 2·σ²·δ'·n0·n1``,
-        with ``D`` the older part's sum less ``n0·μ``: ADWIN's ``|μ0 − μ1| > sqrt(2·h·σ²·δ')`` with
-        ``h ≥ 1/n0 + 1/n1``), then the exact bound only on the checks that pass it (rarely any)."""
+        Two passes over the (cuts × checks) arrays: a necessary condition first, ``D² > s·n0·n1`` with
+        ``D`` the older part's sum less ``n0·μ`` and ``s = 2·σ²·δ'/|W|`` (ADWIN's ``|μ0 − μ1| > ε``
+        implies it, as ``1/n0' + 1/n1' ≥ |W|/(n0·n1)``), then the exact bound only on the checks that
+        pass it (rarely any). The checks run along the arrays' last, contiguous axis, so the per-check
+        values broadcast at full speed."""
         if not len(checks):
             return None
         seen, start, m, lmin = self.seen, self.start, self.cuts_per_level, self.min_window_length
@@ -241,43 +243,40 @@ class ScoreChangeWatch:
         # Level k's m cuts at a check: n0 = base − i·2^k, base = (|W| − m·2^k) rounded down to 2^k.
         base = (width[:, None] - m * steps) & ~(steps - 1)
         table, lo, offset = self._table(sums, width, base, shifts)
-        near_width = 2 * m - lmin  # level 0: n1 = 2m − 1 … lmin, ascending positions
-        windows = sliding_window_view(table, m)
-        prefix_near = sliding_window_view(table, near_width)[width - (2 * m - 1) - lo[0] + offset[0]]
-        f0_near = width[:, None].astype(np.float64) - np.arange(2 * m - 1, lmin - 1, -1, dtype=np.float64)
+        # Every cut as a row (level 0 at full resolution, n1 = 2m − 1 … lmin, then m per level), every
+        # check as a column: where its prefix sum is in the table, and its n0.
+        near = np.arange(2 * m - 1, lmin - 1, -1, dtype=np.int64)
+        ranks = np.arange(m - 1, -1, -1, dtype=np.int64)
         first = np.minimum(((base - (m - 1) * steps - lo[1:]) >> shifts) + offset[1:], len(table) - m)
-        ranks = np.arange(m - 1, -1, -1, dtype=np.float64)
+        where = np.empty((len(near) + levels * m, len(checks)), dtype=np.int64)
+        np.subtract((width - lo[0] + offset[0])[None, :], near[:, None], out=where[:len(near)])
+        np.add(first.T[:, None, :], np.arange(m)[:, None], out=where[len(near):].reshape(levels, m, len(checks)))
+        prefix = table[where]
+        n = width.astype(np.float64)
+        f0 = np.empty(where.shape)
+        np.subtract(n, near[:, None], out=f0[:len(near)])
+        np.subtract(base.T[:, None, :].astype(np.float64), (ranks * steps[:, None])[..., None],
+                    out=f0[len(near):].reshape(levels, m, len(checks)))
         at = checks - seen - 1
         total = sums[at]
-        n = width.astype(np.float64)
         mean = total / n
         variance = np.maximum(squares[at] / n - mean * mean, 0.0)
         log_term = np.log(2.0 * np.log(n) / self.significance_level)
-        scale = 2.0 * variance * log_term / n
-        nn, mm, ss = n[:, None], mean[:, None], scale[:, None]
-        prefix_far = windows[first].reshape(len(checks), -1)
-        f0_far = (base.astype(np.float64)[..., None] - ranks * steps[:, None]).reshape(len(checks), -1)
-        # Levels whose every cut leaves n0 >= lmin at the first (smallest) check need no mask.
-        valid = int(np.searchsorted(-(base[0] - (m - 1) * steps), -lmin, side="right")) * m
-        candidate = np.zeros(len(checks), dtype=bool)
-        for prefix, f0, masked in ((prefix_near, f0_near, f0_near.shape[1]), (prefix_far, f0_far, valid)):
-            if not f0.size:
-                continue
-            d = np.multiply(f0, mm)
-            np.subtract(prefix, d, out=d)
-            np.multiply(d, d, out=d)
-            rhs = np.subtract(nn, f0)
-            np.multiply(rhs, f0, out=rhs)
-            np.multiply(rhs, ss, out=rhs)
-            passes = np.greater(d, rhs)
-            if masked < f0.shape[1]:
-                passes[:, masked:] &= f0[:, masked:] >= lmin
-            candidate |= passes.any(axis=1)
-        for row in np.flatnonzero(candidate).tolist():
-            prefix_row = np.concatenate((prefix_near[row], windows[first[row]].ravel()))
-            f0_row = np.concatenate((f0_near[row], (base[row].astype(np.float64)[:, None]
-                                                    - ranks * steps[:, None]).ravel()))
-            hit = self._exact(row, checks, width, total, mean, variance, log_term, prefix_row, f0_row)
+        d = np.multiply(f0, mean)
+        np.subtract(prefix, d, out=d)
+        np.multiply(d, d, out=d)
+        rhs = np.subtract(n, f0)
+        np.multiply(rhs, f0, out=rhs)
+        np.multiply(rhs, 2.0 * variance * log_term / n, out=rhs)
+        passes = np.greater(d, rhs)
+        # A cut whose n0 is below min_window_length at the first (smallest) check may be one at later checks.
+        short = np.flatnonzero(f0[:, 0] < lmin)
+        if len(short):
+            passes[short] &= f0[short] >= lmin
+        if not passes.any():
+            return None
+        for col in np.flatnonzero(passes.any(axis=0)).tolist():
+            hit = self._exact(col, checks, width, total, mean, variance, log_term, prefix[:, col], f0[:, col])
             if hit is not None:
                 return hit
         return None
@@ -287,11 +286,11 @@ class ScoreChangeWatch:
                prefix: NDArray[np.float64], f0: NDArray[np.float64]) -> dict[str, Any] | None:
         """river's bound for the cuts of one check: the detection's fields when one exceeds it."""
         lmin = self.min_window_length
-        ok = f0 >= lmin
+        n = float(width[row])
+        ok = (f0 >= lmin) & (n - f0 >= lmin)
         if not ok.any():
             return None
         prefix, f0 = prefix[ok], f0[ok]
-        n = float(width[row])
         f1 = n - f0
         gap = np.abs(prefix - f0 * mean[row]) * (n / (f0 * f1))  # |μ0 − μ1|
         harmonic = 1.0 / (f0 - (lmin - 1)) + 1.0 / (f1 - (lmin - 1))
@@ -319,7 +318,7 @@ class ScoreChangeWatch:
         all_shifts = np.concatenate(([0], shifts))
         steps = np.left_shift(1, all_shifts)
         counts = np.maximum(((hi - lo) >> all_shifts) + 1, 0)
-        old = np.clip((seen - start - lo) // steps + 1, 0, counts)  # positions at or before ``seen``
+        old = np.minimum(np.maximum((seen - start - lo) // steps + 1, 0), counts)  # positions at or before ``seen``
         old_offset = np.cumsum(old) - old
         rel = np.repeat(lo, old) + (np.arange(int(old.sum()), dtype=np.int64) - np.repeat(old_offset, old)) \
             * np.repeat(steps, old)
@@ -346,10 +345,11 @@ class ScoreChangeWatch:
         levels = max(int(np.frexp(float(width // m))[1]) - 1, 0)
         shift = np.repeat(np.arange(1, levels + 1, dtype=np.int64), m)
         step = np.left_shift(1, shift)
-        rank = np.tile(np.arange(m, dtype=np.int64), levels)
+        rank = np.arange(m * levels, dtype=np.int64) % m
         rel = np.concatenate((width - np.arange(0, 2 * m, dtype=np.int64),
                               ((width - m * step) & ~(step - 1)) - rank * step))
-        fresh = np.unique(rel[(rel + start > seen) & (rel > 0)]) + start
+        fresh = np.sort(rel[(rel + start > seen) & (rel > 0)])
+        fresh = fresh[np.concatenate(([True], fresh[1:] != fresh[:-1]))] + start  # np.unique, without its hashing
         distance = end - self._positions
         level = np.maximum(np.frexp((distance // m).astype(np.float64))[1] - 1, 0)
         kept = ((self._positions - start) & (np.left_shift(1, level) - 1)) == 0

@@ -393,6 +393,28 @@ def test_score_change_watch_fires_where_rivers_adwin_fires(shift: float) -> None
     assert ours == river_at
 
 
+@pytest.mark.parametrize("min_window_length", [2, 12, 30])
+def test_score_change_watch_takes_any_min_window_length(min_window_length: int) -> None:
+    """Longer than the full-resolution cuts (2·cuts_per_level − 1 = 9) it crashed; now only the cuts
+    whose both parts hold min_window_length values are tested. river's bucket scan and these cut
+    positions coincide for the defaults (the test above), not for every setting: for 12 a detection
+    comes a check or two away from river's. Each change is found, within 50 values of river's."""
+    from river import drift
+
+    rng = np.random.default_rng(min_window_length)
+    values = np.concatenate((rng.normal(0, 1, 6_000), rng.normal(0.4, 1, 6_000), rng.normal(-0.2, 1, 6_000)))
+    adwin = drift.ADWIN(delta=0.002, min_window_length=min_window_length)
+    river_at = []
+    for i, v in enumerate(values.tolist()):
+        adwin.update(v)
+        if adwin.drift_detected:
+            river_at.append(i)
+    watch = ScoreChangeWatch(min_window_length=min_window_length)
+    ours = [d.index for part in np.array_split(values, 5) for d in watch.update(part).detections]
+    assert len(ours) == len(river_at) >= 2
+    assert all(abs(a - b) <= 50 for a, b in zip(ours, river_at, strict=True)), (ours, river_at)
+
+
 def test_score_change_watch_is_quiet_without_a_change_and_fires_after_one() -> None:
     rng = np.random.default_rng(0)
     watch = ScoreChangeWatch()
