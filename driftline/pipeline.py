@@ -58,8 +58,8 @@ class StepResult:
     bad: list[BadEvent] = field(default_factory=list)
     detections: list[ChangeDetection] = field(default_factory=list)
     """Early warnings of the score change watch (each names its model, version and event time)."""
-    presence: list[tuple[str, str, int, int]] = field(default_factory=list)
-    """(model, version, oldest, newest accepted event time) of each model version the batch fed."""
+    presence: list[tuple[str, str, NDArray[np.int64]]] = field(default_factory=list)
+    """(model, version, accepted event times) of each model version the batch fed."""
     version_changes: list[VersionChange] = field(default_factory=list)
     """Versions that appeared or disappeared (:mod:`driftline.engine.versions`)."""
 
@@ -210,7 +210,7 @@ class Pipeline:
             self.totals.accepted += update.accepted
             if update.accepted:
                 times = np.delete(group.event_time, update.rejected) if len(update.rejected) else group.event_time
-                step.presence.append((key[0], key[1], int(times.min()), int(times.max())))
+                step.presence.append((key[0], key[1], times))
             self.totals.late += monitor.state.late_events - late_before
             if self.store is not None and update.late:
                 self.store.write_late(key[0], key[1], self.late.running(key, update.late))

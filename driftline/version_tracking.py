@@ -43,10 +43,10 @@ class VersionTracker:
         """Apply the step's presence, then observe its reports (already in decision order): changes go to
         ``step.version_changes``, comparisons onto the reports. Returns, per report, the windows at which
         comparison periods end (their alerts against the previous version resolve there)."""
-        for model, version, oldest, newest in step.presence:
+        for model, version, times in step.presence:
             watch = self.watches.get(model)
             if watch is not None:
-                watch.seen(version, oldest, newest)
+                watch.seen(version, times)
         ends: list[list[WindowRef]] = []
         for i, report in enumerate(step.reports):
             w = report.window

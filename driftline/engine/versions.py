@@ -2,12 +2,14 @@
 
 One :class:`VersionWatch` per model. It is fed, in event time and never from a clock, two things:
 
-* :meth:`VersionWatch.seen`: per batch, the oldest and newest accepted event time of each version
-  (presence, known as soon as events arrive);
+* :meth:`VersionWatch.seen`: per batch, the accepted event times of each version (presence, known as
+  soon as events arrive), kept as the newest event time per pane of the model's grid;
 * :meth:`VersionWatch.observe`: every closed window of every version of the model, in the order the
   pipeline folds them (window end).
 
-and answers with typed :class:`VersionChange` records:
+and answers with typed :class:`VersionChange` records. A window ending at ``E`` is judged on the
+presence *before* ``E`` only, so events of a later time that happen to arrive in the same batch change
+nothing: a replay, or a restart that cuts the stream into other batches, gives the same records.
 
 ``appeared``
     A version's first window closes (or its first window after it was declared gone) while another
@@ -37,7 +39,7 @@ windows, or restoring a snapshot and going on, gives the same records with the s
 ...     return ClosedWindow("m", version, start, start + 3_600_000, f"{version}-{hour}", np.array([10]), "")
 >>> watch = VersionWatch("m", hop_ms=3_600_000, gone_after=2)
 >>> for hour, version in [(0, "1"), (1, "1"), (2, "2"), (3, "2"), (4, "2")]:
-...     watch.seen(version, hour * 3_600_000, hour * 3_600_000 + 3_599_999)
+...     watch.seen(version, [hour * 3_600_000, hour * 3_600_000 + 3_599_999])
 ...     for change in watch.observe(window(version, hour)).changes:
 ...         print(change.kind, change.from_version, "->", change.to_version, "at hour", hour)
 appeared 1 -> 2 at hour 2
@@ -47,9 +49,12 @@ disappeared 1 -> 2 at hour 3
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
 
 from driftline.engine.window_spec import ClosedWindow
 from driftline.errors import InvalidInput
@@ -75,7 +80,7 @@ class VersionChange:
     reference_hash: str
     """Of ``to_version``'s reference profile."""
     last_seen_ms: int
-    """The newest event time of ``from_version`` known when the change was recorded."""
+    """The newest event time of ``from_version`` before the end of the window that showed the change."""
 
     @property
     def event_time_ms(self) -> int:
@@ -85,13 +90,20 @@ class VersionChange:
 @dataclass
 class _Version:
     first_ms: int
-    """Oldest event time seen (at its first sighting)."""
-    newest_ms: int
-    """Newest event time seen."""
+    """Oldest event time seen."""
+    older_ms: int | None = None
+    """Newest event time of the panes no longer kept (older than every window still to be judged)."""
     last_end: int | None = None
     """End of its newest closed window."""
     gone_at: int | None = None
     """While gone: the end of the last window that could hold its newest event when it was declared gone."""
+    panes: dict[int, int] = field(default_factory=dict)
+    """Pane start (epoch ms, on the model's hop grid) → newest event time in it, for the recent panes."""
+
+    def newest_before(self, end_ms: int) -> int | None:
+        """Newest event time before ``end_ms`` (None: none seen)."""
+        recent = [newest for pane, newest in self.panes.items() if pane < end_ms]
+        return max(recent) if recent else self.older_ms
 
 
 @dataclass(frozen=True)
@@ -123,13 +135,21 @@ class VersionWatch:
         self.comparing: dict[str, tuple[str, int]] = {}
         """Version that appeared → (its predecessor, windows compared so far)."""
 
-    def seen(self, version: str, oldest_ms: int, newest_ms: int) -> None:
-        """``version`` had accepted events from ``oldest_ms`` to ``newest_ms`` (event time) in a batch."""
+    def seen(self, version: str, event_time_ms: NDArray[np.int64] | Sequence[int]) -> None:
+        """``version`` had accepted events at these event times (a batch's, in any order)."""
+        times = np.asarray(event_time_ms, dtype=np.int64)
+        if not len(times):
+            return
+        panes = times // self.hop_ms * self.hop_ms
+        order = np.lexsort((times, panes))
+        panes, times = panes[order], times[order]
+        last = np.flatnonzero(np.append(panes[1:] != panes[:-1], True))  # each pane's newest event
         state = self.versions.get(version)
         if state is None:
-            self.versions[version] = _Version(oldest_ms, newest_ms)
-        else:
-            state.newest_ms = max(state.newest_ms, newest_ms)
+            state = self.versions[version] = _Version(int(times[0]))
+        state.first_ms = min(state.first_ms, int(times[0]))
+        for pane, newest in zip(panes[last].tolist(), times[last].tolist(), strict=True):
+            state.panes[pane] = max(state.panes.get(pane, newest), newest)
 
     def observe(self, window: ClosedWindow) -> Observation:
         """One closed window of one of the model's versions: the changes it shows, and what to compare it with."""
@@ -145,7 +165,7 @@ class VersionWatch:
         first = state.last_end is None
         back = state.gone_at is not None and window.end_ms > state.gone_at
         if first or back:
-            predecessor = self._carrier(version, window.start_ms)
+            predecessor = self._carrier(version, window)
             if predecessor is not None:
                 changes.append(self._change("appeared", predecessor, version, window))
                 if self.compare_windows:
@@ -165,30 +185,47 @@ class VersionWatch:
         for other, other_state in sorted(self.versions.items()):
             if other == version or other_state.gone_at is not None:
                 continue
-            last = self._last_possible_end(other_state)
-            if window.end_ms - last >= self.gone_after * self.hop_ms:
+            last = self._last_possible_end(other_state, window.end_ms)
+            if last is not None and window.end_ms - last >= self.gone_after * self.hop_ms:
                 changes.append(self._change("disappeared", other, version, window))
                 other_state.gone_at = last
                 if self.comparing.pop(other, None) is not None:
                     ended.append(other)
+        self._forget(window.end_ms)
         return Observation(changes, compare_with, ended)
 
-    def _carrier(self, version: str, before_ms: int) -> str | None:
-        """The version that carried traffic before ``before_ms`` and is not gone (the most recently seen)."""
-        carriers = [(s.newest_ms, v) for v, s in self.versions.items()
-                    if v != version and s.gone_at is None and s.first_ms < before_ms]
+    def _carrier(self, version: str, window: ClosedWindow) -> str | None:
+        """The version that carried traffic before the window began and is not gone (the one seen most
+        recently before the window's end)."""
+        carriers = [(s.newest_before(window.end_ms) or s.first_ms, v) for v, s in self.versions.items()
+                    if v != version and s.gone_at is None and s.first_ms < window.start_ms]
         return max(carriers)[1] if carriers else None
 
-    def _last_possible_end(self, state: _Version) -> int:
-        """End of the newest window that can hold the version's newest event (or its newest closed window)."""
-        newest = (state.newest_ms // self.hop_ms) * self.hop_ms + self.size_ms
-        return newest if state.last_end is None else max(newest, state.last_end)
+    def _last_possible_end(self, state: _Version, before_ms: int) -> int | None:
+        """End of the newest window that can hold the version's newest event before ``before_ms`` (its
+        newest closed window, when no event of it was seen: a window restored from a checkpoint)."""
+        newest = state.newest_before(before_ms)
+        if newest is None:
+            return state.last_end
+        return (newest // self.hop_ms) * self.hop_ms + self.size_ms
+
+    def _forget(self, end_ms: int) -> None:
+        """Fold the panes older than any window still to be judged into ``older_ms`` (bounded state):
+        windows are judged near the newest end, within a window size and the gap that counts."""
+        horizon = end_ms - self.size_ms - (self.gone_after + 2) * self.hop_ms
+        for state in self.versions.values():
+            old = [pane for pane in state.panes if pane < horizon]
+            if old:
+                newest = max(state.panes.pop(pane) for pane in old)
+                state.older_ms = newest if state.older_ms is None else max(state.older_ms, newest)
 
     def _change(self, kind: ChangeKind, from_version: str, to_version: str, window: ClosedWindow) -> VersionChange:
         change_id = _digest("version_change", self.model, kind, from_version, to_version, window.window_id)
+        before = self.versions[from_version]
+        last_seen = before.newest_before(window.end_ms)
         return VersionChange(change_id, kind, self.model, from_version, to_version, window.window_id,
                              window.start_ms, window.end_ms, window.reference_hash,
-                             self.versions[from_version].newest_ms)
+                             before.first_ms if last_seen is None else last_seen)
 
     def reset(self) -> None:
         self.versions = {}
@@ -196,15 +233,22 @@ class VersionWatch:
 
     def snapshot(self) -> dict[str, Any]:
         return {"size_ms": self.size_ms,
-                "versions": {v: [s.first_ms, s.newest_ms, s.last_end, s.gone_at]
+                "versions": {v: [s.first_ms, s.older_ms, s.last_end, s.gone_at, sorted(s.panes.items())]
                              for v, s in sorted(self.versions.items())},
                 "comparing": {v: [p, n] for v, (p, n) in sorted(self.comparing.items())}}
 
     def restore(self, data: Mapping[str, Any]) -> None:
         self.size_ms = int(data["size_ms"])
-        self.versions = {str(v): _Version(int(a), int(b), None if c is None else int(c), None if d is None else int(d))
-                         for v, (a, b, c, d) in data["versions"].items()}
+        self.versions = {str(v): _restored(state) for v, state in data["versions"].items()}
         self.comparing = {str(v): (str(p), int(n)) for v, (p, n) in data["comparing"].items()}
+
+
+def _restored(data: Sequence[Any]) -> _Version:
+    """A version's state from :meth:`VersionWatch.snapshot` (a snapshot from before panes were kept has
+    four items, the second its newest event time)."""
+    first, older, last_end, gone_at = (None if x is None else int(x) for x in data[:4])
+    panes = {int(pane): int(newest) for pane, newest in data[4]} if len(data) > 4 else {}
+    return _Version(int(first or 0), older, last_end, gone_at, panes)
 
 
 def _digest(*parts: str) -> str:

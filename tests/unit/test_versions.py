@@ -44,7 +44,7 @@ def run(watch: VersionWatch, timeline: list[tuple[int, str]]) -> list[tuple[str,
     hours = sorted({h for h, _ in timeline})
     for hour in [*hours, hours[-1] + 1]:
         for version in sorted(v for h, v in timeline if h == hour):
-            watch.seen(version, hour * HOUR, hour * HOUR + HOUR - 1)
+            watch.seen(version, [hour * HOUR, hour * HOUR + HOUR - 1])
         for version in sorted(v for h, v in timeline if h == hour - 1):
             for c in watch.observe(window(version, hour - 1)).changes:
                 out.append((c.kind, c.from_version, c.to_version, c.window_start_ms // HOUR))
@@ -86,10 +86,10 @@ def test_the_open_window_of_a_version_counts_as_traffic() -> None:
     event, not its newest closed window, is what the gap counts from; the window closing later (end of
     input) does not bring the version back."""
     watch = VersionWatch("m", HOUR, gone_after=2)
-    watch.seen("1", 0, 2 * HOUR + HOUR // 2)  # events up to 02:30, window [2, 3) still open
+    watch.seen("1", [0, 2 * HOUR + HOUR // 2])  # events up to 02:30, window [2, 3) still open
     assert watch.observe(window("1", 0)).changes == [] and watch.observe(window("1", 1)).changes == []
     changes = [(c.kind, c.window_start_ms // HOUR) for h in range(3, 7)
-               for c in (watch.seen("2", h * HOUR, h * HOUR + 1) or watch.observe(window("2", h))).changes]
+               for c in (watch.seen("2", [h * HOUR, h * HOUR + 1]) or watch.observe(window("2", h))).changes]
     assert changes == [("appeared", 3), ("disappeared", 4)]  # windows [3, 4) and [4, 5) without version 1
     assert watch.observe(window("1", 2)).changes == []  # its last window, flushed at the end: not a return
 
@@ -98,8 +98,8 @@ def test_hopping_windows_count_the_gap_from_the_last_window_holding_the_newest_e
     """4 h windows every hour: version 1's newest event (03:59) is in windows up to [3, 7); two windows of
     the model ending after 07:00 ([4, 8), [5, 9)) are the two without it."""
     watch = VersionWatch("m", HOUR, gone_after=2)
-    watch.seen("1", 0, 4 * HOUR - 1)
-    watch.seen("2", 4 * HOUR, 12 * HOUR)
+    watch.seen("1", [0, 4 * HOUR - 1])
+    watch.seen("2", [4 * HOUR, 12 * HOUR])
     got = [(c.kind, c.window_start_ms // HOUR) for start in range(1, 9)
            for c in watch.observe(window("2", start, hours=4)).changes]
     assert got == [("appeared", 1), ("disappeared", 5)]
@@ -108,8 +108,8 @@ def test_hopping_windows_count_the_gap_from_the_last_window_holding_the_newest_e
 def test_change_ids_are_deterministic_and_name_the_window() -> None:
     timeline = [(0, "1"), (1, "1"), (2, "2"), (3, "2"), (4, "2")]
     first, second = VersionWatch("m", HOUR), VersionWatch("m", HOUR)
-    a = [c for h, v in timeline for c in (first.seen(v, h * HOUR, h * HOUR + 1) or first.observe(window(v, h))).changes]
-    b = [c for h, v in timeline for c in (second.seen(v, h * HOUR, h * HOUR + 1) or second.observe(window(v, h))).changes]
+    a = [c for h, v in timeline for c in (first.seen(v, [h * HOUR, h * HOUR + 1]) or first.observe(window(v, h))).changes]
+    b = [c for h, v in timeline for c in (second.seen(v, [h * HOUR, h * HOUR + 1]) or second.observe(window(v, h))).changes]
     assert a == b and len({c.change_id for c in a}) == 2
     appeared = a[0]
     assert appeared == VersionChange(appeared.change_id, "appeared", "m", "1", "2", window("2", 2).window_id,
@@ -121,14 +121,14 @@ def test_a_watch_restored_from_its_snapshot_goes_on_the_same(cut: int) -> None:
     timeline = [(0, "1"), (1, "1"), (2, "2"), (3, "2"), (4, "2"), (5, "1"), (6, "1"), (7, "1"), (8, "2")]
     whole = VersionWatch("m", HOUR, compare_windows=2)
     expected = [(c, o.compare_with, o.ended) for h, v in timeline
-                for o in [whole.seen(v, h * HOUR, h * HOUR + 1) or whole.observe(window(v, h))] for c in [o.changes]]
+                for o in [whole.seen(v, [h * HOUR, h * HOUR + 1]) or whole.observe(window(v, h))] for c in [o.changes]]
     before = VersionWatch("m", HOUR, compare_windows=2)
     got = [(c, o.compare_with, o.ended) for h, v in timeline[:cut]
-           for o in [before.seen(v, h * HOUR, h * HOUR + 1) or before.observe(window(v, h))] for c in [o.changes]]
+           for o in [before.seen(v, [h * HOUR, h * HOUR + 1]) or before.observe(window(v, h))] for c in [o.changes]]
     after = VersionWatch("m", HOUR, compare_windows=2)
     after.restore(json.loads(json.dumps(before.snapshot())))
     got += [(c, o.compare_with, o.ended) for h, v in timeline[cut:]
-            for o in [after.seen(v, h * HOUR, h * HOUR + 1) or after.observe(window(v, h))] for c in [o.changes]]
+            for o in [after.seen(v, [h * HOUR, h * HOUR + 1]) or after.observe(window(v, h))] for c in [o.changes]]
     assert got == expected
 
 
@@ -136,7 +136,7 @@ def test_the_first_k_windows_of_a_new_version_are_compared_then_the_period_ends(
     watch = VersionWatch("m", HOUR, compare_windows=2)
     seen = []
     for h, v in [(0, "1"), (1, "1"), (2, "2"), (3, "2"), (4, "2"), (5, "2")]:
-        watch.seen(v, h * HOUR, h * HOUR + 1)
+        watch.seen(v, [h * HOUR, h * HOUR + 1])
         o = watch.observe(window(v, h))
         seen.append((o.compare_with, o.ended))
     assert seen == [(None, []), (None, []), ("1", []), ("1", []), (None, ["2"]), (None, [])]
@@ -358,6 +358,24 @@ def test_a_restart_from_a_snapshot_gives_the_same_records(two_versions: Any) -> 
         second.restore(state)
         after = replay_switch(second, SWITCH[cut:]) + [second.finish()]
         assert summary(before + after) == expected, cut
+
+
+@pytest.mark.parametrize("group", [2, 3, 9])
+def test_the_records_do_not_depend_on_how_the_stream_is_cut_into_batches(two_versions: Any, group: int) -> None:
+    """Version 3 is replaced, returns for an hour and goes again: hour by hour, or hours read together in
+    one batch (a backlog, a restart that cuts elsewhere), the same records with the same last-seen times.
+    Each window is judged on the events before its end, never on later ones of the same batch."""
+    timeline = [*SWITCH[:5], (5, "3", Incident()), (6, "4", SHIFT), (7, "4", SHIFT), (8, "4", SHIFT)]
+    hourly = Pipeline(config(version_gone_after=1), None, two_versions)
+    expected = summary(replay_switch(hourly, timeline) + [hourly.finish()])
+    # (each version's windows close with its own events: version 3's hour 5 closes at the end of input)
+    assert [(c.kind, c.from_version, c.to_version, (c.window_start_ms - DAY) // HOUR) for c in expected["changes"]] == [
+        ("appeared", "3", "4", 3), ("disappeared", "3", "4", 3), ("appeared", "4", "3", 5),
+        ("disappeared", "4", "3", 5), ("appeared", "3", "4", 8), ("disappeared", "3", "4", 8)]
+    together = Pipeline(config(version_gone_after=1), None, two_versions)
+    steps = [together.process(Events.concat([hour_events(h, v, incident=i) for h, v, i in timeline[lo:lo + group]]))
+             for lo in range(0, len(timeline), group)]
+    assert summary(steps + [together.finish()])["changes"] == expected["changes"]
 
 
 def test_configured_comparison_length_and_gone_after(two_versions: Any) -> None:
