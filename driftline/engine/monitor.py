@@ -122,6 +122,11 @@ class ModelMonitor:
         self.watch = ScoreChangeWatch(watch_significance_level) if watch_score and score is not None else None
         """ADWIN on the score stream between window closes (:mod:`driftline.engine.changewatch`)."""
         self._held_times, self._held_values = np.zeros(0, dtype=np.int64), np.zeros(0)
+        self.fed_upto: int | None = None
+        """The watch has been fed every held score older than this (the watermark at the last release)."""
+        self.watch_late = 0
+        """Accepted scores older than ``fed_upto`` when they arrived (disorder beyond the allowed lateness):
+        left out of the watch, which sees the scores in event-time order only."""
         self.released: list[ChangeDetection] = []
         self._reference = self.features.reference()
         self._roles = _roles(profile)
@@ -175,6 +180,10 @@ class ModelMonitor:
         if self._score_range is not None:
             low, high = self._score_range
             valid &= (values >= low) & (values <= high)
+        if self.fed_upto is not None:
+            late = valid & (times < self.fed_upto)
+            self.watch_late += int(late.sum())
+            valid &= ~late
         self._held_times = np.concatenate((self._held_times, times[valid].astype(np.int64)))
         self._held_values = np.concatenate((self._held_values, values[valid]))
 
@@ -184,7 +193,9 @@ class ModelMonitor:
         The watermark waits for the slowest source, so no accepted score can be older than it later
         (within the allowed lateness): the watch sees one order of the model version's scores, however
         partitions interleave and batches are cut (a clean pass and a run restarted from checkpoints
-        agree). Beyond ``MAX_HELD_SCORES`` the oldest go in regardless (bounded memory)."""
+        agree). A score arriving older than what was fed already (disorder beyond the allowed lateness:
+        its batch decides) is left out and counted (``watch_late``), so the watch's input stays in event
+        time order. Beyond ``MAX_HELD_SCORES`` the oldest go in regardless (bounded memory)."""
         if self.watch is None or not len(self._held_times):
             return []
         watermark = self.state.watermark
@@ -200,6 +211,8 @@ class ModelMonitor:
         if not ready.any():
             return []
         times, values = self._held_times[ready], self._held_values[ready]
+        newest = int(times.max()) + 1 if watermark is None else max(int(times.max()) + 1, watermark)
+        self.fed_upto = newest if self.fed_upto is None else max(self.fed_upto, newest)
         order = np.lexsort((values, times))
         self._held_times, self._held_values = self._held_times[~ready], self._held_values[~ready]
         found = self.watch.update(values[order], times[order]).detections
@@ -212,6 +225,7 @@ class ModelMonitor:
         self.state.reset()
         self.recent = {}
         self._held_times, self._held_values = np.zeros(0, dtype=np.int64), np.zeros(0)
+        self.fed_upto, self.watch_late = None, 0
         self.released = []
         if self.watch is not None:
             self.watch.reset()
@@ -233,6 +247,7 @@ class ModelMonitor:
         if self.watch is not None:
             data["watch"] = self.watch.snapshot().as_dict()
             data["watch_held"] = [self._held_times.tolist(), self._held_values.tolist()]
+            data["watch_fed_upto"], data["watch_late"] = self.fed_upto, self.watch_late
         return data
 
     def restore(self, data: Mapping[str, Any]) -> None:
@@ -245,6 +260,7 @@ class ModelMonitor:
             held = data.get("watch_held", [[], []])
             self._held_times = np.asarray(held[0], dtype=np.int64)
             self._held_values = np.asarray(held[1], dtype=np.float64)
+            self.fed_upto, self.watch_late = data.get("watch_fed_upto"), int(data.get("watch_late", 0))
             self.released = []
         profile = self.features.profile
         self.recent = {}

@@ -449,6 +449,25 @@ def test_monitor_score_watch_input_does_not_depend_on_how_late_events_are_batche
     assert separate.held_scores == together.held_scores
 
 
+def test_monitor_score_watch_is_fed_in_event_time_order_only() -> None:
+    """A window [0, 10 s) still open, the watermark at 8 s (scores before it fed): an event at 5 s is
+    counted in the window but is older than what the watch was fed, so it is left out and counted, and
+    the watch's input stays in event-time order (a restart from the snapshot goes on the same)."""
+    spec = WindowSpec(size_ms=10_000)
+    monitor = ModelMonitor(PROFILE, spec)
+    assert monitor.watch is not None
+    monitor.update(np.arange(0, 8_001, 125, dtype=np.int64), columns(65, 1))
+    fed = monitor.watch.seen
+    assert fed == 64 and monitor.fed_upto == 8_000
+    restored = ModelMonitor(PROFILE, spec)
+    restored.restore(json.loads(json.dumps(monitor.snapshot())))
+    for m in (monitor, restored):
+        update = m.update(np.array([5_000, 8_500], dtype=np.int64), columns(2, 2))
+        assert update.accepted == 2 and m.watch_late == 1
+        assert m.watch is not None and m.watch.seen + m.held_scores == fed + 2  # 8 000 (held before) and 8 500
+    assert monitor.snapshot() == restored.snapshot()
+
+
 def test_monitor_score_watch_sees_only_accepted_events() -> None:
     """Rejected events are dead-lettered by the caller, fully late ones never reach a window: neither
     reaches the score watch, so re-driving dead letters cannot count a score twice."""
