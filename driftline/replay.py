@@ -14,10 +14,12 @@ from pathlib import Path
 
 from driftline.config import Config
 from driftline.connectors.clickhouse import ClickHouseStore
+from driftline.connectors.profiles import load_profile
 from driftline.connectors.dead_letters import DeadLetterFile, dead_letter_path
 from driftline.connectors.sources import check_input, read_events
 from driftline.engine.changewatch import ChangeDetection
 from driftline.engine.policy import AlertEvent, RollbackRequest
+from driftline.engine.profile import ReferenceProfile
 from driftline.events import BadEvent
 from driftline.pipeline import Pipeline, StepResult, Totals
 
@@ -55,16 +57,19 @@ def replay(config: Config, paths: Sequence[str | Path], store: ClickHouseStore |
            dead_letters: str | Path | None = None) -> ReplayOutcome:
     """Replay ``paths`` in order. ``dead_letters``: the file for the bad inputs (default
     :func:`~driftline.connectors.dead_letters.dead_letter_path`, beside the store; made only if needed).
-    Raises :class:`~driftline.errors.InvalidInput` for a file that cannot be read at all, before the store
-    is opened."""
+    Raises :class:`~driftline.errors.InvalidInput` for a file that cannot be read at all, and
+    :class:`~driftline.errors.ProfileError` for a reference profile that cannot be used, before
+    the store is opened (a bad configuration leaves nothing behind)."""
     for path in paths:
         check_input(path)
+    profiles = {(model.name, version): load_profile(path)
+                for model in config.models for version, path in model.references.items()}
     letters = DeadLetterFile(Path(dead_letters) if dead_letters is not None else dead_letter_path(config, Path.cwd()),
                              paths)
     owned = store is None
     store = store if store is not None else open_store(config)
     try:
-        return _replay(config, paths, store, on_step, chunk_size, letters)
+        return _replay(config, paths, store, on_step, chunk_size, letters, profiles)
     finally:
         letters.close()
         if owned:
@@ -73,8 +78,8 @@ def replay(config: Config, paths: Sequence[str | Path], store: ClickHouseStore |
 
 def _replay(config: Config, paths: Sequence[str | Path], store: ClickHouseStore,
             on_step: Callable[[Path, StepResult, Totals], None] | None, chunk_size: int,
-            letters: DeadLetterFile) -> ReplayOutcome:
-    pipeline = Pipeline(config, store)
+            letters: DeadLetterFile, profiles: dict[tuple[str, str], ReferenceProfile]) -> ReplayOutcome:
+    pipeline = Pipeline(config, store, profiles)
     outcome = ReplayOutcome(pipeline.totals)
 
     def collect(path: Path, step: StepResult) -> None:

@@ -98,6 +98,21 @@ def test_replay_exits_2_for_an_unreadable_input_before_anything_is_written(
     assert sorted(p.name for p in (tmp_path / "conf").iterdir()) == ["driftline.yaml"]  # no store, no profile read
 
 
+@pytest.mark.parametrize("profile", ["missing", "not json"])
+def test_replay_exits_2_for_an_unusable_profile_before_the_store_is_made(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], profile: str) -> None:
+    (tmp_path / "conf").mkdir()
+    config = tmp_path / "conf" / "driftline.yaml"
+    config.write_text(json.dumps({"models": [{"name": "credit", "references": {"3": "credit-3.json"}}]}))
+    if profile == "not json":
+        (tmp_path / "conf" / "credit-3.json").write_text("{not json")
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps(LINE) + "\n")
+    assert main(["replay", "--config", str(config), str(good)]) == 2
+    assert "credit-3.json" in capsys.readouterr().err
+    assert {p.name for p in (tmp_path / "conf").iterdir()} <= {"driftline.yaml", "credit-3.json"}  # no store
+
+
 def test_readable_files_pass(tmp_path: Path) -> None:
     jsonl = tmp_path / "a.jsonl"
     jsonl.write_text(json.dumps(LINE) + "\n")
