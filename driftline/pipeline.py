@@ -138,6 +138,11 @@ class Pipeline:
         self._decide_and_persist(step)
         return step
 
+    def hold_join(self, active: frozenset[str], fresh: frozenset[str], assigned: frozenset[str]) -> None:
+        """As :meth:`hold`, for the join's clocks only (a replay's files, each a source read to its end
+        before the next): the windows keep one watermark over every event."""
+        self.joiner.hold(active, fresh, assigned)
+
     def finish(self) -> StepResult:
         """End of input: unmatched halves are reported, every open window closes."""
         step = StepResult()

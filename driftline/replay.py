@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from driftline.config import Config
 from driftline.connectors.clickhouse import ClickHouseStore
 from driftline.connectors.profiles import load_profile
@@ -92,8 +94,13 @@ def _replay(config: Config, paths: Sequence[str | Path], store: ClickHouseStore,
         if on_step is not None:
             on_step(path, step, pipeline.totals)
 
-    for path in map(Path, paths):
+    # Each file is a source of its own for the join, read to its end before the next starts, as a Kafka
+    # partition is: a file of requests replayed before the file of their responses waits for them.
+    sources = [f"file {i}[0]" for i in range(len(paths))]
+    for i, path in enumerate(map(Path, paths)):
+        pipeline.hold_join(frozenset(sources[i:i + 1]), frozenset(sources[i + 1:]), frozenset(sources))
         for events, bad in read_events(path, chunk_size):
+            events.source = np.full(len(events), sources[i], dtype=object)
             collect(path, pipeline.process(events, bad))
     collect(Path("(end of input)"), pipeline.finish())
     return outcome

@@ -173,6 +173,29 @@ def test_parquet_requests_and_responses_join_like_jsonl(tmp_path: Path, profiles
     assert parquet.rows["windows"] == jsonl.rows["windows"]
 
 
+@pytest.mark.parametrize("order", ["requests first", "responses first"])
+def test_requests_and_responses_in_separate_files_join_as_when_interleaved(tmp_path: Path, profiles: Profiles,
+                                                                          order: str) -> None:
+    """Each file has its own join clock and is read to its end before the next, as a Kafka partition: the
+    requests of three hours wait for the file of their responses (with one clock, all of them expired)."""
+    fraud = sorted((r for r in scoring_events(hours=3, per_hour=300) if r["model"] == FRAUD[0]),
+                   key=lambda r: r["event_time"])  # in order: no late events, whatever the batches
+    requests = [r for r in fraud if "score" not in r]
+    responses = [r for r in fraud if "score" in r]
+    lost = len(requests) - len(responses)  # (the traffic loses a response now and then)
+    assert len(requests) == 900 and lost > 0
+    interleaved = replayed(load(write_config(tmp_path / "one", profiles)), [write_jsonl(fraud, tmp_path / "f.jsonl")],
+                           chunk_size=500)
+    files = [write_jsonl(requests, tmp_path / "requests.jsonl"), write_jsonl(responses, tmp_path / "responses.jsonl")]
+    split = replayed(load(write_config(tmp_path / "two", profiles)),
+                     files if order == "requests first" else files[::-1], chunk_size=500)
+    t = interleaved.outcome.totals
+    assert (t.unmatched_requests, t.unmatched_responses, t.accepted) == (lost, 0, 900 - lost)
+    assert split.outcome.totals == t
+    for table in TABLES:
+        assert split.rows[table] == interleaved.rows[table], table
+
+
 # -- bad inputs ---------------------------------------------------------------------------------------------
 
 
