@@ -46,7 +46,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import NDArray
 
 from driftline.errors import InvalidInput
@@ -269,43 +268,43 @@ class ScoreChangeWatch:
         np.multiply(rhs, f0, out=rhs)
         np.multiply(rhs, 2.0 * variance * log_term / n, out=rhs)
         passes = np.greater(d, rhs)
-        # A cut whose n0 is below min_window_length at the first (smallest) check may be one at later checks.
+        # n0 grows from check to check: only the cuts too short at the first check need the mask.
         short = np.flatnonzero(f0[:, 0] < lmin)
         if len(short):
             passes[short] &= f0[short] >= lmin
         if not passes.any():
             return None
-        for col in np.flatnonzero(passes.any(axis=0)).tolist():
-            hit = self._exact(col, checks, width, total, mean, variance, log_term, prefix[:, col], f0[:, col])
+        for check in np.flatnonzero(passes.any(axis=0)).tolist():
+            hit = self._exact(check, checks, width, total, mean, variance, log_term, prefix[:, check], f0[:, check])
             if hit is not None:
                 return hit
         return None
 
-    def _exact(self, row: int, checks: NDArray[np.int64], width: NDArray[np.int64], total: NDArray[np.float64],
+    def _exact(self, check: int, checks: NDArray[np.int64], width: NDArray[np.int64], total: NDArray[np.float64],
                mean: NDArray[np.float64], variance: NDArray[np.float64], log_term: NDArray[np.float64],
                prefix: NDArray[np.float64], f0: NDArray[np.float64]) -> dict[str, Any] | None:
         """river's bound for the cuts of one check: the detection's fields when one exceeds it."""
         lmin = self.min_window_length
-        n = float(width[row])
+        n = float(width[check])
         ok = (f0 >= lmin) & (n - f0 >= lmin)
         if not ok.any():
             return None
         prefix, f0 = prefix[ok], f0[ok]
         f1 = n - f0
-        gap = np.abs(prefix - f0 * mean[row]) * (n / (f0 * f1))  # |μ0 − μ1|
+        gap = np.abs(prefix - f0 * mean[check]) * (n / (f0 * f1))  # |μ0 − μ1|
         harmonic = 1.0 / (f0 - (lmin - 1)) + 1.0 / (f1 - (lmin - 1))
-        bound = np.sqrt(2.0 * harmonic * variance[row] * log_term[row]) + (2.0 / 3.0) * log_term[row] * harmonic
+        bound = np.sqrt(2.0 * harmonic * variance[check] * log_term[check]) + (2.0 / 3.0) * log_term[check] * harmonic
         fired = gap > bound
         if not fired.any():
             return None
-        col = int(np.argmax(np.where(fired, gap / bound, -1.0)))
-        k0 = int(f0[col])
-        k1 = int(width[row]) - k0
+        cut = int(np.argmax(np.where(fired, gap / bound, -1.0)))
+        k0 = int(f0[cut])
+        k1 = int(width[check]) - k0
         pivot = self._pivot_value()
-        return {"detector": "adwin", "index": int(checks[row]) - 1, "change_index": self.start + k0,
-                "before_mean": float(prefix[col]) / k0 + pivot,
-                "after_mean": (float(total[row]) - float(prefix[col])) / k1 + pivot,
-                "before_count": k0, "after_count": k1, "bound": float(bound[col])}
+        return {"detector": "adwin", "index": int(checks[check]) - 1, "change_index": self.start + k0,
+                "before_mean": float(prefix[cut]) / k0 + pivot,
+                "after_mean": (float(total[check]) - float(prefix[cut])) / k1 + pivot,
+                "before_count": k0, "after_count": k1, "bound": float(bound[cut])}
 
     def _table(self, sums: NDArray[np.float64], width: NDArray[np.int64], base: NDArray[np.int64],
                shifts: NDArray[np.int64]) -> tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.int64]]:
@@ -349,7 +348,9 @@ class ScoreChangeWatch:
         rel = np.concatenate((width - np.arange(0, 2 * m, dtype=np.int64),
                               ((width - m * step) & ~(step - 1)) - rank * step))
         fresh = np.sort(rel[(rel + start > seen) & (rel > 0)])
-        fresh = fresh[np.concatenate(([True], fresh[1:] != fresh[:-1]))] + start  # np.unique, without its hashing
+        distinct = np.ones(len(fresh), dtype=bool)  # np.unique without its hashing (slower on ~80 values)
+        distinct[1:] = fresh[1:] != fresh[:-1]
+        fresh = fresh[distinct] + start
         distance = end - self._positions
         level = np.maximum(np.frexp((distance // m).astype(np.float64))[1] - 1, 0)
         kept = ((self._positions - start) & (np.left_shift(1, level) - 1)) == 0
