@@ -105,6 +105,11 @@ class _Version:
         recent = [newest for pane, newest in self.panes.items() if pane < end_ms]
         return max(recent) if recent else self.older_ms
 
+    def last_seen(self, end_ms: int) -> int:
+        """Newest event time before ``end_ms``, or the oldest seen when none is before it."""
+        newest = self.newest_before(end_ms)
+        return self.first_ms if newest is None else newest
+
 
 @dataclass(frozen=True)
 class Observation:
@@ -197,7 +202,7 @@ class VersionWatch:
     def _carrier(self, version: str, window: ClosedWindow) -> str | None:
         """The version that carried traffic before the window began and is not gone (the one seen most
         recently before the window's end)."""
-        carriers = [(s.newest_before(window.end_ms) or s.first_ms, v) for v, s in self.versions.items()
+        carriers = [(s.last_seen(window.end_ms), v) for v, s in self.versions.items()
                     if v != version and s.gone_at is None and s.first_ms < window.start_ms]
         return max(carriers)[1] if carriers else None
 
@@ -221,11 +226,9 @@ class VersionWatch:
 
     def _change(self, kind: ChangeKind, from_version: str, to_version: str, window: ClosedWindow) -> VersionChange:
         change_id = _digest("version_change", self.model, kind, from_version, to_version, window.window_id)
-        before = self.versions[from_version]
-        last_seen = before.newest_before(window.end_ms)
         return VersionChange(change_id, kind, self.model, from_version, to_version, window.window_id,
                              window.start_ms, window.end_ms, window.reference_hash,
-                             before.first_ms if last_seen is None else last_seen)
+                             self.versions[from_version].last_seen(window.end_ms))
 
     def reset(self) -> None:
         self.versions = {}
