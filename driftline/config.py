@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from driftline.engine.window_spec import WindowSpec
 from driftline.errors import DriftlineError
 
 _UNITS_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -79,6 +80,11 @@ class WindowConfig(_Strict):
             raise ValueError(f"max_open_panes ({self.max_open_panes}) must be at least {needed}: the panes of one "
                              "window plus those within the allowed lateness, or an in-order stream stalls")
         return self
+
+    def spec(self) -> WindowSpec:
+        """The engine's window specification: the one place it is made, for one stage and two."""
+        return WindowSpec(size_ms=self.size, hop_ms=self.hop, allowed_lateness_ms=self.allowed_lateness,
+                          max_open_panes=self.max_open_panes, max_future_ms=self.max_future)
 
 
 class JoinConfig(_Strict):

@@ -39,7 +39,7 @@ from driftline.engine.features import FeatureSet
 from driftline.engine.monitor import ModelMonitor, WindowReport
 from driftline.engine.policy import AlertEvent, AlertPolicy, Decider, DeciderState, RollbackPolicy, RollbackRequest
 from driftline.engine.profile import ReferenceProfile
-from driftline.engine.window import LateCount, WindowSpec
+from driftline.engine.window import LateCount
 from driftline.engine.versions import VersionChange
 from driftline.events import BadEvent, Events
 from driftline.join import DUPLICATE_REASON, Joiner, group_indices
@@ -92,9 +92,7 @@ class Pipeline:
         self._newest: int | None = None
         self.late = LateTally()
         state = DeciderState()  # shared: the circuit breaker is fleet-wide
-        spec = WindowSpec(size_ms=config.windows.size, hop_ms=config.windows.hop,
-                          allowed_lateness_ms=config.windows.allowed_lateness,
-                          max_open_panes=config.windows.max_open_panes, max_future_ms=config.windows.max_future)
+        spec = config.windows.spec()
         for model in config.models:
             self.deciders[model.name] = Decider(*decision_policies(config, model), state=state)
             for version, path in model.references.items():

@@ -45,7 +45,6 @@ from driftline.config import Config, KafkaConfig, TopicConfig
 from driftline.connectors.clickhouse import ClickHouseStore, StoreUnavailable
 from driftline.connectors.kafka import KafkaSource, MessageBatch, Publisher, split_partition_name
 from driftline.connectors.kafka_fetch import MessageFetcher
-from driftline.engine.window_spec import WindowSpec
 from driftline.events import BadEvent, Events
 from driftline.merge import MergeShard
 from driftline.pipeline import StepResult
@@ -84,7 +83,7 @@ class TwoStageService(Service):
                  merge_source: KafkaSource | None = None) -> None:
         super().__init__(config, store, source, publisher, clock, fetcher)
         w = config.windows
-        self.spec = WindowSpec(size_ms=w.size, hop_ms=w.hop, allowed_lateness_ms=w.allowed_lateness)
+        self.spec = w.spec()
         self.profiles = {key: monitor.profile for key, monitor in self.pipeline.monitors.items()}
         self.stage1 = StageOne(self.profiles, self.spec, w.max_future, config.join, len(source.expected))
         self.merge_source = merge_source if merge_source is not None else KafkaSource(merge_settings(config.kafka))
