@@ -238,7 +238,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from driftline.config import load_config
-    from driftline.service import describe, run_service
+    from driftline.run import describe, run_service
 
     config = load_config(args.config)
     if not config.kafka.topics:

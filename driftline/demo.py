@@ -27,7 +27,7 @@ from driftline.config import load_config
 from driftline.connectors.profiles import save_profile
 from driftline.engine.profile import build_profile
 from driftline.errors import InvalidInput
-from driftline.pipeline import StepResult, Totals
+from driftline.outcome import StepResult, Totals
 from driftline.replay import ReplayOutcome, replay
 from driftline.synthetic import (
     CREDIT_CATEGORICAL, FRAUD_CATEGORICAL, TRANSACTION_CATEGORICAL, Incident, card_transactions, credit_applications,

@@ -27,8 +27,8 @@ from driftline.engine.partials import PartialMerge
 from driftline.engine.policy import Decider, DeciderState
 from driftline.engine.profile import ReferenceProfile
 from driftline.engine.window_spec import WindowSpec
-from driftline.pipeline import (MAX_LATE_WINDOWS, LateTally, StepResult, Totals, assessment_policy, decide_and_persist,
-                                decision_policies)
+from driftline.outcome import StepResult, Totals
+from driftline.pipeline import MAX_LATE_WINDOWS, LateTally, assessment_policy, decide_and_persist, decision_policies
 from driftline.stage import Key, PartialRecord, split_key
 
 

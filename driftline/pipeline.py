@@ -21,9 +21,8 @@ profile, is unmatched by the join, or is refused by the window bounds comes back
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -37,47 +36,17 @@ from driftline.engine.bins import as_float
 from driftline.engine.changewatch import ChangeDetection
 from driftline.engine.features import FeatureSet
 from driftline.engine.monitor import ModelMonitor, WindowReport
-from driftline.engine.policy import AlertEvent, AlertPolicy, Decider, DeciderState, RollbackPolicy, RollbackRequest
+from driftline.engine.policy import AlertPolicy, Decider, DeciderState, RollbackPolicy
 from driftline.engine.profile import ReferenceProfile
 from driftline.engine.window import LateCount
-from driftline.engine.versions import VersionChange
 from driftline.events import BadEvent, Events
 from driftline.join import DUPLICATE_REASON, Joiner, group_indices
+from driftline.outcome import StepResult, Totals
 from driftline.version_tracking import VersionTracker
 
 
 MAX_LATE_WINDOWS = 100_000
 """Windows whose running late count is remembered (the oldest are forgotten first)."""
-
-
-@dataclass
-class StepResult:
-    reports: list[WindowReport] = field(default_factory=list)
-    alerts: list[AlertEvent] = field(default_factory=list)
-    rollbacks: list[RollbackRequest] = field(default_factory=list)
-    bad: list[BadEvent] = field(default_factory=list)
-    detections: list[ChangeDetection] = field(default_factory=list)
-    """Early warnings of the score change watch (each names its model, version and event time)."""
-    presence: list[tuple[str, str, NDArray[np.int64]]] = field(default_factory=list)
-    """(model, version, accepted event times) of each model version the batch fed."""
-    version_changes: list[VersionChange] = field(default_factory=list)
-    """Versions that appeared or disappeared (:mod:`driftline.engine.versions`)."""
-
-
-@dataclass
-class Totals:
-    events: int = 0
-    accepted: int = 0
-    windows: int = 0
-    late: int = 0
-    alerts: int = 0
-    rollbacks: int = 0
-    version_changes: int = 0
-    bad: Counter[str] = field(default_factory=Counter)
-    """Per stage: decode, validate, join, engine."""
-    unmatched_requests: int = 0
-    unmatched_responses: int = 0
-    duplicates: int = 0
 
 
 class Pipeline:

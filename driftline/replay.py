@@ -16,14 +16,15 @@ import numpy as np
 
 from driftline.config import Config
 from driftline.connectors.clickhouse import ClickHouseStore
-from driftline.connectors.profiles import load_profile
 from driftline.connectors.dead_letters import DeadLetterFile, dead_letter_path
+from driftline.connectors.profiles import load_profile
 from driftline.connectors.sources import check_input, read_events
 from driftline.engine.changewatch import ChangeDetection
 from driftline.engine.policy import AlertEvent, RollbackRequest
 from driftline.engine.profile import ReferenceProfile
 from driftline.events import BadEvent
-from driftline.pipeline import Pipeline, StepResult, Totals
+from driftline.outcome import StepResult, Totals
+from driftline.pipeline import Pipeline
 
 MAX_BAD_KEPT = 1_000
 

@@ -75,7 +75,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -93,13 +92,12 @@ from driftline.connectors.codecs import (CONFLUENT_MAGIC, DecodeError, Decoder, 
                                          avro_schema, make_decoder)
 from driftline.connectors.inference import MessageView, Record, TensorMapping, kserve_cloudevent, oip_json
 from driftline.connectors.kafka import KafkaSource, MessageBatch, PublishError, Publisher, parse_origin, partition_name
-from driftline.connectors.kafka_admin import checked_topics
 from driftline.connectors.kafka_fetch import Fetched, MessageFetcher, describe_missing
 from driftline.connectors.oip_protobuf import oip_protobuf
 from driftline.connectors.partitions import Holding
 from driftline.events import BadEvent, EventBuilder, Events
-from driftline.pipeline import Pipeline, StepResult, Totals
-from driftline.runtime import settle_process
+from driftline.outcome import StepResult, Totals
+from driftline.pipeline import Pipeline
 
 log = logging.getLogger("driftline.service")
 T = TypeVar("T")
@@ -378,12 +376,8 @@ class Service:
         now = self.clock()
         result = self.pipeline.process(events, bad, now_ms=int(now * 1000), partitioned=True)
         after = self.pipeline.hold(*self.source.holding(now))
-        for released in (before, after):
-            result.reports += released.reports
-            result.alerts += released.alerts
-            result.rollbacks += released.rollbacks
-            result.version_changes += released.version_changes
-            result.detections += released.detections
+        result.absorb(before)
+        result.absorb(after)
         for event in result.alerts:
             self.publisher.alert(event)
         for request in result.rollbacks:
@@ -508,45 +502,3 @@ def _inference_reader(topic: TopicConfig) -> Callable[[MessageView, TensorMappin
         return oip_protobuf(view, mapping, kind)
 
     return read_protobuf
-
-
-def run_service(config: Config, on_batch: Callable[[BatchReport], None] | None = None) -> None:
-    """The ``driftline run`` entry point: SIGTERM and SIGINT finish the current batch, then stop."""
-    from driftline.replay import open_store
-
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    limits = checked_topics(config.kafka, stop)  # every topic there (or created), else MissingTopics names them
-    store = open_store(config)
-    source = KafkaSource(config.kafka)
-    publisher = Publisher(config.kafka, limits)
-    fetcher = MessageFetcher(config.kafka)
-    merge_source = None
-    try:
-        if config.kafka.stages == "two":
-            from driftline.two_stage import TwoStageService, merge_settings
-
-            merge_source = KafkaSource(merge_settings(config.kafka))
-            service: Service = TwoStageService(config, store, source, publisher, fetcher=fetcher,
-                                               merge_source=merge_source)
-        else:
-            service = Service(config, store, source, publisher, fetcher=fetcher)
-        settle_process()
-        service.run(stop, on_batch)
-    finally:
-        source.close()
-        if merge_source is not None:
-            merge_source.close()
-        fetcher.close()
-        try:
-            publisher.flush(config.kafka.publish_timeout / 1000)
-        except PublishError as exc:  # the batches they belong to are not committed: they are redone
-            log.warning("records left unpublished at shutdown: %s", exc)
-        store.close()
-
-
-def describe(report: BatchReport) -> dict[str, Any]:
-    return {"messages": report.messages, "windows": len(report.step.reports), "alerts": len(report.step.alerts),
-            "rollback_requests": len(report.step.rollbacks), "version_changes": len(report.step.version_changes),
-            "dead_letters": report.dead_letters}

@@ -47,7 +47,7 @@ from driftline.connectors.kafka import KafkaSource, MessageBatch, Publisher, spl
 from driftline.connectors.kafka_fetch import MessageFetcher
 from driftline.events import BadEvent, Events
 from driftline.merge import MergeShard
-from driftline.pipeline import StepResult
+from driftline.outcome import StepResult
 from driftline.service import BatchReport, Service
 from driftline.stage import PartialRecord, StageOne
 
@@ -146,9 +146,7 @@ class TwoStageService(Service):
             shard.add(PartialRecord.decode(value), per_shard.setdefault(name, StepResult()), self.store)
         for name, result in sorted(per_shard.items()):
             self.shards[name].persist(result, self.pipeline.totals, self.store)
-            step.reports += result.reports
-            step.alerts += result.alerts
-            step.rollbacks += result.rollbacks
+            step.absorb(result)
         offsets = batch.next_offsets()
         self.merge_offsets.update(offsets)
         self._dirty_shards |= offsets.keys()

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from driftline.config import Config
 from driftline.engine.monitor import ModelMonitor, WindowReport, compare_versions
 from driftline.engine.policy import PREVIOUS_VERSION, AlertEvent, AlertPolicy, Decider, WindowRef
 from driftline.engine.versions import VersionWatch
-
-if TYPE_CHECKING:
-    from driftline.pipeline import StepResult
+from driftline.outcome import StepResult
 
 Key = tuple[str, str]
 

@@ -40,9 +40,9 @@ from urllib.parse import quote
 import fastavro
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from driftline import __version__
 from driftline.config import KafkaConfig
-from driftline.connectors.kafka_log import LibrdkafkaLog, RepeatLimiter
+from driftline.connectors.kafka_admin import KAFKA_DEFAULT_MAX_MESSAGE_BYTES, admin_client, topic_limits, written_topics
+from driftline.connectors.kafka_log import RepeatLimiter, client_settings
 from driftline.connectors.partitions import Holding, PartitionBook, PartitionState
 from driftline.engine.changewatch import ChangeDetection
 from driftline.engine.policy import AlertEvent, RollbackRequest
@@ -164,12 +164,6 @@ def split_partition_name(name: str) -> tuple[str, int]:
     """``topic[3]`` → (topic, 3)."""
     topic, _, rest = name.rpartition("[")
     return topic, int(rest.rstrip("]"))
-
-
-def client_settings(config: KafkaConfig) -> dict[str, Any]:
-    """Every client's settings: librdkafka's log lines rate-limited (:mod:`driftline.connectors.kafka_log`)."""
-    return {"bootstrap.servers": config.bootstrap_servers, "client.id": f"driftline-{__version__}",
-            "logger": LibrdkafkaLog(), **config.client}
 
 
 CONSUMER_DEFAULTS = {"fetch.queue.backoff.ms": 50}
@@ -453,8 +447,6 @@ class Publisher:
 
     def dead_letter_limit(self) -> int:
         """The record size a dead letter must fit: the topic's ``max.message.bytes`` and the producer's own."""
-        from driftline.connectors.kafka_admin import KAFKA_DEFAULT_MAX_MESSAGE_BYTES
-
         return min(self.limits.get(self.config.dead_letter_topic, KAFKA_DEFAULT_MAX_MESSAGE_BYTES),
                    self.message_max_bytes)
 
@@ -634,8 +626,6 @@ def _describe(error: KafkaError) -> str:
 
 def _read_limits(config: KafkaConfig, topics: list[str] | None = None) -> dict[str, int]:
     """``max.message.bytes`` of the topics the producer writes (those it cannot read are left out)."""
-    from driftline.connectors.kafka_admin import admin_client, topic_limits, written_topics
-
     try:
         return topic_limits(admin_client(config), topics if topics is not None else written_topics(config))
     except KafkaException as exc:

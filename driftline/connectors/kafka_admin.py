@@ -25,6 +25,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from driftline.config import KafkaConfig
+from driftline.connectors.kafka_log import client_settings
 from driftline.errors import DriftlineError
 
 log = logging.getLogger("driftline.kafka")
@@ -63,8 +64,6 @@ def written_topics(config: KafkaConfig) -> dict[str, str]:
 
 
 def admin_client(config: KafkaConfig) -> AdminClient:
-    from driftline.connectors.kafka import client_settings
-
     return AdminClient(client_settings(config))
 
 

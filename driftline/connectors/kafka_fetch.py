@@ -25,7 +25,8 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from driftline.config import KafkaConfig
-from driftline.connectors.kafka import client_settings, origin
+from driftline.connectors.kafka import origin
+from driftline.connectors.kafka_log import client_settings
 
 Position = tuple[str, int, int]
 """(topic, partition, offset) of one message."""

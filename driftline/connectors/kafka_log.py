@@ -4,7 +4,8 @@ about 30 times a second; driftline logs the first line of a kind at once and the
 
 Lines are of one kind when they have the same level, facility and text once the numbers in it are set
 aside (ports, milliseconds, counts of suppressed errors). :class:`RepeatLimiter` is the pure part (given
-a clock); :class:`LibrdkafkaLog` is what ``client_settings`` hands every client as its ``logger``
+a clock); :class:`LibrdkafkaLog` is what :func:`client_settings` (every client's settings) hands
+every client as its ``logger``
 (confluent-kafka calls ``logger.log(level, "%s [%s] %s", facility, client_name, message)``, from the
 client's poll and consume calls).
 """
@@ -17,6 +18,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from driftline import __version__
+from driftline.config import KafkaConfig
 
 LOG_REPEAT_INTERVAL_S = 10.0
 """How often a line that keeps coming is logged again, with the count since the last time."""
@@ -101,3 +105,9 @@ class LibrdkafkaLog:
     def flush(self) -> None:
         for out in self.limiter.flush():
             self.logger.log(logging.WARNING, "%s", out)
+
+
+def client_settings(config: KafkaConfig) -> dict[str, Any]:
+    """Every Kafka client's settings (consumer, producer, admin): librdkafka's log lines rate-limited."""
+    return {"bootstrap.servers": config.bootstrap_servers, "client.id": f"driftline-{__version__}",
+            "logger": LibrdkafkaLog(), **config.client}

@@ -10,7 +10,7 @@ import pytest
 from confluent_kafka import Producer
 
 from driftline.config import KafkaConfig
-from driftline.connectors.kafka import client_settings
+from driftline.connectors.kafka_log import client_settings
 from driftline.connectors.kafka_log import LibrdkafkaLog
 from tests.kafka_broker import free_port
 from tests.unit.test_kafka_log import FakeClock, counted

@@ -18,7 +18,8 @@ from driftline.engine.profile import ReferenceProfile, build_profile
 from driftline.engine.window_spec import WindowSpec
 from driftline.events import EventBuilder, Events
 from driftline.merge import MergeShard
-from driftline.pipeline import StepResult, Totals, typed_columns
+from driftline.outcome import StepResult, Totals
+from driftline.pipeline import typed_columns
 from driftline.stage import PartialRecord, StageOne
 
 T0 = 1_767_225_600_000

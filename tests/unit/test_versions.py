@@ -23,7 +23,8 @@ from driftline.engine.versions import VersionChange, VersionWatch
 from driftline.engine.window_spec import ClosedWindow, window_id
 from driftline.errors import InvalidInput
 from driftline.events import EventBuilder, Events
-from driftline.pipeline import Pipeline, StepResult
+from driftline.outcome import StepResult
+from driftline.pipeline import Pipeline
 from driftline.synthetic import CREDIT_CATEGORICAL, Incident, credit_applications
 
 HOUR = 3_600_000

@@ -1,0 +1,57 @@
+"""What processing returns: :class:`StepResult`, the outcome of one batch (or of a hold, or the end of
+input) — windows, alerts, rollback requests, bad events, change detections, version switches — and
+:class:`Totals`, the running counts. Plain values, no I/O: the pipeline, both stages of the two-stage
+service and the version tracker share them without importing one another."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from driftline.engine.changewatch import ChangeDetection
+from driftline.engine.monitor import WindowReport
+from driftline.engine.policy import AlertEvent, RollbackRequest
+from driftline.engine.versions import VersionChange
+from driftline.events import BadEvent
+
+
+@dataclass
+class StepResult:
+    reports: list[WindowReport] = field(default_factory=list)
+    alerts: list[AlertEvent] = field(default_factory=list)
+    rollbacks: list[RollbackRequest] = field(default_factory=list)
+    bad: list[BadEvent] = field(default_factory=list)
+    detections: list[ChangeDetection] = field(default_factory=list)
+    """Early warnings of the score change watch (each names its model, version and event time)."""
+    presence: list[tuple[str, str, NDArray[np.int64]]] = field(default_factory=list)
+    """(model, version, accepted event times) of each model version the batch fed."""
+    version_changes: list[VersionChange] = field(default_factory=list)
+    """Versions that appeared or disappeared (:mod:`driftline.engine.versions`)."""
+
+    def absorb(self, other: StepResult) -> None:
+        """Add what ``other`` decided (windows, alerts, rollback requests, version changes, detections),
+        already persisted, to this step's (a hold's or a shard's outcome into the batch's)."""
+        self.reports += other.reports
+        self.alerts += other.alerts
+        self.rollbacks += other.rollbacks
+        self.version_changes += other.version_changes
+        self.detections += other.detections
+
+
+@dataclass
+class Totals:
+    events: int = 0
+    accepted: int = 0
+    windows: int = 0
+    late: int = 0
+    alerts: int = 0
+    rollbacks: int = 0
+    version_changes: int = 0
+    bad: Counter[str] = field(default_factory=Counter)
+    """Per stage: decode, validate, join, engine."""
+    unmatched_requests: int = 0
+    unmatched_responses: int = 0
+    duplicates: int = 0
