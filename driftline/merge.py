@@ -21,7 +21,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from driftline.config import Config
-from driftline.connectors.clickhouse import ClickHouseStore
 from driftline.engine.monitor import ModelMonitor
 from driftline.engine.partials import PartialMerge
 from driftline.engine.policy import Decider, DeciderState
@@ -29,6 +28,7 @@ from driftline.engine.profile import ReferenceProfile
 from driftline.engine.window_spec import WindowSpec
 from driftline.outcome import StepResult, Totals
 from driftline.pipeline import MAX_LATE_WINDOWS, LateTally, assessment_policy, decide_and_persist, decision_policies
+from driftline.protocols import Store
 from driftline.stage import Key, PartialRecord, split_key
 
 
@@ -50,7 +50,7 @@ class MergeShard:
         self.late_seen: dict[tuple[str, str, str, int], int] = {}
         """(model, version, source partition, pane) → the largest running late count received."""
 
-    def add(self, record: PartialRecord, step: StepResult, store: ClickHouseStore | None) -> None:
+    def add(self, record: PartialRecord, step: StepResult, store: Store | None) -> None:
         """One partials record: its panes added, its mark raised; what closes goes into ``step``. Late counts
         are written to the store here (their windows may have closed long ago)."""
         key = (record.model, record.version)
@@ -71,7 +71,7 @@ class MergeShard:
         if new and store is not None:
             store.write_late(key[0], key[1], self.late.running(key, merge.late_counts(new)))
 
-    def persist(self, step: StepResult, totals: Totals, store: ClickHouseStore | None) -> None:
+    def persist(self, step: StepResult, totals: Totals, store: Store | None) -> None:
         decide_and_persist(step, self.deciders, {key: m.features for key, m in self.monitors.items()}, totals, store)
 
     def _merge(self, key: Key) -> PartialMerge | None:

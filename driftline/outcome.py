@@ -1,12 +1,13 @@
 """What processing returns: :class:`StepResult`, the outcome of one batch (or of a hold, or the end of
-input) — windows, alerts, rollback requests, bad events, change detections, version switches — and
-:class:`Totals`, the running counts. Plain values, no I/O: the pipeline, both stages of the two-stage
+input) — windows, alerts, rollback requests, bad events, change detections, version switches —, the
+:class:`AuditEntry` rows they make, and :class:`Totals`, the running counts. Plain values, no I/O: the pipeline, both stages of the two-stage
 service and the version tracker share them without importing one another."""
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 from numpy.typing import NDArray
@@ -55,3 +56,33 @@ class Totals:
     unmatched_requests: int = 0
     unmatched_responses: int = 0
     duplicates: int = 0
+
+    def since(self, earlier: Totals) -> Totals:
+        """What was counted after ``earlier`` (a copy of these totals taken then)."""
+        return Totals(**{f.name: getattr(self, f.name) - getattr(earlier, f.name) for f in fields(self)})
+
+    def add(self, more: Totals) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(more, f.name))
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    action: str
+    """What happened: ``window.closed``, ``alert.firing``, ``rollback.dry_run``, ``config.loaded``, …"""
+    event_time_ms: int
+    model: str = ""
+    model_version: str = ""
+    window_id: str = ""
+    subject_id: str = ""
+    details: str = "{}"
+    reference_hash: str = ""
+    actor: str = "driftline"
+
+    @property
+    def entry_id(self) -> str:
+        return _digest(self.action, self.model, self.model_version, self.window_id, self.subject_id, self.details)
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:32]

@@ -29,7 +29,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from driftline.config import Config, ConfigError, ModelConfig
-from driftline.connectors.clickhouse import AuditEntry, ClickHouseStore
 from driftline.connectors.profiles import load_profile
 from driftline.engine.assess import AssessmentPolicy, Threshold
 from driftline.engine.bins import as_float
@@ -41,7 +40,8 @@ from driftline.engine.profile import ReferenceProfile
 from driftline.engine.window import LateCount
 from driftline.events import BadEvent, Events
 from driftline.join import DUPLICATE_REASON, Joiner, group_indices
-from driftline.outcome import StepResult, Totals
+from driftline.outcome import AuditEntry, StepResult, Totals
+from driftline.protocols import Store
 from driftline.version_tracking import VersionTracker
 
 
@@ -50,7 +50,7 @@ MAX_LATE_WINDOWS = 100_000
 
 
 class Pipeline:
-    def __init__(self, config: Config, store: ClickHouseStore | None,
+    def __init__(self, config: Config, store: Store | None,
                  profiles: dict[tuple[str, str], ReferenceProfile] | None = None) -> None:
         self.config = config
         self.store = store
@@ -217,7 +217,7 @@ class Pipeline:
 
 def decide_and_persist(step: StepResult, deciders: Mapping[str, Decider],
                        features: Mapping[tuple[str, str], FeatureSet], totals: Totals,
-                       store: ClickHouseStore | None, versions: VersionTracker | None = None) -> None:
+                       store: Store | None, versions: VersionTracker | None = None) -> None:
     """Fold the step's windows through the deciders in order of window end (and, with ``versions``, the
     version switches they show), count, and write windows, alerts, rollback requests, version changes and
     audit entries to the store (in that order; every insert idempotent)."""

@@ -87,17 +87,18 @@ from numpy.typing import NDArray
 
 from driftline.config import Config, TopicConfig
 from driftline.connectors.avro_events import ColumnarSchema, avro_events
-from driftline.connectors.clickhouse import ClickHouseStore, StoreUnavailable
+from driftline.connectors.clickhouse import StoreUnavailable
 from driftline.connectors.codecs import (CONFLUENT_MAGIC, DecodeError, Decoder, RegistryUnavailable, SchemaRegistry,
                                          avro_schema, make_decoder)
 from driftline.connectors.inference import MessageView, Record, TensorMapping, kserve_cloudevent, oip_json
-from driftline.connectors.kafka import KafkaSource, MessageBatch, PublishError, Publisher, parse_origin, partition_name
+from driftline.connectors.kafka import KafkaSource, MessageBatch, PublishError, parse_origin, partition_name
 from driftline.connectors.kafka_fetch import Fetched, MessageFetcher, describe_missing
 from driftline.connectors.oip_protobuf import oip_protobuf
 from driftline.connectors.partitions import Holding
 from driftline.events import BadEvent, EventBuilder, Events
 from driftline.outcome import StepResult, Totals
 from driftline.pipeline import Pipeline
+from driftline.protocols import ControlSink, Store
 
 log = logging.getLogger("driftline.service")
 T = TypeVar("T")
@@ -166,7 +167,7 @@ def _transient(exc: BaseException) -> str | None:
 
 
 class Service:
-    def __init__(self, config: Config, store: ClickHouseStore, source: KafkaSource, publisher: Publisher,
+    def __init__(self, config: Config, store: Store, source: KafkaSource, publisher: ControlSink,
                  clock: Callable[[], float] = time.time, fetcher: MessageFetcher | None = None) -> None:
         self.config = config
         self.store = store

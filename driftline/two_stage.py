@@ -42,12 +42,13 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, KafkaException
 
 from driftline.config import Config, KafkaConfig, TopicConfig
-from driftline.connectors.clickhouse import ClickHouseStore, StoreUnavailable
-from driftline.connectors.kafka import KafkaSource, MessageBatch, Publisher, split_partition_name
+from driftline.connectors.clickhouse import StoreUnavailable
+from driftline.connectors.kafka import KafkaSource, MessageBatch, split_partition_name
 from driftline.connectors.kafka_fetch import MessageFetcher
 from driftline.events import BadEvent, Events
 from driftline.merge import MergeShard
 from driftline.outcome import StepResult
+from driftline.protocols import ControlSink, Store
 from driftline.service import BatchReport, Service
 from driftline.stage import PartialRecord, StageOne
 
@@ -78,7 +79,7 @@ def merge_settings(kafka: KafkaConfig) -> KafkaConfig:
 
 
 class TwoStageService(Service):
-    def __init__(self, config: Config, store: ClickHouseStore, source: KafkaSource, publisher: Publisher,
+    def __init__(self, config: Config, store: Store, source: KafkaSource, publisher: ControlSink,
                  clock: Callable[[], float] = time.time, fetcher: MessageFetcher | None = None,
                  merge_source: KafkaSource | None = None) -> None:
         super().__init__(config, store, source, publisher, clock, fetcher)

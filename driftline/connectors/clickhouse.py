@@ -17,7 +17,6 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,6 +31,7 @@ from driftline.engine.stats import FeatureStats
 from driftline.engine.versions import VersionChange
 from driftline.engine.window import LateCount
 from driftline.errors import DriftlineError
+from driftline.outcome import AuditEntry
 from driftline.schemas import schema_text
 
 SCHEMA_FILES = ("clickhouse_v1.sql", "clickhouse_v2.sql")
@@ -98,24 +98,6 @@ def store_error(message: str, exc: BaseException) -> StoreError:
     """The error to raise for a driver exception: :class:`StoreUnavailable` when it is transient."""
     reason = transient_reason(exc)
     return StoreUnavailable(message, reason) if reason is not None else StoreError(message)
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    action: str
-    """What happened: ``window.closed``, ``alert.firing``, ``rollback.dry_run``, ``config.loaded``, …"""
-    event_time_ms: int
-    model: str = ""
-    model_version: str = ""
-    window_id: str = ""
-    subject_id: str = ""
-    details: str = "{}"
-    reference_hash: str = ""
-    actor: str = "driftline"
-
-    @property
-    def entry_id(self) -> str:
-        return _digest(self.action, self.model, self.model_version, self.window_id, self.subject_id, self.details)
 
 
 def undeliverable_id(bad: Any) -> str:

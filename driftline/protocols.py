@@ -1,0 +1,71 @@
+"""What the pipeline and the services need of the world, as Protocols: a :class:`Store` the outcomes are
+written to (ClickHouse, :class:`~driftline.connectors.clickhouse.ClickHouseStore`; in memory,
+:class:`driftline.testing.MemoryStore`) and a :class:`ControlSink` for the control and dead-letter topics
+(:class:`~driftline.connectors.kafka.Publisher`; :class:`driftline.testing.MemoryPublisher`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from driftline.engine.changewatch import ChangeDetection
+from driftline.engine.features import FeatureSet
+from driftline.engine.monitor import WindowReport
+from driftline.engine.policy import AlertEvent, RollbackRequest
+from driftline.engine.versions import VersionChange
+from driftline.engine.window_spec import LateCount
+from driftline.events import BadEvent
+from driftline.outcome import AuditEntry
+
+Checkpoint = tuple[int, dict[str, int], dict[str, Any]]
+"""(seq, offsets, state) of a consumer group's newest checkpoint."""
+
+
+class Store(Protocol):
+    """Where windows, late counts, decisions, the audit trail and checkpoints go. Every write is
+    idempotent: the same rows written again leave one copy."""
+
+    def write_windows(self, features: FeatureSet, reports: Sequence[WindowReport]) -> int: ...
+
+    def write_late(self, model: str, model_version: str, late: Sequence[LateCount]) -> int: ...
+
+    def write_alerts(self, events: Sequence[AlertEvent]) -> int: ...
+
+    def write_rollbacks(self, requests: Sequence[RollbackRequest]) -> int: ...
+
+    def write_version_changes(self, changes: Sequence[VersionChange]) -> int: ...
+
+    def write_detections(self, detections: Sequence[ChangeDetection]) -> int: ...
+
+    def audit(self, entries: Sequence[AuditEntry], recorded_at: datetime | None = None) -> int: ...
+
+    def write_undeliverable(self, letters: Sequence[Any], now_ms: int) -> int: ...
+
+    def write_checkpoint(self, group_id: str, seq: int, offsets: dict[str, int], state: dict[str, Any]) -> None: ...
+
+    def write_checkpoints(self, checkpoints: Sequence[tuple[str, int, dict[str, int], dict[str, Any]]]) -> None: ...
+
+    def read_checkpoint(self, group_id: str) -> Checkpoint | None: ...
+
+
+class ControlSink(Protocol):
+    """The control topic (alerts, rollback requests, version switches, early warnings), the dead-letter
+    topic, and the partials topic of two stages; :meth:`flush` returns once every record is acknowledged."""
+
+    def alert(self, event: AlertEvent) -> None: ...
+
+    def rollback(self, request: RollbackRequest) -> None: ...
+
+    def version_change(self, change: VersionChange) -> None: ...
+
+    def change(self, detection: ChangeDetection) -> None: ...
+
+    def dead_letter(self, bad: BadEvent, payload: bytes | None = None, key: bytes | None = None,
+                    missing: str | None = None) -> None: ...
+
+    def partial(self, key: bytes, value: bytes) -> None: ...
+
+    def take_undeliverable(self) -> list[Any]: ...
+
+    def flush(self, timeout_s: float = 30.0) -> None: ...
