@@ -187,7 +187,11 @@ class Service:
         self.health = Health()
         self.backoff = Backoff(config.kafka.retry_backoff / 1000, config.kafka.retry_backoff_max / 1000)
         self._retry_at: float | None = None
-        """While paused: when (time.monotonic) to resume from the last checkpoint."""
+        """While paused: when (the service's clock) to resume from the last checkpoint."""
+        self.counters = Totals()
+        """What this process has counted, monotonic: every batch that went through added once, a batch
+        redone after an outage added again (for counters, e.g. Prometheus'). ``pipeline.totals`` are the
+        state's own counts instead: set back to the checkpoint's with it."""
         self._attempts = 0
         self._since: dict[tuple[str, int], int] = {}
         """(topic, partition) → the first offset read since the last checkpoint: where a retry starts."""
@@ -227,15 +231,18 @@ class Service:
         polled = self.source.poll_batch()
         batch = self.source.take(polled, self.clock())  # ends of partitions noted, and dropped; idle timers
         waiting = self.source.before  # what the watermarks wait for before this batch's partitions count as read
+        counted = copy.deepcopy(self.pipeline.totals)
         try:
             events, bad = self._decode(batch)
-            return self._process(batch, events, bad, waiting)
+            report = self._process(batch, events, bad, waiting)
         except (StoreUnavailable, PublishError, RegistryUnavailable) as exc:
             reason = _transient(exc)
             if reason is None:
                 raise
             self._pause(reason)
             return BatchReport(0, StepResult(), 0)
+        self.counters.add(self.pipeline.totals.since(counted))
+        return report
 
     def _read(self, messages: list[Any]) -> None:
         for message in messages:
@@ -257,7 +264,7 @@ class Service:
         self.source.pause()
         self.publisher.take_undeliverable()  # (the batch is redone: its dead letters are sent again)
         self._restore()
-        self._retry_at = time.monotonic() + delay
+        self._retry_at = self.clock() + delay
 
     def _restore(self) -> None:
         """The pipeline as the last checkpoint left it, rebuilt as a restart would (its profiles kept)."""
@@ -274,7 +281,7 @@ class Service:
             if message.error() is None:
                 self._read([message])
         assert self._retry_at is not None
-        if time.monotonic() >= self._retry_at:
+        if self.clock() >= self._retry_at:
             self._retry_at = None
             self.source.resume()
             self.source.seek(self._since)

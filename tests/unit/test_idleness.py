@@ -2,10 +2,11 @@
 minutes of event time ahead of the others closes no window early and makes none of their events late, and
 windows close once the partitions at their end have been idle for ``idle_after`` of the service's clock.
 
-The service runs without a broker: :class:`InMemorySource` is the real :class:`KafkaSource` (its ``take``,
-``holding``, assignment and seek bookkeeping) over an in-memory log of JSON messages that hands out, like
-librdkafka, each partition's messages and one end-of-partition event once a partition is read to its end.
-The store and the publisher are in-memory twins; the clock is a fake the test moves.
+The service runs without a broker (:mod:`driftline.testing`): :class:`MemorySource` is the real
+:class:`KafkaSource` (its ``take``, ``holding``, assignment and seek bookkeeping) over an in-memory log of
+JSON messages that hands out, like librdkafka, each partition's messages and one end-of-partition event
+once a partition is read to its end. The store and the publisher are in-memory twins; the clock is a
+fake the test moves.
 """
 
 from __future__ import annotations
@@ -16,15 +17,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import KafkaError
 
 from driftline.config import Config
-from driftline.connectors.kafka import KafkaSource, partition_name
-from driftline.connectors.kafka_log import RepeatLimiter
+from driftline.connectors.kafka import partition_name
 from driftline.connectors.partitions import PartitionBook, PartitionState
 from driftline.connectors.profiles import save_profile
 from driftline.engine.profile import build_profile
 from driftline.service import Service
+from driftline.testing import ManualClock, MemoryPublisher, MemorySource, MemoryStore
 
 T0 = 1_767_225_600_000
 MINUTE = 60_000
@@ -34,137 +35,9 @@ TOPIC = "scoring"
 NAMES = [partition_name(TOPIC, p) for p in range(3)]
 
 
-class FakeMessage:
-    def __init__(self, partition: int, offset: int, value: bytes | None, error: KafkaError | None = None) -> None:
-        self._partition, self._offset, self._value, self._error = partition, offset, value, error
-
-    def topic(self) -> str:
-        return TOPIC
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-    def value(self) -> bytes | None:
-        return self._value
-
-    def key(self) -> bytes | None:
-        return None
-
-    def error(self) -> KafkaError | None:
-        return self._error
-
-
-class StubConsumer:
-    def __init__(self) -> None:
-        self.owned: list[TopicPartition] = []
-
-    def incremental_assign(self, partitions: list[TopicPartition]) -> None:
-        self.owned += partitions
-
-    def assignment(self) -> list[TopicPartition]:
-        return list(self.owned)
-
-    def pause(self, partitions: list[TopicPartition]) -> None:
-        pass
-
-    def resume(self, partitions: list[TopicPartition]) -> None:
-        pass
-
-    def commit(self, **_: Any) -> None:
-        pass
-
-
-class InMemorySource(KafkaSource):
-    """The real KafkaSource's bookkeeping over in-memory partitions (no broker)."""
-
-    def __init__(self, config: Config) -> None:  # (KafkaSource.__init__ connects to a broker)
-        self.config = config.kafka
-        self.consumer = StubConsumer()
-        self.assigned, self.start_offsets, self.paused, self.held, self.unreachable = set(), {}, False, set(), 0
-        self.before_assign = self.before_revoke = None
-        self.book = PartitionBook(config.kafka.idle_after / 1000)
-        self._error_lines = RepeatLimiter()
-        self.expected = set(NAMES)
-        self.log: dict[int, list[bytes]] = {p: [] for p in range(3)}
-        self.position = {p: 0 for p in range(3)}
-        self.ended = {p: False for p in range(3)}
-        self._assigned(self.consumer, [TopicPartition(TOPIC, p) for p in range(3)])
-
-    def produce(self, partition: int, events: list[dict[str, Any]]) -> None:
-        self.log[partition] += [json.dumps(e).encode() for e in events]
-
-    def poll_batch(self) -> list[Any]:
-        """Every partition's waiting messages, then its end-of-partition event (once, after new messages)."""
-        out: list[Any] = []
-        for p in range(3):
-            messages = self.log[p][self.position[p]:]
-            out += [FakeMessage(p, self.position[p] + i, value) for i, value in enumerate(messages)]
-            self.position[p] += len(messages)
-            if messages or not self.ended[p]:
-                out.append(FakeMessage(p, self.position[p], None, KafkaError(KafkaError._PARTITION_EOF)))
-                self.ended[p] = True
-        return out
-
-
-class MemoryStore:
-    def __init__(self) -> None:
-        self.windows: dict[int, int] = {}
-        """Window start (minutes after T0) → rows."""
-        self.late = 0
-
-    def read_checkpoint(self, group_id: str) -> None:
-        return None
-
-    def write_checkpoint(self, *_: Any) -> None:
-        pass
-
-    def write_windows(self, features: Any, reports: list[Any]) -> int:
-        for report in reports:
-            self.windows[(report.window.start_ms - T0) // MINUTE] = report.window.rows
-        return len(reports)
-
-    def write_late(self, *_: Any) -> int:
-        return 0
-
-    def write_alerts(self, events: list[Any]) -> int:
-        return 0
-
-    def write_rollbacks(self, requests: list[Any]) -> int:
-        return 0
-
-    def audit(self, entries: list[Any]) -> int:
-        return 0
-
-
-class MemoryPublisher:
-    def alert(self, event: Any) -> None:
-        pass
-
-    def rollback(self, request: Any) -> None:
-        pass
-
-    def version_change(self, change: Any) -> None:
-        pass
-
-    def dead_letter(self, *_: Any, **__: Any) -> None:
-        raise AssertionError("no dead letters expected")
-
-    def take_undeliverable(self) -> list[Any]:
-        return []
-
-    def flush(self, timeout_s: float = 30.0) -> None:
-        pass
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+def rows_by_minute(store: MemoryStore) -> dict[int, int]:
+    """Window start (minutes after T0) → rows, of the windows written."""
+    return {(r.window.start_ms - T0) // MINUTE: r.window.rows for r in store.windows.values()}
 
 
 def events(partition: int, minute: int) -> list[dict[str, Any]]:
@@ -183,22 +56,22 @@ def profile_path(tmp_path: Path) -> Path:
     return path
 
 
-def service(profile_path: Path, idle_after: str | int) -> tuple[Service, InMemorySource, MemoryStore, Clock]:
+def service(profile_path: Path, idle_after: str | int) -> tuple[Service, MemorySource, MemoryStore, ManualClock]:
     cfg = Config.model_validate({
         "windows": {"size": "1m", "allowed_lateness": 0, "max_future": None},
         "models": [{"name": "m", "references": {"1": str(profile_path)}, "policy": {"min_samples": 10}}],
         "kafka": {"topics": [{"topic": TOPIC}], "idle_after": idle_after, "batch_size": 1_000_000},
     })
-    source, store, clock = InMemorySource(cfg), MemoryStore(), Clock()
-    return Service(cfg, store, source, MemoryPublisher(), clock=clock), source, store, clock  # type: ignore[arg-type]
+    source, store, clock = MemorySource(cfg, TOPIC, 3), MemoryStore(), ManualClock()
+    return Service(cfg, store, source, MemoryPublisher(), clock=clock), source, store, clock
 
 
-def step(svc: Service, clock: Clock, seconds: float = 1.0) -> None:
+def step(svc: Service, clock: ManualClock, seconds: float = 1.0) -> None:
     clock.now += seconds
     svc.step()
 
 
-def skewed_run(svc: Service, source: InMemorySource, clock: Clock) -> None:
+def skewed_run(svc: Service, source: MemorySource, clock: ManualClock) -> None:
     """Partition 0 delivers minutes 0-8 at once and is read to its end; partitions 1 and 2 deliver a
     minute at a time, a few seconds of the clock apart (18 s in all)."""
     source.produce(0, [e for m in range(9) for e in events(0, m)])
@@ -212,16 +85,16 @@ def skewed_run(svc: Service, source: InMemorySource, clock: Clock) -> None:
 def test_a_partition_ahead_and_at_its_end_holds_until_idle(profile_path: Path) -> None:
     svc, source, store, clock = service(profile_path, "30s")
     skewed_run(svc, source, clock)
-    assert store.windows == {m: 3 * PER_MINUTE for m in range(8)}  # every window whole; minute 8 still open
+    assert rows_by_minute(store) == {m: 3 * PER_MINUTE for m in range(8)}  # every window whole; minute 8 still open
     assert svc.pipeline.totals.late == 0
     # partition 1 moves on to minute 9; partitions 0 and 2, at their ends in minute 8, hold window 8 …
     source.produce(1, events(1, 9))
     step(svc, clock)
     step(svc, clock, 27.0)  # 29 s after partition 2's last message
-    assert 8 not in store.windows
+    assert 8 not in rows_by_minute(store)
     assert source.book.partitions[NAMES[2]].state is PartitionState.AT_END
     step(svc, clock, 2.0)  # … until they have been idle for idle_after
-    assert store.windows[8] == 3 * PER_MINUTE
+    assert rows_by_minute(store)[8] == 3 * PER_MINUTE
     assert source.book.partitions[NAMES[2]].state is PartitionState.IDLE
     # a message on an idle partition: counted late as usual, and the partition holds again
     source.produce(2, [{**events(2, 8)[-1], "request_id": "p2-late"}])
@@ -246,12 +119,12 @@ def test_after_an_outage_longer_than_idle_after_the_partitions_behind_hold_again
     assert source.unreachable == 1
     source.produce(0, [e for m in range(1, 6) for e in events(0, m)])  # partition 0's backlog first
     step(svc, clock)
-    assert store.windows == {} and NAMES[1] in source.holding(clock.now).active
+    assert rows_by_minute(store) == {} and NAMES[1] in source.holding(clock.now).active
     step(svc, clock, 20.0)
     for p in (1, 2):  # then the others', within idle_after
         source.produce(p, [e for m in range(1, 6) for e in events(p, m)])
     step(svc, clock)
-    assert store.windows == {m: 3 * PER_MINUTE for m in range(5)}
+    assert rows_by_minute(store) == {m: 3 * PER_MINUTE for m in range(5)}
     assert svc.pipeline.totals.late == 0
 
 
@@ -260,7 +133,7 @@ def test_without_idleness_the_partition_ahead_makes_the_others_late(profile_path
     svc, source, store, clock = service(profile_path, 0)
     skewed_run(svc, source, clock)
     assert svc.pipeline.totals.late > 0
-    assert store.windows != {m: 3 * PER_MINUTE for m in range(8)}
+    assert rows_by_minute(store) != {m: 3 * PER_MINUTE for m in range(8)}
 
 
 def test_idle_timers() -> None:
