@@ -35,6 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from driftline.events import COMBINED, REQUEST, RESPONSE, Events, events_from_dict, events_to_dict
+from driftline.keys import SEPARATOR, ModelKey
 
 
 DUPLICATE_REASON = "duplicate request_id (the first one was kept)"
@@ -357,10 +358,9 @@ def group_indices(events: Events) -> dict[tuple[str, str], NDArray[np.intp]]:
         return {}
     first = (events.model[0], events.model_version[0])
     if (events.model == first[0]).all() and (events.model_version == first[1]).all():  # one model: common
-        return {(str(first[0]), str(first[1])): np.arange(len(events))}
-    keys = np.char.add(np.char.add(events.model.astype(str), "\x1f"), events.model_version.astype(str))
+        return {ModelKey(str(first[0]), str(first[1])): np.arange(len(events))}
+    keys = np.char.add(np.char.add(events.model.astype(str), SEPARATOR), events.model_version.astype(str))
     unique, inverse = np.unique(keys, return_inverse=True)
     order = np.argsort(inverse, kind="stable")
     bounds = np.searchsorted(inverse[order], np.arange(len(unique) + 1))
-    return {tuple(k.split("\x1f", 1)): order[bounds[i]:bounds[i + 1]]  # type: ignore[misc]
-            for i, k in enumerate(unique.tolist())}
+    return {ModelKey.decode(k): order[bounds[i]:bounds[i + 1]] for i, k in enumerate(unique.tolist())}

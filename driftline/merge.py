@@ -26,10 +26,11 @@ from driftline.engine.partials import PartialMerge
 from driftline.engine.policy import Decider, DeciderState
 from driftline.engine.profile import ReferenceProfile
 from driftline.engine.window_spec import WindowSpec
+from driftline.keys import ModelKey
 from driftline.outcome import StepResult, Totals
 from driftline.pipeline import MAX_LATE_WINDOWS, LateTally, assessment_policy, decide_and_persist, decision_policies
 from driftline.protocols import Store
-from driftline.stage import Key, PartialRecord, split_key
+from driftline.stage import Key, PartialRecord
 
 
 class MergeShard:
@@ -90,8 +91,8 @@ class MergeShard:
     def snapshot(self) -> dict[str, Any]:
         decider = next(iter(self.deciders.values()), None)
         return {
-            "models": {f"{m}\x1f{v}": {"merge": merge.snapshot(), "monitor": self.monitors[(m, v)].snapshot()}
-                       for (m, v), merge in self.merges.items()},
+            "models": {ModelKey(*key).encode(): {"merge": merge.snapshot(), "monitor": self.monitors[key].snapshot()}
+                       for key, merge in self.merges.items()},
             "decider": decider.state.to_dict() if decider is not None else None,
             "late": self.late.snapshot(),
             "late_seen": [[*k, n] for k, n in self.late_seen.items()],
@@ -99,7 +100,7 @@ class MergeShard:
 
     def restore(self, data: Mapping[str, Any]) -> None:
         for name, model in data["models"].items():
-            key = split_key(name)
+            key = ModelKey.decode(name)
             merge = self._merge(key)
             if merge is None:
                 continue

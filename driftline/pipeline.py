@@ -40,6 +40,7 @@ from driftline.engine.profile import ReferenceProfile
 from driftline.engine.window import LateCount
 from driftline.events import BadEvent, Events
 from driftline.join import DUPLICATE_REASON, Joiner, group_indices
+from driftline.keys import ModelKey
 from driftline.outcome import AuditEntry, StepResult, Totals
 from driftline.protocols import Store
 from driftline.version_tracking import VersionTracker
@@ -125,7 +126,7 @@ class Pipeline:
         """Everything a restart needs to go on where this left off: open windows, join state, decisions."""
         decider = next(iter(self.deciders.values()), None)
         return {
-            "monitors": {f"{m}\x1f{v}": monitor.snapshot() for (m, v), monitor in self.monitors.items()},
+            "monitors": {ModelKey(*key).encode(): monitor.snapshot() for key, monitor in self.monitors.items()},
             "joiner": self.joiner.snapshot(),
             "decider": decider.state.to_dict() if decider is not None else None,
             "late": self.late.snapshot(),
@@ -135,7 +136,7 @@ class Pipeline:
 
     def restore(self, data: dict[str, Any]) -> None:
         for key, snapshot in data["monitors"].items():
-            monitor = self.monitors.get(tuple(key.split("\x1f", 1)))  # type: ignore[arg-type]
+            monitor = self.monitors.get(ModelKey.decode(key))
             if monitor is not None:  # a model version since removed from the configuration is forgotten
                 monitor.restore(snapshot)
         self.joiner.restore(data["joiner"])

@@ -44,6 +44,7 @@ from driftline.engine.profile import ReferenceProfile
 from driftline.engine.window_spec import WindowSpec
 from driftline.events import COMBINED, BadEvent, Events
 from driftline.join import DUPLICATE_REASON, Joiner
+from driftline.keys import ModelKey
 from driftline.pipeline import model_groups
 
 LATE_PANES = 10_000
@@ -185,9 +186,9 @@ class StageOne:
     def snapshot(self, partition: str) -> dict[str, Any]:
         """One source partition's state, JSON-ready."""
         recent = self.recent.get(partition)
-        return {"panes": {f"{m}\x1f{v}": stage.snapshot() for (m, v), stage in self.panes.get(partition, {}).items()},
-                "late": {f"{m}\x1f{v}": {str(p): n for p, n in late.items()}
-                         for (m, v), late in self.late.get(partition, {}).items()},
+        return {"panes": {ModelKey(*key).encode(): stage.snapshot() for key, stage in self.panes.get(partition, {}).items()},
+                "late": {ModelKey(*key).encode(): {str(p): n for p, n in late.items()}
+                         for key, late in self.late.get(partition, {}).items()},
                 "recent": recent.snapshot() if recent is not None else None}
 
     def restore(self, partition: str, data: Mapping[str, Any] | None) -> None:
@@ -196,12 +197,12 @@ class StageOne:
         if data is None:
             return
         for name, snapshot in data["panes"].items():
-            key = split_key(name)
+            key = ModelKey.decode(name)
             if key in self.features:  # a model version since removed from the configuration is forgotten
                 stage = self.panes.setdefault(partition, {})[key] = PartitionPanes(self.features[key], self.spec)
                 stage.restore(snapshot)
         for name, late in data["late"].items():
-            key = split_key(name)
+            key = ModelKey.decode(name)
             self.late.setdefault(partition, {})[key] = {int(p): int(n) for p, n in late.items()}
         if data.get("recent") is not None:  # (checkpoints written before duplicates were dropped have none)
             self._recent(partition).restore(data["recent"])
@@ -211,12 +212,6 @@ class StageOne:
         self.panes.pop(partition, None)
         self.late.pop(partition, None)
         self.recent.pop(partition, None)
-
-
-def split_key(name: str) -> Key:
-    """``model\x1fversion`` (as snapshots name a model version) → (model, version)."""
-    model, version = name.split("\x1f", 1)
-    return model, version
 
 
 def _by_partition(sources: NDArray[Any]) -> list[tuple[str, NDArray[np.intp]]]:
