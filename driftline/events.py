@@ -117,6 +117,17 @@ def _every_row(index: NDArray[Any], n: int) -> bool:
             and (n == 0 or (int(index[0]) == 0 and int(index[-1]) == n - 1 and bool((np.diff(index) == 1).all()))))
 
 
+def refuse_future(events: Events, now_ms: int, limit_ms: int) -> tuple[Events, list[BadEvent]]:
+    """The events stamped at most ``limit_ms`` after ``now_ms``, and the others as ``FutureEvent`` bad
+    events (``windows.max_future``: one skewed producer clock must not move a watermark far ahead)."""
+    ahead = events.event_time > now_ms + limit_ms
+    if not ahead.any():
+        return events, []
+    bad = [BadEvent(str(origin), "engine", "FutureEvent", f"event time more than {limit_ms // 1000}s ahead of "
+                    f"{now_ms} (epoch ms)") for origin in events.position[ahead]]
+    return events.take(np.flatnonzero(~ahead)), bad
+
+
 def events_to_dict(events: Events) -> dict[str, Any]:
     """Plain JSON-ready data (for a checkpoint); NaN scores become null."""
     return {

@@ -38,7 +38,7 @@ from driftline.engine.monitor import ModelMonitor, WindowReport
 from driftline.engine.policy import AlertPolicy, Decider, DeciderState, RollbackPolicy
 from driftline.engine.profile import ReferenceProfile
 from driftline.engine.window import LateCount
-from driftline.events import BadEvent, Events
+from driftline.events import BadEvent, Events, refuse_future
 from driftline.join import DUPLICATE_REASON, Joiner, group_indices
 from driftline.keys import ModelKey
 from driftline.outcome import AuditEntry, StepResult, Totals
@@ -200,12 +200,8 @@ class Pipeline:
         if now_ms is None:
             typical = int(np.percentile(events.event_time, 99, method="lower"))
             now_ms = typical if self._newest is None else max(self._newest, typical)
-        ahead = events.event_time > now_ms + limit
-        if ahead.any():
-            step.bad.extend(BadEvent(str(origin), "engine", "FutureEvent",
-                                     f"event time more than {limit // 1000}s ahead of {now_ms} (epoch ms)")
-                            for origin in events.position[ahead])
-            events = events.take(np.flatnonzero(~ahead))
+        events, ahead = refuse_future(events, now_ms, limit)
+        step.bad.extend(ahead)
         if len(events):
             newest = int(events.event_time.max())
             self._newest = newest if self._newest is None else max(self._newest, newest)

@@ -386,14 +386,7 @@ class Service:
         after = self.pipeline.hold(*self.source.holding(now))
         result.absorb(before)
         result.absorb(after)
-        for event in result.alerts:
-            self.publisher.alert(event)
-        for request in result.rollbacks:
-            self.publisher.rollback(request)
-        for change in result.version_changes:
-            self.publisher.version_change(change)
-        for detection in result.detections:
-            self.publisher.change(detection)
+        self._publish(result)
         if result.bad:
             self._dead_letter(batch, result.bad)
         self.publisher.flush(self.config.kafka.publish_timeout / 1000)
@@ -402,6 +395,18 @@ class Service:
         self._batch_offsets = {}
         self._batch_done(batch)
         return BatchReport(len(batch), result, len(result.bad))
+
+    def _publish(self, step: StepResult) -> None:
+        """The step's decisions to the control topic (acknowledged at the next flush): alerts, rollback
+        requests, version switches, early warnings."""
+        for event in step.alerts:
+            self.publisher.alert(event)
+        for request in step.rollbacks:
+            self.publisher.rollback(request)
+        for change in step.version_changes:
+            self.publisher.version_change(change)
+        for detection in step.detections:
+            self.publisher.change(detection)
 
     def _batch_done(self, batch: MessageBatch) -> None:
         """A batch went through: checkpoint when the interval has passed; a paused service goes on."""

@@ -42,7 +42,7 @@ from driftline.engine.features import FeatureSet
 from driftline.engine.partials import PanePartial, PartitionPanes
 from driftline.engine.profile import ReferenceProfile
 from driftline.engine.window_spec import WindowSpec
-from driftline.events import COMBINED, BadEvent, Events
+from driftline.events import COMBINED, BadEvent, Events, refuse_future
 from driftline.join import DUPLICATE_REASON, Joiner
 from driftline.keys import ModelKey
 from driftline.pipeline import model_groups
@@ -154,14 +154,11 @@ class StageOne:
         result.bad.extend(BadEvent(str(origin), "join", "Unsupported", "a request or response half: kafka.stages "
                                    "two counts combined events only (the join needs stages: single for now)")
                           for origin in events.position[halves])
-        ahead = np.zeros(len(events), dtype=bool)
+        if halves.any():
+            events = events.take(np.flatnonzero(~halves))
         if self.max_future_ms is not None and now_ms is not None:
-            ahead = ~halves & (events.event_time > now_ms + self.max_future_ms)
-            result.bad.extend(BadEvent(str(origin), "engine", "FutureEvent",
-                                       f"event time more than {self.max_future_ms // 1000}s ahead of {now_ms} "
-                                       "(epoch ms)") for origin in events.position[ahead])
-        if halves.any() or ahead.any():
-            events = events.take(np.flatnonzero(~halves & ~ahead))
+            events, ahead = refuse_future(events, now_ms, self.max_future_ms)
+            result.bad.extend(ahead)
         return events
 
     def _first_deliveries(self, events: Events, result: StageOneResult) -> Events:

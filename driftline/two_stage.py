@@ -127,10 +127,7 @@ class TwoStageService(Service):
         self._batch_offsets = {}
         merged, step = self._merge()
         step.bad = bad
-        for event in step.alerts:
-            self.publisher.alert(event)
-        for request in step.rollbacks:
-            self.publisher.rollback(request)
+        self._publish(step)
         self.publisher.flush(self.config.kafka.publish_timeout / 1000)
         self._batch_done(batch)
         return BatchReport(len(batch) + merged, step, len(bad))
