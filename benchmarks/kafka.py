@@ -50,7 +50,8 @@ from confluent_kafka import Consumer, Producer
 from benchmarks.data import CATEGORICAL, DECISION, NUMERIC, SCORE, generate
 from driftline.config import Config
 from driftline.connectors.avro_batch import decode_batch
-from driftline.connectors.kafka import KafkaSource, MessageBatch, Publisher
+from driftline.connectors.kafka import KafkaSource, MessageBatch
+from driftline.connectors.kafka_publish import Publisher
 from driftline.connectors.profiles import save_profile
 from driftline.engine.profile import build_profile
 from driftline.replay import open_store

@@ -16,7 +16,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import driftline.connectors.kafka as kafka  # noqa: E402
+import driftline.connectors.kafka_log as kafka_log  # noqa: E402
+from driftline.connectors.kafka import KafkaSource  # noqa: E402
+from driftline.connectors.kafka_publish import Publisher  # noqa: E402
 from driftline.config import KafkaConfig, TopicConfig  # noqa: E402
 from tests.kafka_broker import free_port  # noqa: E402
 
@@ -24,14 +26,14 @@ SECONDS = 30
 
 
 def main() -> None:
-    adapters: list[kafka.LibrdkafkaLog] = []
+    adapters: list[kafka_log.LibrdkafkaLog] = []
 
-    class Counting(kafka.LibrdkafkaLog):
+    class Counting(kafka_log.LibrdkafkaLog):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             adapters.append(self)
 
-    kafka.LibrdkafkaLog = Counting  # type: ignore[misc]  # every client's adapter, to read its count
+    kafka_log.LibrdkafkaLog = Counting  # type: ignore[misc]  # every client's adapter, to read its count
     logged: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = logged.append  # type: ignore[method-assign]
@@ -39,8 +41,8 @@ def main() -> None:
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
     config = KafkaConfig(bootstrap_servers=f"127.0.0.1:{free_port()}", topics=(TopicConfig(topic="t"),))
-    source = kafka.KafkaSource(config)  # (its metadata request waits 10 s first)
-    publisher = kafka.Publisher(config, {})
+    source = KafkaSource(config)  # (its metadata request waits 10 s first)
+    publisher = Publisher(config, {})
     began, sent_before, logged_before = time.monotonic(), sum(a.offered for a in adapters), len(logged)
     while time.monotonic() - began < SECONDS:
         source.poll_batch()

@@ -1,7 +1,7 @@
 """What the pipeline and the services need of the world, as Protocols: a :class:`Store` the outcomes are
 written to (ClickHouse, :class:`~driftline.connectors.clickhouse.ClickHouseStore`; in memory,
 :class:`driftline.testing.MemoryStore`) and a :class:`ControlSink` for the control and dead-letter topics
-(:class:`~driftline.connectors.kafka.Publisher`; :class:`driftline.testing.MemoryPublisher`)."""
+(:class:`~driftline.connectors.kafka_publish.Publisher`; :class:`driftline.testing.MemoryPublisher`)."""
 
 from __future__ import annotations
 

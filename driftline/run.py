@@ -13,7 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 from driftline.config import Config
-from driftline.connectors.kafka import KafkaSource, PublishError, Publisher
+from driftline.connectors.kafka import KafkaSource
+from driftline.connectors.kafka_publish import PublishError, Publisher
 from driftline.connectors.kafka_admin import checked_topics
 from driftline.connectors.kafka_fetch import MessageFetcher
 from driftline.replay import open_store

@@ -23,7 +23,7 @@ group.
 Outages do not stop the service. When 1–4 fail for a reason that passes — the store unreachable, timed
 out or overloaded (:class:`~driftline.connectors.clickhouse.StoreUnavailable`), the broker not
 acknowledging the control or dead-letter records within ``kafka.publish_timeout``
-(:class:`~driftline.connectors.kafka.PublishError`), the schema registry away — the batch is redone
+(:class:`~driftline.connectors.kafka_publish.PublishError`), the schema registry away — the batch is redone
 from the last checkpoint, as a restart would, without leaving the process:
 
 - consumption pauses (every assigned partition, and any assigned meanwhile); the service keeps
@@ -39,7 +39,7 @@ fatal: the checkpoint already holds the offsets, a restart starts from it, and t
 covers the batch. Any other error — a statement the store rejects, a schema mismatch, a fatal producer
 error, a bug — stops the process loudly, before anything is committed. A dead letter the broker refuses
 for what it is (too large even cut to the topic's ``max.message.bytes``, invalid for the topic) is not an
-error of the batch: :class:`~driftline.connectors.kafka.Publisher` retries it alone, then hands it back as
+error of the batch: :class:`~driftline.connectors.kafka_publish.Publisher` retries it alone, then hands it back as
 undeliverable, and :meth:`Service._record_undeliverable` writes it to the store and the audit log (before
 the checkpoint that commits past it) and counts it in :attr:`Health.undeliverable_dead_letters`.
 
@@ -87,7 +87,8 @@ from driftline.config import Config
 from driftline.connectors.batch_decode import BatchDecoder
 from driftline.connectors.clickhouse import StoreUnavailable
 from driftline.connectors.codecs import RegistryUnavailable
-from driftline.connectors.kafka import KafkaSource, MessageBatch, PublishError, parse_origin, partition_name
+from driftline.connectors.kafka import KafkaSource, MessageBatch, parse_origin, partition_name
+from driftline.connectors.kafka_publish import PublishError
 from driftline.connectors.kafka_fetch import Fetched, MessageFetcher, describe_missing
 from driftline.connectors.partitions import Holding
 from driftline.events import BadEvent, Events

@@ -22,7 +22,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from driftline.config import Config
 from driftline.connectors.clickhouse import ClickHouseStore
-from driftline.connectors.kafka import KafkaSource, Publisher
+from driftline.connectors.kafka import KafkaSource
+from driftline.connectors.kafka_publish import Publisher
 from driftline.connectors.profiles import save_profile
 from driftline.engine.profile import build_profile
 from driftline.service import Service

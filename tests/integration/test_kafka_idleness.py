@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from driftline.connectors.kafka import KafkaSource, Publisher
+from driftline.connectors.kafka import KafkaSource
+from driftline.connectors.kafka_publish import Publisher
 from driftline.service import Service
 from tests.integration.conftest import opened
 from tests.integration.streams import (MINUTE, PARTITIONS, T0, drain, outcome, produce, service_config,

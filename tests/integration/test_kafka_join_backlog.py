@@ -22,7 +22,8 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from driftline.config import Config
-from driftline.connectors.kafka import KafkaSource, Publisher
+from driftline.connectors.kafka import KafkaSource
+from driftline.connectors.kafka_publish import Publisher
 from driftline.connectors.profiles import save_profile
 from driftline.engine.profile import build_profile
 from driftline.service import Service

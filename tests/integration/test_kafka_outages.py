@@ -28,7 +28,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from driftline.config import Config
 from driftline.connectors.clickhouse import ClickHouseStore, StoreError
-from driftline.connectors.kafka import KafkaSource, Publisher
+from driftline.connectors.kafka import KafkaSource
+from driftline.connectors.kafka_publish import Publisher
 from driftline.service import Service
 from tests.integration.conftest import opened, table_rows
 from tests.integration.streams import (MINUTE, PARTITIONS, T0, ce_ids, drain, outcome, produce, service_config,

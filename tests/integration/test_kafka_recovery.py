@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from driftline.config import Config
-from driftline.connectors.kafka import KafkaSource, Publisher
+from driftline.connectors.kafka import KafkaSource
+from driftline.connectors.kafka_publish import Publisher
 from driftline.service import Service
 from tests.integration.conftest import opened
 from tests.integration.streams import PER_MINUTE, produce, service_config, stream_events, windows

@@ -40,8 +40,9 @@ from confluent_kafka.admin import AdminClient
 
 from driftline.config import Config
 from driftline.connectors.clickhouse import ClickHouseStore
-from driftline.connectors.kafka import (ALERT_TYPE, CHANGE_TYPE, MISSING_PAYLOAD as MISSING, ROLLBACK_TYPE,
-                                        VERSION_CHANGE_TYPE, KafkaSource, Publisher)
+from driftline.connectors.kafka import KafkaSource
+from driftline.connectors.kafka_publish import (ALERT_TYPE, CHANGE_TYPE, MISSING_PAYLOAD as MISSING, ROLLBACK_TYPE,
+                                               VERSION_CHANGE_TYPE, Publisher)
 from driftline.connectors.profiles import save_profile
 from driftline.engine.profile import build_profile
 from driftline.engine.window import window_id

@@ -25,7 +25,8 @@ from confluent_kafka.admin import AdminClient
 
 from driftline.config import Config, WindowConfig
 from driftline.connectors.clickhouse import ClickHouseStore, StoreUnavailable
-from driftline.connectors.kafka import KafkaSource, Publisher
+from driftline.connectors.kafka import KafkaSource
+from driftline.connectors.kafka_publish import Publisher
 from driftline.two_stage import TwoStageService, merge_settings
 from tests.integration.conftest import opened, table_rows
 from tests.integration.streams import (MINUTE, PER_MINUTE, committed_total, outcome, produce, service_config, single_stage_pass,
