@@ -20,18 +20,16 @@ profile, is unmatched by the join, or is refused by the window bounds comes back
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 
+from driftline.audit import audit_entries
 from driftline.config import Config, ConfigError, ModelConfig
 from driftline.connectors.profiles import load_profile
 from driftline.engine.assess import AssessmentPolicy, Threshold
-from driftline.engine.bins import as_float
 from driftline.engine.changewatch import ChangeDetection
 from driftline.engine.features import FeatureSet
 from driftline.engine.monitor import ModelMonitor, WindowReport
@@ -39,9 +37,10 @@ from driftline.engine.policy import AlertPolicy, Decider, DeciderState, Rollback
 from driftline.engine.profile import ReferenceProfile
 from driftline.engine.window import LateCount
 from driftline.events import BadEvent, Events, refuse_future
-from driftline.join import DUPLICATE_REASON, Joiner, group_indices
+from driftline.grouping import model_groups
+from driftline.join import DUPLICATE_REASON, Joiner
 from driftline.keys import ModelKey
-from driftline.outcome import AuditEntry, StepResult, Totals
+from driftline.outcome import StepResult, Totals
 from driftline.protocols import Store
 from driftline.version_tracking import VersionTracker
 
@@ -279,112 +278,6 @@ class LateTally:
 
     def restore(self, data: list[list[Any]]) -> None:
         self.counts = {(m, v, w): int(n) for m, v, w, n in data}
-
-
-def model_groups(events: Events, profiles: Mapping[tuple[str, str], ReferenceProfile], bad: list[BadEvent]
-                 ) -> Iterator[tuple[tuple[str, str], NDArray[np.intp], Events, dict[str, NDArray[Any]]]]:
-    """Each (model, version)'s usable events, in order: (key, their rows in ``events``, the events,
-    their typed columns). Events of a model version without a profile, and rows whose values have the
-    wrong type, go to ``bad``."""
-    for key, rows in sorted(group_indices(events).items()):
-        group = events.take(rows)
-        profile = profiles.get(key)
-        if profile is None:
-            bad.extend(BadEvent(str(origin), "engine", "UnknownModel",
-                                f"no reference profile configured for model {key[0]} version {key[1]}")
-                       for origin in group.position)
-            continue
-        columns, invalid = typed_columns(profile, group)
-        if invalid:
-            bad.extend(BadEvent(str(group.position[row]), "validate", "SchemaMismatch", reason)
-                       for row, reason in invalid.items())
-            keep = np.setdiff1d(np.arange(len(group)), np.fromiter(invalid, dtype=np.intp))
-            rows, group = rows[keep], group.take(keep)
-            columns = {name: values[keep] for name, values in columns.items()}
-        yield key, rows, group, columns
-
-
-def typed_columns(profile: ReferenceProfile, events: Events) -> tuple[dict[str, NDArray[Any]], dict[int, str]]:
-    """The engine's columns for one model version's events, and the rows whose values have the wrong type."""
-    columns: dict[str, NDArray[Any]] = {}
-    invalid: dict[int, str] = {}
-    absent = np.full(len(events), None, dtype=object)
-    for name, feature in profile.features.items():
-        if feature.role == "score":
-            columns[name] = events.score
-            continue
-        raw = events.decision if feature.role == "decision" else events.features.get(name, absent)
-        if feature.kind == "categorical":
-            columns[name] = raw
-            continue
-        try:
-            columns[name] = as_float(raw)
-        except (ValueError, OverflowError):  # find the rows at fault, keep the others
-            values = np.full(len(raw), np.nan)
-            for row, value in enumerate(raw.tolist()):
-                if value is None:
-                    continue
-                if isinstance(value, (str, bytes)) or not isinstance(value, (int, float)):
-                    invalid.setdefault(row, f"feature {name!r} must be a number, got {str(value)[:40]!r}")
-                    continue
-                try:
-                    values[row] = float(value)
-                except OverflowError:
-                    invalid.setdefault(row, f"feature {name!r} is too large for a float")
-            columns[name] = values
-    return columns, invalid
-
-
-def audit_entries(step: StepResult) -> list[AuditEntry]:
-    entries = [AuditEntry("window.closed", r.window.end_ms, r.window.model, r.window.model_version,
-                          r.window.window_id, r.window.window_id,
-                          json.dumps({"rows": r.window.rows, "severity": r.assessment.severity,
-                                      "drifted": [n for n, f in r.assessment.features.items() if f.severity != "ok"]},
-                                     sort_keys=True), r.window.reference_hash) for r in step.reports]
-    entries += [AuditEntry(f"changewatch.{d.detector}", d.event_time_ms or 0, d.model, d.model_version, "",
-                           d.detection_id,
-                           json.dumps({"event_index": d.index, "change_index": d.change_index,
-                                       "before_mean": d.before_mean, "after_mean": d.after_mean,
-                                       "before_count": d.before_count, "after_count": d.after_count,
-                                       "bound": d.bound}, sort_keys=True), d.reference_hash)
-                for d in step.detections]
-    entries += [AuditEntry(f"alert.{a.kind}", a.window.end_ms, a.window.model, a.window.model_version,
-                           a.window.window_id, a.alert_id,
-                           json.dumps({"subject": a.subject, "severity": a.severity,
-                                       "breaches": [b.__dict__ for b in a.breaches],
-                                       **({"baseline": a.baseline} if a.baseline != "reference" else {})},
-                                      sort_keys=True),
-                           a.window.reference_hash) for a in step.alerts]
-    entries += version_audit_entries(step)
-    entries += [AuditEntry(f"rollback.{r.status}", r.window.end_ms, r.model, r.model_version, r.window.window_id,
-                           r.request_id,
-                           json.dumps({"alert_id": r.alert_id, "subject": r.subject, "severity": r.severity,
-                                       "suppressed_by": r.suppressed_by}, sort_keys=True),
-                           r.window.reference_hash) for r in step.rollbacks]
-    return entries
-
-
-def version_audit_entries(step: StepResult) -> list[AuditEntry]:
-    """``version.appeared`` / ``version.disappeared`` for each change, ``version.compared`` for each window
-    compared with the version it replaced."""
-    entries = [AuditEntry(f"version.{c.kind}", c.window_end_ms, c.model, c.to_version, c.window_id, c.change_id,
-                          json.dumps({"from_version": c.from_version, "to_version": c.to_version,
-                                      "window_start_ms": c.window_start_ms, "window_end_ms": c.window_end_ms,
-                                      "last_seen_ms": c.last_seen_ms}, sort_keys=True), c.reference_hash)
-               for c in step.version_changes]
-    for r in step.reports:
-        v = r.versus
-        if v is None:
-            continue
-        entries.append(AuditEntry(
-            "version.compared", r.window.end_ms, r.window.model, r.window.model_version, r.window.window_id,
-            v.window.window_id,
-            json.dumps({"baseline_version": v.version, "baseline_window_id": v.window.window_id,
-                        "severity": v.assessment.severity,
-                        "drifted": [n for n, f in v.assessment.features.items() if f.severity != "ok"],
-                        "rebinned": list(v.rebinned), "incomparable": list(v.incomparable)}, sort_keys=True),
-            r.window.reference_hash))
-    return entries
 
 
 def assessment_policy(model: ModelConfig) -> AssessmentPolicy:

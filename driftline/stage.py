@@ -43,9 +43,9 @@ from driftline.engine.partials import PanePartial, PartitionPanes
 from driftline.engine.profile import ReferenceProfile
 from driftline.engine.window_spec import WindowSpec
 from driftline.events import COMBINED, BadEvent, Events, refuse_future
+from driftline.grouping import model_groups
 from driftline.join import DUPLICATE_REASON, Joiner
 from driftline.keys import ModelKey
-from driftline.pipeline import model_groups
 
 LATE_PANES = 10_000
 """Panes per (model version, partition) whose running late count is remembered (the oldest go first)."""

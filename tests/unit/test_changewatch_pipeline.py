@@ -12,7 +12,8 @@ import pytest
 from driftline.config import Config
 from driftline.connectors.profiles import save_profile
 from driftline.events import COMBINED, Events
-from driftline.pipeline import Pipeline, audit_entries
+from driftline.audit import audit_entries
+from driftline.pipeline import Pipeline
 
 from conftest import small_profile
 

@@ -86,3 +86,34 @@ def test_no_module_of_driftline_imports_itself_back() -> None:
     graph = import_graph()
     assert len(graph) > 50 and "driftline.service" in graph["driftline.run"]
     assert cycles(graph) == []
+
+
+PROCESSING = ("driftline.pipeline", "driftline.stage", "driftline.merge", "driftline.join", "driftline.grouping",
+              "driftline.audit", "driftline.outcome", "driftline.version_tracking", "driftline.protocols")
+"""Processing: it returns outcomes and writes through the Store and ControlSink protocols only."""
+CLIENTS = ("confluent_kafka", "clickhouse_connect", "chdb", "driftline.connectors.kafka", "driftline.connectors.clickhouse")
+
+
+def third_party(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_processing_imports_no_kafka_or_clickhouse_client() -> None:
+    graph = import_graph()
+    reached, todo = set(), list(PROCESSING)
+    while todo:
+        module = todo.pop()
+        if module not in reached:
+            reached.add(module)
+            todo += graph[module]
+    paths = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    imported = {name: module for module in reached for name in third_party(paths[module])}
+    clients = {name: module for name, module in imported.items() if name.startswith(CLIENTS)}
+    assert clients == {}, f"processing reaches a Kafka or ClickHouse client: {clients}"
+    assert "driftline.engine.monitor" in reached  # (the walk went somewhere)

@@ -19,7 +19,7 @@ from driftline.engine.window_spec import WindowSpec
 from driftline.events import EventBuilder, Events
 from driftline.merge import MergeShard
 from driftline.outcome import StepResult, Totals
-from driftline.pipeline import typed_columns
+from driftline.grouping import typed_columns
 from driftline.stage import PartialRecord, StageOne
 
 T0 = 1_767_225_600_000
