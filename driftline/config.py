@@ -171,6 +171,15 @@ class RollbackConfig(_Strict):
     breaker_window: DurationMs = 3_600_000
 
 
+INFERENCE_FORMATS = ("oip-json", "oip-protobuf", "kserve-cloudevents")
+FORMAT_FIELDS: dict[str, tuple[str, ...]] = {
+    "avro_schema": ("avro",), "oip_message": ("oip-protobuf",),
+    **{name: INFERENCE_FORMATS for name in ("model", "model_version", "feature_names", "score_output",
+                                            "decision_output")},
+}
+"""The topic fields that apply to some formats only."""
+
+
 class TopicConfig(_Strict):
     topic: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
     format: Literal["json", "avro", "avro-confluent", "oip-json", "oip-protobuf", "kserve-cloudevents"] = "json"
@@ -188,6 +197,16 @@ class TopicConfig(_Strict):
     oip_message: Literal["request", "response"] | None = None
     """For ``oip-protobuf``: whether the topic carries ``ModelInferRequest`` or ``ModelInferResponse``
     messages; by default from the topic's name, as Seldon names them (``….inputs`` / ``….outputs``)."""
+
+    @model_validator(mode="after")
+    def _fields_of_its_format(self) -> TopicConfig:
+        """A field set for a format it does not apply to is a mistake (a format changed, a copy-paste)."""
+        for name in sorted(self.model_fields_set):
+            formats = FORMAT_FIELDS.get(name)
+            if formats is not None and self.format not in formats:
+                raise ValueError(f"topic {self.topic!r}: {name} does not apply to format {self.format!r} "
+                                 f"(only to {', '.join(formats)})")
+        return self
 
     @model_validator(mode="after")
     def _oip_message_known(self) -> TopicConfig:

@@ -400,3 +400,25 @@ def test_topic_creation_settings(tmp_path: Path) -> None:
     assert load(tmp_path, {}).kafka.create_topics is False
     assert "kafka.new_topics.partitions" in error(tmp_path, {"kafka": {"new_topics": {"partitions": 0}}})
     assert "replication_factor" in error(tmp_path, {"kafka": {"new_topics": {"replication_factor": 0}}})
+
+
+@pytest.mark.parametrize(("topic", "field", "only"), [
+    ({"format": "json", "avro_schema": "scoring_request.avsc"}, "avro_schema", "avro"),
+    ({"format": "avro", "feature_names": ["income"]}, "feature_names", "oip-json, oip-protobuf, kserve-cloudevents"),
+    ({"format": "oip-json", "oip_message": "request"}, "oip_message", "oip-protobuf"),
+    ({"format": "avro-confluent", "score_output": "proba"}, "score_output", "oip-json"),
+])
+def test_a_topic_field_of_another_format_is_an_error_naming_it(tmp_path: Path, topic: dict[str, Any], field: str,
+                                                              only: str) -> None:
+    message = error(tmp_path, {"kafka": {"topics": [{"topic": "scoring", **topic}]}})
+    assert f"{field} does not apply to format {topic['format']!r}" in message and only in message
+    assert "kafka.topics" in message
+
+
+def test_the_fields_of_a_topic_format_are_accepted(tmp_path: Path) -> None:
+    config = load(tmp_path, {"kafka": {"topics": [
+        {"topic": "a", "format": "avro", "avro_schema": "scoring_request.avsc"},
+        {"topic": "m.inputs", "format": "oip-protobuf", "oip_message": "request", "feature_names": ["x"],
+         "model": "m", "model_version": "1"},
+        {"topic": "k", "format": "kserve-cloudevents", "score_output": "proba", "decision_output": "label"}]}})
+    assert [t.format for t in config.kafka.topics] == ["avro", "oip-protobuf", "kserve-cloudevents"]
