@@ -14,9 +14,9 @@ from typing import Any
 
 from driftline.config import Config
 from driftline.connectors.kafka import KafkaSource
-from driftline.connectors.kafka_publish import PublishError, Publisher
 from driftline.connectors.kafka_admin import checked_topics
 from driftline.connectors.kafka_fetch import MessageFetcher
+from driftline.connectors.kafka_publish import PublishError, Publisher
 from driftline.replay import open_store
 from driftline.runtime import settle_process
 from driftline.service import BatchReport, Service

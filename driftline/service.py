@@ -88,8 +88,8 @@ from driftline.connectors.batch_decode import BatchDecoder
 from driftline.connectors.clickhouse import StoreUnavailable
 from driftline.connectors.codecs import RegistryUnavailable
 from driftline.connectors.kafka import KafkaSource, MessageBatch, parse_origin, partition_name
-from driftline.connectors.kafka_publish import PublishError
 from driftline.connectors.kafka_fetch import Fetched, MessageFetcher, describe_missing
+from driftline.connectors.kafka_publish import PublishError
 from driftline.connectors.partitions import Holding
 from driftline.events import BadEvent, Events
 from driftline.outcome import StepResult, Totals

@@ -12,9 +12,9 @@ import hashlib
 from urllib.parse import unquote, urlsplit
 
 from driftline.connectors.kafka import origin, parse_origin
+from driftline.connectors.kafka_fetch import describe_missing
 from driftline.connectors.kafka_publish import (MISSING_PAYLOAD, SIZE_MARGIN, Publisher, _cloudevent, fit_dead_letter,
                                                record_size)
-from driftline.connectors.kafka_fetch import describe_missing
 from driftline.events import BadEvent
 
 
