@@ -200,10 +200,10 @@ class TopicConfig(_Strict):
 
     @model_validator(mode="after")
     def _fields_of_its_format(self) -> TopicConfig:
-        """A field set for a format it does not apply to is a mistake (a format changed, a copy-paste)."""
-        for name in sorted(self.model_fields_set):
-            formats = FORMAT_FIELDS.get(name)
-            if formats is not None and self.format not in formats:
+        """A field given a value for a format it does not apply to is a mistake (a format changed, a
+        copy-paste); its default stays accepted (a configuration written out whole, every field in it)."""
+        for name, formats in sorted(FORMAT_FIELDS.items()):
+            if self.format not in formats and getattr(self, name) != type(self).model_fields[name].default:
                 raise ValueError(f"topic {self.topic!r}: {name} does not apply to format {self.format!r} "
                                  f"(only to {', '.join(formats)})")
         return self

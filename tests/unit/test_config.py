@@ -11,7 +11,7 @@ from typing import Any
 import pydantic
 import pytest
 
-from driftline.config import Config, ConfigError, apply_overrides, load_config
+from driftline.config import Config, ConfigError, TopicConfig, apply_overrides, load_config
 
 MODEL = {"name": "credit", "references": {"3": "profiles/credit-3.json"}}
 
@@ -413,6 +413,11 @@ def test_a_topic_field_of_another_format_is_an_error_naming_it(tmp_path: Path, t
     message = error(tmp_path, {"kafka": {"topics": [{"topic": "scoring", **topic}]}})
     assert f"{field} does not apply to format {topic['format']!r}" in message and only in message
     assert "kafka.topics" in message
+
+
+def test_a_topic_written_out_whole_with_defaults_is_accepted(tmp_path: Path) -> None:
+    whole = TopicConfig(topic="scoring").model_dump(mode="json")  # every field, at its default
+    assert load(tmp_path, {"kafka": {"topics": [whole]}}).kafka.topics[0].format == "json"
 
 
 def test_the_fields_of_a_topic_format_are_accepted(tmp_path: Path) -> None:
