@@ -1,7 +1,8 @@
 """What processing returns: :class:`StepResult`, the outcome of one batch (or of a hold, or the end of
 input) — windows, alerts, rollback requests, bad events, change detections, version switches —, the
-:class:`AuditEntry` rows they make, and :class:`Totals`, the running counts. Plain values, no I/O: the pipeline, both stages of the two-stage
-service and the version tracker share them without importing one another."""
+:class:`AuditEntry` rows they make, and :class:`Totals`, the running counts. Plain values, no I/O: the
+pipeline, both stages of the two-stage service and the version tracker share them without importing one
+another."""
 
 from __future__ import annotations
 
@@ -81,8 +82,9 @@ class AuditEntry:
 
     @property
     def entry_id(self) -> str:
-        return _digest(self.action, self.model, self.model_version, self.window_id, self.subject_id, self.details)
+        return digest(self.action, self.model, self.model_version, self.window_id, self.subject_id, self.details)
 
 
-def _digest(*parts: object) -> str:
+def digest(*parts: object) -> str:
+    """The ids of stored rows: a hash of their parts, ``\x1f``-joined (32 hex digits)."""
     return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:32]

@@ -73,29 +73,25 @@ class MemoryStore:
         return len(late)
 
     def write_alerts(self, events: Sequence[AlertEvent]) -> int:
-        self._write()
-        self.alerts.update((e.alert_id, e) for e in events)
-        return len(events)
+        return self._by_id(self.alerts, events, "alert_id")
 
     def write_rollbacks(self, requests: Sequence[RollbackRequest]) -> int:
-        self._write()
-        self.rollbacks.update((r.request_id, r) for r in requests)
-        return len(requests)
+        return self._by_id(self.rollbacks, requests, "request_id")
 
     def write_version_changes(self, changes: Sequence[VersionChange]) -> int:
-        self._write()
-        self.version_changes.update((c.change_id, c) for c in changes)
-        return len(changes)
+        return self._by_id(self.version_changes, changes, "change_id")
 
     def write_detections(self, detections: Sequence[ChangeDetection]) -> int:
-        self._write()
-        self.detections.update((d.detection_id, d) for d in detections)
-        return len(detections)
+        return self._by_id(self.detections, detections, "detection_id")
 
     def audit(self, entries: Sequence[AuditEntry], recorded_at: datetime | None = None) -> int:
+        return self._by_id(self.audit_log, entries, "entry_id")
+
+    def _by_id(self, table: dict[str, Any], rows: Sequence[Any], key: str) -> int:
+        """Rows written again are kept once, under their id (as the store's ReplacingMergeTree tables)."""
         self._write()
-        self.audit_log.update((e.entry_id, e) for e in entries)
-        return len(entries)
+        table.update((getattr(row, key), row) for row in rows)
+        return len(rows)
 
     def write_undeliverable(self, letters: Sequence[Any], now_ms: int) -> int:
         self._write()

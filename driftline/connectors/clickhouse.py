@@ -13,7 +13,6 @@ No row holds a wall-clock time except the audit log's ``recorded_at``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -31,7 +30,7 @@ from driftline.engine.stats import FeatureStats
 from driftline.engine.versions import VersionChange
 from driftline.engine.window import LateCount
 from driftline.errors import DriftlineError
-from driftline.outcome import AuditEntry
+from driftline.outcome import AuditEntry, digest
 from driftline.schemas import schema_text
 
 SCHEMA_FILES = ("clickhouse_v1.sql", "clickhouse_v2.sql")
@@ -102,11 +101,7 @@ def store_error(message: str, exc: BaseException) -> StoreError:
 
 def undeliverable_id(bad: Any) -> str:
     """The id of an undeliverable dead letter: a hash of its bad event (origin, stage, class, reason)."""
-    return _digest("undeliverable", bad.origin, bad.stage, bad.error_class, bad.reason)
-
-
-def _digest(*parts: object) -> str:
-    return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:32]
+    return digest("undeliverable", bad.origin, bad.stage, bad.error_class, bad.reason)
 
 
 def _time(ms: int) -> datetime:
@@ -270,7 +265,7 @@ class ClickHouseStore:
                 token_rows: Iterable[Sequence[Any]] | None = None) -> int:
         if not rows:
             return 0
-        token = _digest(table, json.dumps(token_rows if token_rows is not None else rows, default=str))
+        token = digest(table, json.dumps(token_rows if token_rows is not None else rows, default=str))
         try:
             self.client.insert(f"{self.database}.{table}", rows, column_names=list(columns),
                                settings={"insert_deduplication_token": token})
