@@ -1,5 +1,5 @@
 """Stage 2 of the two-stage service (``kafka.stages: two``): partials records added up into windows,
-evaluated, decided, persisted.
+evaluated and decided; the outcome goes to the sinks.
 
 One :class:`MergeShard` per partition of the partials topic that this member's ``<group>.merge``
 consumer owns; it holds, for each model version whose records that partition carries (the record key
@@ -12,7 +12,7 @@ the subscribed scoring topics has passed it (``expected``, from the topics' meta
 Redelivered records change nothing: a pane already added is recognised by (partition, pane), a mark
 only moves forward, and late counts are running counts per (partition, pane) of which the largest seen
 is kept. So a shard restored from its checkpoint and fed its partials partition again from the
-checkpoint's offset writes the same rows (every store insert is idempotent).
+checkpoint's offset gives the same rows (every store insert is idempotent).
 """
 
 from __future__ import annotations
@@ -20,40 +20,33 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from driftline.config import Config
 from driftline.engine.monitor import ModelMonitor
 from driftline.engine.partials import PartialMerge
-from driftline.engine.policy import Decider, DeciderState
-from driftline.engine.profile import ReferenceProfile
-from driftline.engine.window_spec import WindowSpec
+from driftline.engine.policy import DeciderState
 from driftline.keys import ModelKey
 from driftline.outcome import StepResult, Totals
-from driftline.pipeline import MAX_LATE_WINDOWS, LateTally, assessment_policy, decide_and_persist, decision_policies
-from driftline.protocols import Store
+from driftline.pipeline import MAX_LATE_WINDOWS, LateTally, decide
+from driftline.registry import ModelRegistry
 from driftline.stage import Key, PartialRecord
 
 
 class MergeShard:
     """Stage 2 for the model versions of one partials partition."""
 
-    def __init__(self, config: Config, profiles: Mapping[Key, ReferenceProfile], spec: WindowSpec,
-                 expected: frozenset[str] | None) -> None:
-        self.config = config
-        self.profiles = profiles
-        self.spec = spec
+    def __init__(self, registry: ModelRegistry, expected: frozenset[str] | None) -> None:
+        self.registry = registry
         self.expected = expected
         """The source partitions a window waits for (None: every one heard from)."""
         self.merges: dict[Key, PartialMerge] = {}
         self.monitors: dict[Key, ModelMonitor] = {}
-        state = DeciderState()
-        self.deciders = {model.name: Decider(*decision_policies(config, model), state=state) for model in config.models}
+        self.deciders = registry.deciders()
         self.late = LateTally()
         self.late_seen: dict[tuple[str, str, str, int], int] = {}
         """(model, version, source partition, pane) → the largest running late count received."""
 
-    def add(self, record: PartialRecord, step: StepResult, store: Store | None) -> None:
-        """One partials record: its panes added, its mark raised; what closes goes into ``step``. Late counts
-        are written to the store here (their windows may have closed long ago)."""
+    def add(self, record: PartialRecord, step: StepResult) -> None:
+        """One partials record: its panes added, its mark raised; what closes, and the running late counts
+        (of windows that may have closed long ago), go into ``step``."""
         key = (record.model, record.version)
         merge = self._merge(key)
         if merge is None:
@@ -69,22 +62,20 @@ class MergeShard:
                 self.late_seen[(*key, record.partition, pane)] = running
         while len(self.late_seen) > MAX_LATE_WINDOWS:
             del self.late_seen[next(iter(self.late_seen))]
-        if new and store is not None:
-            store.write_late(key[0], key[1], self.late.running(key, merge.late_counts(new)))
+        if new:
+            step.late.append((key[0], key[1], self.late.running(key, merge.late_counts(new))))
 
-    def persist(self, step: StepResult, totals: Totals, store: Store | None) -> None:
-        decide_and_persist(step, self.deciders, {key: m.features for key, m in self.monitors.items()}, totals, store)
+    def decide(self, step: StepResult, totals: Totals) -> None:
+        """The windows ``add`` closed, through this shard's deciders."""
+        decide(step, self.deciders, {key: m.features for key, m in self.monitors.items()}, totals)
 
     def _merge(self, key: Key) -> PartialMerge | None:
         merge = self.merges.get(key)
         if merge is None:
-            profile = self.profiles.get(key)
-            if profile is None:  # (stage 1 refuses unknown models; a record of one since removed is ignored)
+            if key not in self.registry.profiles:  # (stage 1 refuses unknown models; one since removed is ignored)
                 return None
-            model = next(m for m in self.config.models if m.name == key[0])
-            monitor = self.monitors[key] = ModelMonitor(profile, self.spec, assessment_policy(model),
-                                                        watch_score=False)
-            merge = self.merges[key] = PartialMerge(monitor.features, self.spec)
+            monitor = self.monitors[key] = self.registry.monitor(key, watch_score=False)
+            merge = self.merges[key] = PartialMerge(monitor.features, self.registry.spec)
             merge.hold(self.expected)
         return merge
 

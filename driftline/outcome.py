@@ -1,8 +1,7 @@
 """What processing returns: :class:`StepResult`, the outcome of one batch (or of a hold, or the end of
-input) — windows, alerts, rollback requests, bad events, change detections, version switches —, the
-:class:`AuditEntry` rows they make, and :class:`Totals`, the running counts. Plain values, no I/O: the
-pipeline, both stages of the two-stage service and the version tracker share them without importing one
-another."""
+input) — windows, late counts, alerts, rollback requests, bad events, change detections, version
+switches —, the :class:`AuditEntry` rows they make, and :class:`Totals`, the running counts. Plain
+values, no I/O: processing makes them, the sinks (:mod:`driftline.sinks`) write them."""
 
 from __future__ import annotations
 
@@ -14,9 +13,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from driftline.engine.changewatch import ChangeDetection
+from driftline.engine.features import FeatureSet
 from driftline.engine.monitor import WindowReport
 from driftline.engine.policy import AlertEvent, RollbackRequest
 from driftline.engine.versions import VersionChange
+from driftline.engine.window_spec import LateCount
 from driftline.events import BadEvent
 
 
@@ -32,15 +33,19 @@ class StepResult:
     """(model, version, accepted event times) of each model version the batch fed."""
     version_changes: list[VersionChange] = field(default_factory=list)
     """Versions that appeared or disappeared (:mod:`driftline.engine.versions`)."""
+    late: list[tuple[str, str, list[LateCount]]] = field(default_factory=list)
+    """(model, version, the running count of late events of each window that got one)."""
+    features: dict[tuple[str, str], FeatureSet] = field(default_factory=dict)
+    """The feature set of each model version with a window in ``reports`` (how its rows are laid out)."""
 
     def absorb(self, other: StepResult) -> None:
-        """Add what ``other`` decided (windows, alerts, rollback requests, version changes, detections),
-        already persisted, to this step's (a hold's or a shard's outcome into the batch's)."""
-        self.reports += other.reports
-        self.alerts += other.alerts
-        self.rollbacks += other.rollbacks
-        self.version_changes += other.version_changes
-        self.detections += other.detections
+        """Add ``other``'s outcome to this step's (a hold's or a shard's into the batch's)."""
+        for f in fields(self):
+            mine = getattr(self, f.name)
+            if isinstance(mine, dict):
+                mine.update(getattr(other, f.name))
+            else:
+                mine += getattr(other, f.name)
 
 
 @dataclass

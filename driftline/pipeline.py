@@ -1,21 +1,11 @@
-"""The service pipeline: decode → join → engine → decide → persist. The one place that wires them.
+"""The single-stage pipeline: join → engine → decide, one batch at a time, returning what it produced.
 
-:class:`Pipeline` takes columnar event batches from any source (files today, Kafka next) and, per
-batch: joins requests with responses, types each (model, version)'s events against its reference
-profile, feeds the model's monitor, folds closed windows through the decider in order of window end,
-and writes windows, late counts, alerts, rollback requests and audit entries to the store. Each model's
-version switches are tracked too (:mod:`driftline.version_tracking`): a version appearing or disappearing
-is recorded, and the first windows of a new version are judged against the version it replaced.
-
-Delivery order, per batch (the store is written before anything is reported as done):
-1. windows, late counts; 2. alerts, rollback requests, change detections, version changes; 3. audit
-entries; 4. the caller may then commit its source position. Every insert is idempotent, so a batch replayed
-after a crash between
-1 and 4 leaves one copy.
-
-Nothing is dropped: an event that fails validation, belongs to a model version without a reference
-profile, is unmatched by the join, or is refused by the window bounds comes back as a
-:class:`~driftline.events.BadEvent` or a counted, reported figure.
+:class:`Pipeline` takes columnar event batches from any source (files, Kafka) and, per batch: joins
+requests with responses, types each (model, version)'s events against its reference profile, feeds the
+model's monitor, and folds closed windows (and the version switches they show) through the deciders in
+order of window end. It touches no store or topic: the outcome (:class:`~driftline.outcome.StepResult`)
+goes to the sinks. Nothing is dropped: an event that fails validation, has no reference profile, is
+unmatched by the join or is refused by the window bounds comes back as a bad event or a counted figure.
 """
 
 from __future__ import annotations
@@ -26,22 +16,18 @@ from typing import Any
 
 import numpy as np
 
-from driftline.audit import audit_entries
-from driftline.config import Config, ConfigError, ModelConfig
-from driftline.connectors.profiles import load_profile
-from driftline.engine.assess import AssessmentPolicy, Threshold
+from driftline.config import Config
 from driftline.engine.changewatch import ChangeDetection
 from driftline.engine.features import FeatureSet
 from driftline.engine.monitor import ModelMonitor, WindowReport
-from driftline.engine.policy import AlertPolicy, Decider, DeciderState, RollbackPolicy
-from driftline.engine.profile import ReferenceProfile
+from driftline.engine.policy import Decider, DeciderState
 from driftline.engine.window import LateCount
 from driftline.events import BadEvent, Events, refuse_future
 from driftline.grouping import model_groups
 from driftline.join import DUPLICATE_REASON, Joiner
 from driftline.keys import ModelKey
 from driftline.outcome import StepResult, Totals
-from driftline.protocols import Store
+from driftline.registry import ModelRegistry
 from driftline.version_tracking import VersionTracker
 
 
@@ -50,34 +36,21 @@ MAX_LATE_WINDOWS = 100_000
 
 
 class Pipeline:
-    def __init__(self, config: Config, store: Store | None,
-                 profiles: dict[tuple[str, str], ReferenceProfile] | None = None) -> None:
+    def __init__(self, config: Config, registry: ModelRegistry | None = None) -> None:
         self.config = config
-        self.store = store
+        self.registry = registry if registry is not None else ModelRegistry(config)
         self.joiner = Joiner(config.join.max_wait, config.join.max_pending)
-        self.monitors: dict[tuple[str, str], ModelMonitor] = {}
-        self.deciders: dict[str, Decider] = {}
+        self.monitors: dict[tuple[str, str], ModelMonitor] = {key: self.registry.monitor(key)
+                                                             for key in self.registry.profiles}
+        self.deciders: dict[str, Decider] = self.registry.deciders()
         self.totals = Totals()
         self._newest: int | None = None
         self.late = LateTally()
-        state = DeciderState()  # shared: the circuit breaker is fleet-wide
-        spec = config.windows.spec()
-        for model in config.models:
-            self.deciders[model.name] = Decider(*decision_policies(config, model), state=state)
-            for version, path in model.references.items():
-                profile = (profiles or {}).get((model.name, version)) or load_profile(path)
-                if (profile.model, profile.model_version) != (model.name, version):
-                    raise ConfigError(f"models.{model.name}.references.{version}: {path} profiles "
-                                      f"{profile.model} {profile.model_version}, not {model.name} {version}")
-                watch = model.policy.change_watch
-                self.monitors[(model.name, version)] = ModelMonitor(
-                    profile, spec, assessment_policy(model), watch_score=watch.enabled,
-                    watch_significance_level=watch.significance_level)
         self.versions = VersionTracker(config, self.monitors)
 
     def process(self, events: Events, bad: list[BadEvent] | None = None, now_ms: int | None = None,
                 partitioned: bool = False) -> StepResult:
-        """Run one batch through the pipeline and persist what it produced. ``partitioned``: the events'
+        """Run one batch through the pipeline; returns what it produced. ``partitioned``: the events'
         origins are ``topic[partition]@offset`` and each partition keeps its own watermark (see :meth:`hold`)."""
         step = StepResult(bad=list(bad or []))
         self.totals.events += len(events) + len(step.bad)
@@ -86,15 +59,14 @@ class Pipeline:
         self._unjoined(joined.unmatched_requests, joined.unmatched_responses, joined.duplicates, joined.mismatched,
                        step)
         self._feed(joined.joined, step, now_ms, partitioned)
-        self._decide_and_persist(step)
+        self._decide(step)
         return step
 
     def hold(self, active: frozenset[str], fresh: frozenset[str], assigned: frozenset[str]) -> StepResult:
         """Tell every model which partitions its watermark waits for: the ``active`` ones (assigned, not
         read to their end) that have carried its events, every ``fresh`` one (assigned, nothing read from
         it yet), which may still carry them, and every partition that carried its events but is not
-        ``assigned`` right now (after a restart, before the group hands it back). Persists and returns
-        what closes. The join's clocks wait for the same partitions (:meth:`Joiner.hold`)."""
+        ``assigned`` right now (after a restart, before the group hands it back). Returns what closes. The join's clocks wait for the same partitions (:meth:`Joiner.hold`)."""
         self.joiner.hold(active, fresh, assigned)
         step = StepResult()
         for monitor in self.monitors.values():
@@ -102,7 +74,7 @@ class Pipeline:
             holding = fresh | (active & carried) | (carried - assigned)
             step.reports.extend(monitor.hold(frozenset(holding)))
             step.detections.extend(monitor.take_detections())
-        self._decide_and_persist(step)
+        self._decide(step)
         return step
 
     def hold_join(self, active: frozenset[str], fresh: frozenset[str], assigned: frozenset[str]) -> None:
@@ -118,7 +90,7 @@ class Pipeline:
         for monitor in self.monitors.values():
             step.reports.extend(monitor.flush())
             step.detections.extend(monitor.take_detections())
-        self._decide_and_persist(step)
+        self._decide(step)
         return step
 
     def snapshot(self) -> dict[str, Any]:
@@ -184,8 +156,8 @@ class Pipeline:
                 times = np.delete(group.event_time, update.rejected) if len(update.rejected) else group.event_time
                 step.presence.append((key[0], key[1], times))
             self.totals.late += monitor.state.late_events - late_before
-            if self.store is not None and update.late:
-                self.store.write_late(key[0], key[1], self.late.running(key, update.late))
+            if update.late:
+                step.late.append((key[0], key[1], self.late.running(key, update.late)))
             step.reports.extend(update.reports)
             step.detections.extend(update.detections)
 
@@ -206,17 +178,15 @@ class Pipeline:
             self._newest = newest if self._newest is None else max(self._newest, newest)
         return events
 
-    def _decide_and_persist(self, step: StepResult) -> None:
-        decide_and_persist(step, self.deciders, {key: m.features for key, m in self.monitors.items()}, self.totals,
-                           self.store, self.versions)
+    def _decide(self, step: StepResult) -> None:
+        decide(step, self.deciders, {key: m.features for key, m in self.monitors.items()}, self.totals,
+               self.versions)
 
 
-def decide_and_persist(step: StepResult, deciders: Mapping[str, Decider],
-                       features: Mapping[tuple[str, str], FeatureSet], totals: Totals,
-                       store: Store | None, versions: VersionTracker | None = None) -> None:
+def decide(step: StepResult, deciders: Mapping[str, Decider], features: Mapping[tuple[str, str], FeatureSet],
+           totals: Totals, versions: VersionTracker | None = None) -> None:
     """Fold the step's windows through the deciders in order of window end (and, with ``versions``, the
-    version switches they show), count, and write windows, alerts, rollback requests, version changes and
-    audit entries to the store (in that order; every insert idempotent)."""
+    version switches they show), put the alerts and rollback requests into the step, and count."""
     step.reports.sort(key=lambda r: (r.window.end_ms, r.window.model, r.window.model_version))
     ends = versions.track(step) if versions is not None else [[] for _ in step.reports]
     # Windows and change detections in order of event time (a window before a detection at its end):
@@ -242,17 +212,8 @@ def decide_and_persist(step: StepResult, deciders: Mapping[str, Decider],
     totals.version_changes += len(step.version_changes)
     for bad in step.bad:
         totals.bad[bad.stage] += 1
-    if store is None:
-        return
-    for key in sorted({(r.window.model, r.window.model_version) for r in step.reports}):
-        store.write_windows(features[key], [r for r in step.reports if (r.window.model, r.window.model_version) == key])
-    store.write_alerts(step.alerts)
-    store.write_rollbacks(step.rollbacks)
-    if step.detections:
-        store.write_detections(step.detections)
-    if step.version_changes:  # (never in stage 2 of the two-stage service: docs/scaling.md)
-        store.write_version_changes(step.version_changes)
-    store.audit(audit_entries(step))
+    step.features.update((key, features[key]) for key in {(r.window.model, r.window.model_version)
+                                                          for r in step.reports})
 
 
 class LateTally:
@@ -278,22 +239,3 @@ class LateTally:
 
     def restore(self, data: list[list[Any]]) -> None:
         self.counts = {(m, v, w): int(n) for m, v, w, n in data}
-
-
-def assessment_policy(model: ModelConfig) -> AssessmentPolicy:
-    p = model.policy
-    kwargs: dict[str, Any] = {"min_samples": p.min_samples, "drift_share": p.drift_share,
-                              "pvalue_correction": p.pvalue_correction}
-    if p.thresholds is not None:
-        kwargs["thresholds"] = tuple(Threshold(**t.model_dump()) for t in p.thresholds)
-    return AssessmentPolicy(**kwargs)
-
-
-def decision_policies(config: Config, model: ModelConfig) -> tuple[AlertPolicy, RollbackPolicy]:
-    p, fleet = model.policy, config.rollback
-    return (AlertPolicy(consecutive=p.consecutive, resolve_after=p.resolve_after),
-            RollbackPolicy(triggers=dict(p.rollback_on), cooldown_ms=p.cooldown, daily_cap=p.daily_cap,
-                           breaker_models=fleet.breaker_models, breaker_window_ms=fleet.breaker_window,
-                           dry_run=fleet.dry_run, kill_switch=fleet.kill_switch,
-                           on_change_detection=p.change_watch.rollback))
-

@@ -1,22 +1,28 @@
-"""What the pipeline and the services need of the world, as Protocols: a :class:`Store` the outcomes are
+"""What processing and the services need of the world, as Protocols: a :class:`Store` the outcomes are
 written to (ClickHouse, :class:`~driftline.connectors.clickhouse.ClickHouseStore`; in memory,
-:class:`driftline.testing.MemoryStore`) and a :class:`ControlSink` for the control and dead-letter topics
-(:class:`~driftline.connectors.kafka_publish.Publisher`; :class:`driftline.testing.MemoryPublisher`)."""
+:class:`driftline.testing.MemoryStore`), a :class:`ControlSink` for the control, dead-letter and partials
+topics (:class:`~driftline.connectors.kafka_publish.Publisher`; :class:`driftline.testing.MemoryPublisher`),
+a :class:`Sink` that takes a step's outcome (:mod:`driftline.sinks`), and a :class:`ProfileSource` the model
+registry loads reference profiles from (:mod:`driftline.registry`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from driftline.engine.changewatch import ChangeDetection
 from driftline.engine.features import FeatureSet
 from driftline.engine.monitor import WindowReport
 from driftline.engine.policy import AlertEvent, RollbackRequest
+from driftline.engine.profile import ReferenceProfile
 from driftline.engine.versions import VersionChange
 from driftline.engine.window_spec import LateCount
 from driftline.events import BadEvent
-from driftline.outcome import AuditEntry
+from driftline.outcome import AuditEntry, StepResult
+
+if TYPE_CHECKING:
+    from driftline.config import ModelConfig
 
 Checkpoint = tuple[int, dict[str, int], dict[str, Any]]
 """(seq, offsets, state) of a consumer group's newest checkpoint."""
@@ -69,3 +75,15 @@ class ControlSink(Protocol):
     def take_undeliverable(self) -> list[Any]: ...
 
     def flush(self, timeout_s: float = 30.0) -> None: ...
+
+
+class Sink(Protocol):
+    """Takes the outcome of a step (a batch, a hold, the end of input) once processing is done with it."""
+
+    def write(self, step: StepResult) -> None: ...
+
+
+class ProfileSource(Protocol):
+    """Where a model version's reference profile comes from: files today, the MLflow registry later."""
+
+    def profile(self, model: ModelConfig, version: str) -> ReferenceProfile: ...

@@ -1,6 +1,6 @@
 """``driftline replay``: files of scoring events through the same pipeline the Kafka service runs.
 
-decode (JSONL, Avro container, Parquet) → join → engine → decide → persist. Files that cannot be read at
+decode (JSONL, Avro container, Parquet) → join → engine → decide → the store sink. Files that cannot be read at
 all (missing, empty, not of their type) are refused before anything starts (:class:`InvalidInput`). Bad
 inputs inside them are counted, written one per line to the run's dead-letter file with their line
 number and reason (``connectors/dead_letters.py``), and never stop the run.
@@ -17,14 +17,15 @@ import numpy as np
 from driftline.config import Config
 from driftline.connectors.clickhouse import ClickHouseStore
 from driftline.connectors.dead_letters import DeadLetterFile, dead_letter_path
-from driftline.connectors.profiles import load_profile
 from driftline.connectors.sources import check_input, read_events
 from driftline.engine.changewatch import ChangeDetection
 from driftline.engine.policy import AlertEvent, RollbackRequest
-from driftline.engine.profile import ReferenceProfile
 from driftline.events import BadEvent
 from driftline.outcome import StepResult, Totals
 from driftline.pipeline import Pipeline
+from driftline.protocols import Sink
+from driftline.registry import ModelRegistry
+from driftline.sinks import StoreSink
 
 MAX_BAD_KEPT = 1_000
 
@@ -65,27 +66,27 @@ def replay(config: Config, paths: Sequence[str | Path], store: ClickHouseStore |
     the store is opened (a bad configuration leaves nothing behind)."""
     for path in paths:
         check_input(path)
-    profiles = {(model.name, version): load_profile(path)
-                for model in config.models for version, path in model.references.items()}
+    registry = ModelRegistry(config)
     letters = DeadLetterFile(Path(dead_letters) if dead_letters is not None else dead_letter_path(config, Path.cwd()),
                              paths)
     owned = store is None
     store = store if store is not None else open_store(config)
     try:
-        return _replay(config, paths, store, on_step, chunk_size, letters, profiles)
+        return _replay(config, paths, StoreSink(store), on_step, chunk_size, letters, registry)
     finally:
         letters.close()
         if owned:
             store.close()
 
 
-def _replay(config: Config, paths: Sequence[str | Path], store: ClickHouseStore,
+def _replay(config: Config, paths: Sequence[str | Path], sink: Sink,
             on_step: Callable[[Path, StepResult, Totals], None] | None, chunk_size: int,
-            letters: DeadLetterFile, profiles: dict[tuple[str, str], ReferenceProfile]) -> ReplayOutcome:
-    pipeline = Pipeline(config, store, profiles)
+            letters: DeadLetterFile, registry: ModelRegistry) -> ReplayOutcome:
+    pipeline = Pipeline(config, registry)
     outcome = ReplayOutcome(pipeline.totals)
 
     def collect(path: Path, step: StepResult) -> None:
+        sink.write(step)
         outcome.alerts.extend(step.alerts)
         outcome.rollbacks.extend(step.rollbacks)
         outcome.detections.extend(step.detections)

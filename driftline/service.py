@@ -4,8 +4,9 @@ Delivery order of one batch, as :meth:`Service.step` does it:
 
 1. decode every message (raw Avro a batch at a time, :mod:`driftline.connectors.avro_events`); what
    cannot be decoded or validated becomes a bad event;
-2. run the pipeline, which writes windows, late counts, alerts, rollback requests, change detections,
-   version changes and the audit trail to the store (idempotent inserts) before it returns;
+2. run the pipeline (and the holds before and after it), then write what they produced — windows, late
+   counts, alerts, rollback requests, change detections, version changes, the audit trail — to the store
+   (:class:`~driftline.sinks.StoreSink`, idempotent inserts);
 3. produce the alerts, rollback requests, change detections (early warnings) and version changes to the
    control topic and the bad events to the dead-letter topic, then flush the producer and check every
    record was acknowledged;
@@ -95,6 +96,8 @@ from driftline.events import BadEvent, Events
 from driftline.outcome import StepResult, Totals
 from driftline.pipeline import Pipeline
 from driftline.protocols import ControlSink, Store
+from driftline.registry import ModelRegistry
+from driftline.sinks import ControlTopicSink, StoreSink
 
 log = logging.getLogger("driftline.service")
 T = TypeVar("T")
@@ -172,7 +175,9 @@ class Service:
         self.fetcher = fetcher if fetcher is not None else MessageFetcher(config.kafka)
         """Fetches back the messages of dead letters from earlier batches (connects on its first use)."""
         self.clock = clock
-        self.pipeline = Pipeline(config, store)
+        self.registry = ModelRegistry(config)
+        self.pipeline = Pipeline(config, self.registry)
+        self.store_sink, self.control = StoreSink(store), ControlTopicSink(publisher)
         self.decoder = BatchDecoder(config.kafka)
         self.health = Health()
         self.backoff = Backoff(config.kafka.retry_backoff / 1000, config.kafka.retry_backoff_max / 1000)
@@ -258,8 +263,7 @@ class Service:
 
     def _restore(self) -> None:
         """The pipeline as the last checkpoint left it, rebuilt as a restart would (its profiles kept)."""
-        profiles = {key: monitor.profile for key, monitor in self.pipeline.monitors.items()}
-        pipeline = Pipeline(self.config, self.store, profiles)
+        pipeline = Pipeline(self.config, self.registry)
         pipeline.restore(copy.deepcopy(self._good.state))
         pipeline.totals = copy.deepcopy(self._good.totals)
         self.pipeline = pipeline
@@ -296,7 +300,8 @@ class Service:
         after = self.pipeline.hold(*self.source.holding(now))
         result.absorb(before)
         result.absorb(after)
-        self._publish(result)
+        self.store_sink.write(result)
+        self.control.write(result)
         if result.bad:
             self._dead_letter(batch, result.bad)
         self.publisher.flush(self.config.kafka.publish_timeout / 1000)
@@ -305,18 +310,6 @@ class Service:
         self._batch_offsets = {}
         self._batch_done(batch)
         return BatchReport(len(batch), result, len(result.bad))
-
-    def _publish(self, step: StepResult) -> None:
-        """The step's decisions to the control topic (acknowledged at the next flush): alerts, rollback
-        requests, version switches, early warnings."""
-        for event in step.alerts:
-            self.publisher.alert(event)
-        for request in step.rollbacks:
-            self.publisher.rollback(request)
-        for change in step.version_changes:
-            self.publisher.version_change(change)
-        for detection in step.detections:
-            self.publisher.change(detection)
 
     def _batch_done(self, batch: MessageBatch) -> None:
         """A batch went through: checkpoint when the interval has passed; a paused service goes on."""

@@ -37,15 +37,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from driftline.config import JoinConfig
 from driftline.engine.features import FeatureSet
 from driftline.engine.partials import PanePartial, PartitionPanes
-from driftline.engine.profile import ReferenceProfile
-from driftline.engine.window_spec import WindowSpec
 from driftline.events import COMBINED, BadEvent, Events, refuse_future
 from driftline.grouping import model_groups
 from driftline.join import DUPLICATE_REASON, Joiner
 from driftline.keys import ModelKey
+from driftline.registry import ModelRegistry
 
 LATE_PANES = 10_000
 """Panes per (model version, partition) whose running late count is remembered (the oldest go first)."""
@@ -103,12 +101,11 @@ class StageOneResult:
 class StageOne:
     """The partial windows of the source partitions this member owns."""
 
-    def __init__(self, profiles: Mapping[Key, ReferenceProfile], spec: WindowSpec, max_future_ms: int | None,
-                 join: JoinConfig | None = None, partitions: int = 1) -> None:
-        self.features = {key: FeatureSet(profile) for key, profile in profiles.items()}
-        self.spec = spec
-        self.max_future_ms = max_future_ms
-        self.join = join if join is not None else JoinConfig()
+    def __init__(self, registry: ModelRegistry, partitions: int = 1) -> None:
+        self.features: dict[Key, FeatureSet] = {key: registry.features(key) for key in registry.profiles}
+        self.spec = registry.spec
+        self.max_future_ms = registry.config.windows.max_future
+        self.join = registry.config.join
         self.ids_per_partition = max(1, self.join.max_pending // max(1, partitions))
         """How many recent request ids each partition remembers: ``join.max_pending`` over ``partitions``."""
         self.recent: dict[str, Joiner] = {}

@@ -83,10 +83,7 @@ class TwoStageService(Service):
                  clock: Callable[[], float] = time.time, fetcher: MessageFetcher | None = None,
                  merge_source: KafkaSource | None = None) -> None:
         super().__init__(config, store, source, publisher, clock, fetcher)
-        w = config.windows
-        self.spec = w.spec()
-        self.profiles = {key: monitor.profile for key, monitor in self.pipeline.monitors.items()}
-        self.stage1 = StageOne(self.profiles, self.spec, w.max_future, config.join, len(source.expected))
+        self.stage1 = StageOne(self.registry, len(source.expected))
         self.merge_source = merge_source if merge_source is not None else KafkaSource(merge_settings(config.kafka))
         self.shards: dict[str, MergeShard] = {}
         """Partials partition → its stage-2 state."""
@@ -126,8 +123,9 @@ class TwoStageService(Service):
         self._dirty |= self._batch_offsets.keys()
         self._batch_offsets = {}
         merged, step = self._merge()
+        self.store_sink.write(step)
         step.bad = bad
-        self._publish(step)
+        self.control.write(step)
         self.publisher.flush(self.config.kafka.publish_timeout / 1000)
         self._batch_done(batch)
         return BatchReport(len(batch) + merged, step, len(bad))
@@ -141,9 +139,9 @@ class TwoStageService(Service):
             shard = self.shards.get(name)
             if shard is None or value is None:  # (not assigned any more)
                 continue
-            shard.add(PartialRecord.decode(value), per_shard.setdefault(name, StepResult()), self.store)
+            shard.add(PartialRecord.decode(value), per_shard.setdefault(name, StepResult()))
         for name, result in sorted(per_shard.items()):
-            self.shards[name].persist(result, self.pipeline.totals, self.store)
+            self.shards[name].decide(result, self.pipeline.totals)
             step.absorb(result)
         offsets = batch.next_offsets()
         self.merge_offsets.update(offsets)
@@ -229,7 +227,7 @@ class TwoStageService(Service):
         """One partials partition's stage-2 shard loaded; returns where to start reading it."""
         key = f"{self.config.kafka.group_id}.merge/{name}"
         found = self._stored(key)
-        shard = MergeShard(self.config, self.profiles, self.spec, frozenset(self.source.expected) or None)
+        shard = MergeShard(self.registry, frozenset(self.source.expected) or None)
         self._dirty_shards.discard(name)
         self._kept[key] = (None, None) if found is None else (found[1], found[2])
         if found is None:
@@ -294,7 +292,7 @@ class TwoStageService(Service):
         expected = frozenset(self.source.expected) or None
         for name in list(self.shards):
             offset, state = self._kept.get(f"{group}.merge/{name}", (None, None))
-            shard = self.shards[name] = MergeShard(self.config, self.profiles, self.spec, expected)
+            shard = self.shards[name] = MergeShard(self.registry, expected)
             if state is not None:
                 shard.restore(state)
             if offset is None:

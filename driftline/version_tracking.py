@@ -2,7 +2,7 @@
 batch's version presence and closed windows, and the first windows of a version that appeared compared with
 the last window of the version it replaced (baseline ``previous_version``).
 
-Used by :func:`driftline.pipeline.decide_and_persist`: :meth:`VersionTracker.track` runs before the
+Used by :func:`driftline.pipeline.decide`: :meth:`VersionTracker.track` runs before the
 decisions (it attaches the comparisons to the window reports and puts the changes in the step),
 :meth:`VersionTracker.decide` folds a report's comparison into the model's decider. All of it is a
 function of the windows and event times, so a replay, or a restart from a snapshot, gives the same rows.

@@ -57,7 +57,7 @@ def run(pipeline: Pipeline, batch: Events, cuts: list[int]) -> tuple[list[object
 
 def test_detections_are_dated_by_the_event_where_the_watch_fired(tmp_path: Path) -> None:
     batch = events(30_000, shift_at=20_000)
-    pipeline = Pipeline(config(tmp_path), None)
+    pipeline = Pipeline(config(tmp_path))
     detections, audit = run(pipeline, batch, [7_000, 21_000])
     assert detections, "the score shift at event 20,000 is detected"
     first = detections[0]
@@ -71,7 +71,7 @@ def test_detections_are_dated_by_the_event_where_the_watch_fired(tmp_path: Path)
 
 
 def test_stationary_scores_raise_no_detection(tmp_path: Path) -> None:
-    pipeline = Pipeline(config(tmp_path), None)
+    pipeline = Pipeline(config(tmp_path))
     detections, _ = run(pipeline, events(60_000, seed=8), [10_000, 30_000])
     assert detections == []
 
@@ -80,13 +80,13 @@ def test_stationary_scores_raise_no_detection(tmp_path: Path) -> None:
 def test_a_restart_from_a_pipeline_snapshot_gives_the_same_detections_and_audit(tmp_path: Path, cut: int) -> None:
     batch = events(30_000, shift_at=20_000)
     cuts = [3_000, cut, 29_000]
-    expected = run(Pipeline(config(tmp_path), None), batch, cuts)
+    expected = run(Pipeline(config(tmp_path)), batch, cuts)
     assert expected[0]
 
-    first = Pipeline(config(tmp_path), None)
+    first = Pipeline(config(tmp_path))
     head = run(first, batch.take(np.arange(cut)), [3_000] if cut > 3_000 else [])
     state = json.loads(json.dumps(first.snapshot(), allow_nan=False))  # as a checkpoint stores it
-    restarted = Pipeline(config(tmp_path), None)
+    restarted = Pipeline(config(tmp_path))
     restarted.restore(state)
     tail = run(restarted, batch.take(np.arange(cut, len(batch))), [29_000 - cut])
     assert head[0] + tail[0] == expected[0]
@@ -94,18 +94,18 @@ def test_a_restart_from_a_pipeline_snapshot_gives_the_same_detections_and_audit(
 
 
 def test_the_watch_can_be_switched_off(tmp_path: Path) -> None:
-    pipeline = Pipeline(config(tmp_path, enabled=False), None)
+    pipeline = Pipeline(config(tmp_path, enabled=False))
     detections, _ = run(pipeline, events(30_000, shift_at=20_000), [])
     assert detections == []
 
 
 def test_a_detection_asks_for_a_rollback_only_when_the_policy_says_so(tmp_path: Path) -> None:
     batch = events(30_000, shift_at=20_000)
-    quiet = Pipeline(config(tmp_path / "off"), None)
+    quiet = Pipeline(config(tmp_path / "off"))
     steps = [quiet.process(batch)]
     assert steps[0].detections and not [r for s in steps for r in s.rollbacks if r.alert_id ==
                                         steps[0].detections[0].detection_id]
-    acting = Pipeline(config(tmp_path / "on", rollback=True), None)
+    acting = Pipeline(config(tmp_path / "on", rollback=True))
     step = acting.process(batch)
     first = step.detections[0]
     requests = [r for r in step.rollbacks if r.alert_id == first.detection_id]

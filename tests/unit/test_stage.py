@@ -20,6 +20,8 @@ from driftline.events import EventBuilder, Events
 from driftline.merge import MergeShard
 from driftline.outcome import StepResult, Totals
 from driftline.grouping import typed_columns
+from driftline.registry import KnownProfiles, ModelRegistry
+from driftline.sinks import StoreSink
 from driftline.stage import PartialRecord, StageOne
 
 T0 = 1_767_225_600_000
@@ -55,6 +57,18 @@ def events(seed: int, n: int, partitions: int, extra: tuple[dict[str, Any], ...]
     return built
 
 
+def registry(profile: ReferenceProfile, max_future: int | None = None, **join: int) -> ModelRegistry:
+    """The registry of one model version, ``credit`` 3, with :data:`SPEC`'s windows."""
+    config = Config.model_validate({
+        "windows": {"size": MINUTE, "allowed_lateness": SPEC.allowed_lateness_ms, "max_future": max_future},
+        "join": join, "models": [{"name": "credit", "references": {"3": "(in memory)"}}]})
+    return ModelRegistry(config, KnownProfiles({KEY: profile}))
+
+
+def stage_one(profile: ReferenceProfile, max_future: int | None = None, partitions: int = 1, **join: int) -> StageOne:
+    return StageOne(registry(profile, max_future, **join), partitions)
+
+
 def records(stage: StageOne, batch: Events, size: int) -> list[PartialRecord]:
     out: list[PartialRecord] = []
     for lo in range(0, len(batch), size):
@@ -64,10 +78,10 @@ def records(stage: StageOne, batch: Events, size: int) -> list[PartialRecord]:
 
 def test_a_mixed_batch_counts_as_each_partition_fed_alone(profile: ReferenceProfile) -> None:
     batch = events(1, 1200, partitions=3)
-    got = records(StageOne({KEY: profile}, SPEC, None), batch, 1200)
+    got = records(stage_one(profile), batch, 1200)
     for p, record in enumerate(sorted(got, key=lambda r: r.partition)):
         rows = np.flatnonzero(batch.source == f"s[{p}]")
-        alone = PartitionPanes(StageOne({KEY: profile}, SPEC, None).features[KEY], SPEC)
+        alone = PartitionPanes(stage_one(profile).features[KEY], SPEC)
         columns, _ = typed_columns(profile, batch.take(rows))
         update = alone.update(batch.event_time[rows], columns)
         assert (record.partition, record.mark, record.panes) == (f"s[{p}]", update.mark, update.partials)
@@ -75,7 +89,7 @@ def test_a_mixed_batch_counts_as_each_partition_fed_alone(profile: ReferenceProf
 
 
 def test_a_partials_record_survives_its_wire_format(profile: ReferenceProfile) -> None:
-    for record in records(StageOne({KEY: profile}, SPEC, None), events(2, 900, partitions=2), 100):
+    for record in records(stage_one(profile), events(2, 900, partitions=2), 100):
         again = PartialRecord.decode(record.encode())
         assert again == record and all(p.counts.dtype == np.int64 for p in again.panes)
         assert record.key == b"credit|3"
@@ -87,7 +101,7 @@ def test_halves_unknown_models_and_future_events_are_refused(profile: ReferenceP
               "score": 0.5},
              {"request_id": "f", "model": "credit", "model_version": "3", "event_time": T0 + 10 * MINUTE,
               "features": {}, "score": 0.5})
-    result = StageOne({KEY: profile}, SPEC, MINUTE).count(events(3, 10, 1, extra), now_ms=T0 + 4 * MINUTE)
+    result = stage_one(profile, MINUTE).count(events(3, 10, 1, extra), now_ms=T0 + 4 * MINUTE)
     assert sorted(b.error_class for b in result.bad) == ["FutureEvent", "UnknownModel", "Unsupported"]
     assert result.accepted + result.late == 10
 
@@ -99,8 +113,8 @@ def test_a_request_id_repeated_in_its_partition_is_dropped_and_reported(profile:
     again = batch.take(np.concatenate((rows, retried)))
     again.source = np.concatenate((batch.source, batch.source[retried]))
     again.position = np.concatenate((batch.position, np.asarray([f"{p}#retry" for p in batch.position[retried]])))
-    expected = records(StageOne({KEY: profile}, SPEC, None), batch, 97)
-    stage = StageOne({KEY: profile}, SPEC, None)
+    expected = records(stage_one(profile), batch, 97)
+    stage = stage_one(profile)
     results = [stage.count(again.take(np.arange(lo, min(lo + 97, len(again)))), None)
                for lo in range(0, len(again), 97)]
     assert sum(r.duplicates for r in results) == len(retried)
@@ -112,9 +126,9 @@ def test_a_request_id_repeated_in_its_partition_is_dropped_and_reported(profile:
 
 def test_duplicates_are_recognised_after_a_checkpoint_not_across_partitions(profile: ReferenceProfile) -> None:
     batch = events(6, 300, partitions=2)
-    first = StageOne({KEY: profile}, SPEC, None)
+    first = stage_one(profile)
     first.count(batch, None)
-    moved = StageOne({KEY: profile}, SPEC, None)  # the partition handed to another member with its checkpoint
+    moved = stage_one(profile)  # the partition handed to another member with its checkpoint
     moved.restore("s[0]", json.loads(json.dumps(first.snapshot("s[0]"))))
     repeat = batch.take(np.flatnonzero(batch.source == "s[0]")[:5])
     assert moved.count(repeat, None).duplicates == 5
@@ -152,20 +166,17 @@ class Recorder:
     def audit(self, *_: Any) -> None: ...
 
 
-def test_stage_two_fed_every_record_again_writes_the_same(profile: ReferenceProfile, tmp_path: Any) -> None:
-    path = tmp_path / "credit-3.json"
-    from driftline.connectors.profiles import save_profile
-    save_profile(profile, path)
-    config = Config.model_validate({"models": [{"name": "credit", "references": {"3": str(path)}}]})
-    sent = records(StageOne({KEY: profile}, SPEC, None), events(4, 3000, partitions=3), 97)
+def test_stage_two_fed_every_record_again_writes_the_same(profile: ReferenceProfile) -> None:
+    sent = records(stage_one(profile), events(4, 3000, partitions=3), 97)
     expected = frozenset({"s[0]", "s[1]", "s[2]"})
     once, again = Recorder(), Recorder()
     for store, stream in ((once, sent), (again, redelivered(sent, random.Random(4)))):
-        shard = MergeShard(config, {KEY: profile}, SPEC, expected)
+        shard = MergeShard(registry(profile), expected)
         for record in stream:
             step = StepResult()
-            shard.add(PartialRecord.decode(record.encode()), step, store)  # type: ignore[arg-type]
-            shard.persist(step, Totals(), store)  # type: ignore[arg-type]
+            shard.add(PartialRecord.decode(record.encode()), step)
+            shard.decide(step, Totals())
+            StoreSink(store).write(step)  # type: ignore[arg-type]
     assert once.windows and again.windows == once.windows
     assert once.late and again.late == once.late
 
@@ -193,8 +204,6 @@ def test_two_stages_refuse_topics_of_request_and_response_halves(tmp_path: Any) 
 
 
 def test_the_ids_remembered_are_shared_out_over_the_partitions(profile: ReferenceProfile) -> None:
-    from driftline.config import JoinConfig
-
-    stage = StageOne({KEY: profile}, SPEC, None, JoinConfig(max_pending=1_000), partitions=4)
+    stage = stage_one(profile, partitions=4, max_pending=1_000)
     assert stage.ids_per_partition == 250 and stage._recent("s[0]").max_pending == 250
-    assert StageOne({KEY: profile}, SPEC, None, JoinConfig(max_pending=3), partitions=8).ids_per_partition == 1
+    assert stage_one(profile, partitions=8, max_pending=3).ids_per_partition == 1

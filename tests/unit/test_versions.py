@@ -25,6 +25,7 @@ from driftline.errors import InvalidInput
 from driftline.events import EventBuilder, Events
 from driftline.outcome import StepResult
 from driftline.pipeline import Pipeline
+from driftline.registry import KnownProfiles, ModelRegistry
 from driftline.synthetic import CREDIT_CATEGORICAL, Incident, credit_applications
 
 HOUR = 3_600_000
@@ -284,6 +285,10 @@ def config(**model: Any) -> Config:
     })
 
 
+def pipeline_of(config: Config, profiles: dict[tuple[str, str], Any]) -> Pipeline:
+    return Pipeline(config, ModelRegistry(config, KnownProfiles(profiles)))
+
+
 def hour_events(hour: int, version: str, n: int = 800, incident: Incident = Incident()) -> Events:
     rng = np.random.default_rng([hour, int(version)])
     data = credit_applications(rng, n, incident)
@@ -321,7 +326,7 @@ def summary(steps: list[StepResult]) -> dict[str, Any]:
 
 
 def test_a_silent_switch_is_recorded_and_judged_against_the_replaced_version(two_versions: Any) -> None:
-    pipeline = Pipeline(config(), None, two_versions)
+    pipeline = pipeline_of(config(), two_versions)
     steps = replay_switch(pipeline, SWITCH)
     steps.append(pipeline.finish())
     got = summary(steps)
@@ -349,13 +354,13 @@ def test_a_silent_switch_is_recorded_and_judged_against_the_replaced_version(two
 
 
 def test_a_restart_from_a_snapshot_gives_the_same_records(two_versions: Any) -> None:
-    whole = Pipeline(config(), None, two_versions)
+    whole = pipeline_of(config(), two_versions)
     expected = summary(replay_switch(whole, SWITCH) + [whole.finish()])
     for cut in (3, 4, 5):
-        first = Pipeline(config(), None, two_versions)
+        first = pipeline_of(config(), two_versions)
         before = replay_switch(first, SWITCH[:cut])
         state = json.loads(json.dumps(first.snapshot(), allow_nan=False))  # as a checkpoint stores it
-        second = Pipeline(config(), None, two_versions)
+        second = pipeline_of(config(), two_versions)
         second.restore(state)
         after = replay_switch(second, SWITCH[cut:]) + [second.finish()]
         assert summary(before + after) == expected, cut
@@ -367,26 +372,26 @@ def test_the_records_do_not_depend_on_how_the_stream_is_cut_into_batches(two_ver
     one batch (a backlog, a restart that cuts elsewhere), the same records with the same last-seen times.
     Each window is judged on the events before its end, never on later ones of the same batch."""
     timeline = [*SWITCH[:5], (5, "3", Incident()), (6, "4", SHIFT), (7, "4", SHIFT), (8, "4", SHIFT)]
-    hourly = Pipeline(config(version_gone_after=1), None, two_versions)
+    hourly = pipeline_of(config(version_gone_after=1), two_versions)
     expected = summary(replay_switch(hourly, timeline) + [hourly.finish()])
     # (each version's windows close with its own events: version 3's hour 5 closes at the end of input)
     assert [(c.kind, c.from_version, c.to_version, (c.window_start_ms - DAY) // HOUR) for c in expected["changes"]] == [
         ("appeared", "3", "4", 3), ("disappeared", "3", "4", 3), ("appeared", "4", "3", 5),
         ("disappeared", "4", "3", 5), ("appeared", "3", "4", 8), ("disappeared", "3", "4", 8)]
-    together = Pipeline(config(version_gone_after=1), None, two_versions)
+    together = pipeline_of(config(version_gone_after=1), two_versions)
     steps = [together.process(Events.concat([hour_events(h, v, incident=i) for h, v, i in timeline[lo:lo + group]]))
              for lo in range(0, len(timeline), group)]
     assert summary(steps + [together.finish()])["changes"] == expected["changes"]
 
 
 def test_configured_comparison_length_and_gone_after(two_versions: Any) -> None:
-    pipeline = Pipeline(config(version_baseline_windows=1, version_gone_after=3), None, two_versions)
+    pipeline = pipeline_of(config(version_baseline_windows=1, version_gone_after=3), two_versions)
     got = summary(replay_switch(pipeline, SWITCH) + [pipeline.finish()])
     assert [(c.kind, (c.window_start_ms - DAY) // HOUR) for c in got["changes"]] == [("appeared", 3), ("disappeared", 5)]
     assert len(got["versus"]) == 1
     fired = [a for a in got["alerts"] if a[3] == PREVIOUS_VERSION and a[1] == "firing"]
     assert fired and {a[4] for a in fired} == {wid("4", 3)}  # k = 1 window
-    off = Pipeline(config(version_baseline_windows=0), None, two_versions)
+    off = pipeline_of(config(version_baseline_windows=0), two_versions)
     got = summary(replay_switch(off, SWITCH) + [off.finish()])
     assert got["versus"] == [] and len(got["changes"]) == 2
 
