@@ -7,10 +7,10 @@ read from the start with a new consumer group per repeat:
 
 1. raw consume: ``Consumer.consume(5000, 1.0)`` in a loop, counting messages;
 2. fastavro decode: the same loop plus ``fastavro.schemaless_reader`` per message;
-3. driftline: :class:`driftline.service.Service` with a real ``KafkaSource``/``Publisher`` and a chDB
+3. driftline: :class:`driftline.streaming.loop.ConsumerLoop` with a real ``KafkaSource``/``Publisher`` and a chDB
    store in a temp dir, stepped until every message is consumed (decode, windows, store), then a
    checkpoint and commit;
-4. driftline in two stages (``kafka.stages: two``, :class:`driftline.two_stage.TwoStageService`): the
+4. driftline in two stages (``kafka.stages: two``, :class:`driftline.streaming.two_stage.TwoStageHandler`): the
    same, until every partials record is merged too;
 5. driftline without the broker: the service's own work on the same messages handed over as already
    consumed batches (on this 2-vCPU machine the broker and librdkafka's threads compete with it);
@@ -56,8 +56,9 @@ from driftline.connectors.profiles import save_profile
 from driftline.engine.profile import build_profile
 from driftline.replay import open_store
 from driftline.runtime import settle_process
-from driftline.service import Service
-from driftline.two_stage import TwoStageService, merge_settings
+from driftline.run import consumer_loop
+from driftline.run import consumer_loop
+from driftline.streaming.two_stage import merge_settings
 from tests.kafka_broker import KafkaBroker, create_topic
 
 REPO = Path(__file__).resolve().parent.parent
@@ -153,8 +154,7 @@ def driftline_run(bootstrap: str, group: str, total: int, profile_path: Path,
         source = KafkaSource(cfg.kafka)
         merge_source = KafkaSource(merge_settings(cfg.kafka)) if stages == "two" else None
         try:
-            service = Service(cfg, store, source, Publisher(cfg.kafka)) if merge_source is None else \
-                TwoStageService(cfg, store, source, Publisher(cfg.kafka), merge_source=merge_source)
+            service = consumer_loop(cfg, store, source, Publisher(cfg.kafka), merge_source=merge_source)
             settle_process()  # as `driftline run` does after start-up
             dead, start = 0, None
             while sum(service.offsets.values()) < total:  # every scoring message consumed
@@ -186,7 +186,7 @@ def driftline_without_broker(bootstrap: str, payloads: list[tuple[int, bytes]], 
         store = open_store(cfg)
         source = KafkaSource(cfg.kafka)
         try:
-            service = Service(cfg, store, source, Publisher(cfg.kafka))
+            service = consumer_loop(cfg, store, source, Publisher(cfg.kafka))
             size = cfg.kafka.batch_size
             batches = []
             for first in range(0, len(payloads), size):
@@ -198,8 +198,7 @@ def driftline_without_broker(bootstrap: str, payloads: list[tuple[int, bytes]], 
             settle_process()
             began = time.perf_counter()
             for batch in batches:
-                events, bad = service._decode(batch)
-                service._process(batch, events, bad, source.holding(time.time()))
+                service._handle(batch, time.time())
             service.checkpoint()
             return time.perf_counter() - began
         finally:
@@ -337,7 +336,7 @@ def live_latency(bootstrap: str, profile_path: Path, windows: int, per_window: i
         source = KafkaSource(cfg.kafka)
         deadline = time.perf_counter() + windows * window_s + 60
         try:
-            service = Service(cfg, store, source, Publisher(cfg.kafka))
+            service = consumer_loop(cfg, store, source, Publisher(cfg.kafka))
             while not source.assigned and time.perf_counter() < deadline:  # joined the group: go
                 service.step()
             threads = [threading.Thread(target=produce_live), threading.Thread(target=read_alerts)]

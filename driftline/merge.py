@@ -12,11 +12,15 @@ the subscribed scoring topics has passed it (``expected``, from the topics' meta
 Redelivered records change nothing: a pane already added is recognised by (partition, pane), a mark
 only moves forward, and late counts are running counts per (partition, pane) of which the largest seen
 is kept. So a shard restored from its checkpoint and fed its partials partition again from the
-checkpoint's offset gives the same rows (every store insert is idempotent).
+checkpoint's offset gives the same rows (every store insert is idempotent). A partition far ahead of one
+that holds the watermark cannot open more than ``windows.max_open_panes`` panes here: the newest are
+refused, and their events counted late for their windows (stage 1 has counted them: they cannot go to
+the dead-letter topic one by one).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,6 +32,8 @@ from driftline.outcome import StepResult, Totals
 from driftline.pipeline import MAX_LATE_WINDOWS, LateTally, decide
 from driftline.registry import ModelRegistry
 from driftline.stage import Key, PartialRecord
+
+log = logging.getLogger("driftline.two_stage")
 
 
 class MergeShard:
@@ -43,6 +49,8 @@ class MergeShard:
         self.late = LateTally()
         self.late_seen: dict[tuple[str, str, str, int], int] = {}
         """(model, version, source partition, pane) → the largest running late count received."""
+        self.refused = 0
+        """Events refused by ``windows.max_open_panes`` since the last :meth:`decide` (counted late)."""
 
     def add(self, record: PartialRecord, step: StepResult) -> None:
         """One partials record: its panes added, its mark raised; what closes, and the running late counts
@@ -53,11 +61,16 @@ class MergeShard:
             return
         closed = merge.add(record.partition, record.panes, record.mark)
         step.reports.extend(self.monitors[key].evaluate(window) for window in closed)
-        new: dict[int, int] = {}
+        new: dict[int, int] = dict(merge.refused)  # (refused by the bound on open panes: lost to their windows)
+        if merge.refused:
+            self.refused += sum(merge.refused.values())
+            log.warning("%s %s: %d events of %s refused (windows.max_open_panes: %d panes open while a "
+                        "partition holds the watermark); counted late for their windows", *key,
+                        sum(merge.refused.values()), record.partition, self.registry.spec.pane_limit)
         for pane, running in record.late.items():
             seen = self.late_seen.get((*key, record.partition, pane), 0)
             if running > seen:
-                new[pane] = running - seen
+                new[pane] = new.get(pane, 0) + running - seen
                 self.late_seen.pop((*key, record.partition, pane), None)
                 self.late_seen[(*key, record.partition, pane)] = running
         while len(self.late_seen) > MAX_LATE_WINDOWS:
@@ -67,6 +80,8 @@ class MergeShard:
 
     def decide(self, step: StepResult, totals: Totals) -> None:
         """The windows ``add`` closed, through this shard's deciders."""
+        totals.late += self.refused
+        self.refused = 0
         decide(step, self.deciders, {key: m.features for key, m in self.monitors.items()}, totals)
 
     def _merge(self, key: Key) -> PartialMerge | None:

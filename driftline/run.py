@@ -1,14 +1,13 @@
-"""``driftline run``: the Kafka service wired up. Topics checked, the store opened, the consumer, producer
-and fetcher made, the single-stage :class:`~driftline.service.Service` or the two-stage
-:class:`~driftline.two_stage.TwoStageService` chosen by ``kafka.stages``, run until SIGTERM or SIGINT.
-
-The services themselves never choose between them (they are chosen here, outside both)."""
+"""``driftline run``: the Kafka service wired up. Topics checked, the store opened, the consumers, producer
+and fetcher made, the batch handler chosen by ``kafka.stages`` (:func:`consumer_loop`, outside both
+handlers), run until SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,12 +16,35 @@ from driftline.connectors.kafka import KafkaSource
 from driftline.connectors.kafka_admin import checked_topics
 from driftline.connectors.kafka_fetch import MessageFetcher
 from driftline.connectors.kafka_publish import PublishError, Publisher
+from driftline.protocols import ControlSink, Store
+from driftline.registry import ModelRegistry
 from driftline.replay import open_store
 from driftline.runtime import settle_process
-from driftline.service import BatchReport, Service
-from driftline.two_stage import TwoStageService, merge_settings
+from driftline.streaming.delivery import Delivery
+from driftline.streaming.handler import BatchHandler
+from driftline.streaming.loop import BatchReport, ConsumerLoop
+from driftline.streaming.outages import Health
+from driftline.streaming.single_stage import SingleStageHandler
+from driftline.streaming.two_stage import TwoStageHandler, merge_settings
 
 log = logging.getLogger("driftline.service")
+
+
+def consumer_loop(config: Config, store: Store, source: KafkaSource, publisher: ControlSink, *,
+                  clock: Callable[[], float] = time.time, fetcher: MessageFetcher | None = None,
+                  merge_source: KafkaSource | None = None, registry: ModelRegistry | None = None) -> ConsumerLoop:
+    """The service of ``config.kafka.stages`` over these clients. Two stages read the partials topic with
+    ``merge_source`` (made here when not given: the caller closes ``source`` and it)."""
+    registry = registry if registry is not None else ModelRegistry(config)
+    delivery = Delivery(config.kafka, store, publisher, fetcher if fetcher is not None else MessageFetcher(config.kafka),
+                        Health())
+    handler: BatchHandler
+    if config.kafka.stages == "two":
+        merge_source = merge_source if merge_source is not None else KafkaSource(merge_settings(config.kafka))
+        handler = TwoStageHandler(config, store, registry, source, merge_source, clock, delivery.commit)
+    else:
+        handler = SingleStageHandler(config, store, registry, source)
+    return ConsumerLoop(config, source, handler, delivery, clock)
 
 
 def run_service(config: Config, on_batch: Callable[[BatchReport], None] | None = None) -> None:
@@ -33,18 +55,13 @@ def run_service(config: Config, on_batch: Callable[[BatchReport], None] | None =
     limits = checked_topics(config.kafka, stop)  # every topic there (or created), else MissingTopics names them
     store = open_store(config)
     source = KafkaSource(config.kafka)
+    merge_source = KafkaSource(merge_settings(config.kafka)) if config.kafka.stages == "two" else None
     publisher = Publisher(config.kafka, limits)
     fetcher = MessageFetcher(config.kafka)
-    merge_source = None
     try:
-        if config.kafka.stages == "two":
-            merge_source = KafkaSource(merge_settings(config.kafka))
-            service: Service = TwoStageService(config, store, source, publisher, fetcher=fetcher,
-                                               merge_source=merge_source)
-        else:
-            service = Service(config, store, source, publisher, fetcher=fetcher)
+        loop = consumer_loop(config, store, source, publisher, fetcher=fetcher, merge_source=merge_source)
         settle_process()
-        service.run(stop, on_batch)
+        loop.run(stop, on_batch)
     finally:
         source.close()
         if merge_source is not None:

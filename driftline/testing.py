@@ -13,6 +13,7 @@ again is kept once, under its id.
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -53,8 +54,9 @@ class MemoryStore:
         self.failures = 0
         """Writes still to fail."""
 
-    def fail_next(self, writes: int) -> None:
-        self.failures = writes
+    def fail_next(self, calls: int) -> None:
+        """The next ``calls`` writes or checkpoint reads fail."""
+        self.failures = calls
 
     def _write(self) -> None:
         if self.failures > 0:
@@ -107,6 +109,7 @@ class MemoryStore:
             self.checkpoints[group_id] = (seq, dict(offsets), json.loads(json.dumps(state, allow_nan=False)))
 
     def read_checkpoint(self, group_id: str) -> Checkpoint | None:
+        self._write()
         return self.checkpoints.get(group_id)
 
     def rows(self) -> dict[str, Any]:
@@ -118,9 +121,11 @@ class MemoryStore:
 
 
 class MemoryPublisher:
-    """The control, dead-letter and partials topics as lists; every record is acknowledged at once."""
+    """The control, dead-letter and partials topics as lists; every record is acknowledged at once. With
+    ``partials_topic``, partials records are appended to that in-memory topic too (partition by key)."""
 
-    def __init__(self) -> None:
+    def __init__(self, partials_topic: MemoryConsumer | None = None) -> None:
+        self.partials_topic = partials_topic
         self.alerts: list[AlertEvent] = []
         self.rollbacks: list[RollbackRequest] = []
         self.version_changes: list[VersionChange] = []
@@ -146,6 +151,9 @@ class MemoryPublisher:
 
     def partial(self, key: bytes, value: bytes) -> None:
         self.partials.append((key, value))
+        if self.partials_topic is not None:
+            log = self.partials_topic.log
+            log[zlib.crc32(key) % len(log)].append(value)
 
     def take_undeliverable(self) -> list[Any]:
         return []
@@ -224,9 +232,8 @@ class MemoryConsumer:
 
     def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Any]:
         out: list[Any] = []
-        for p, messages in self.log.items():
-            if p in self.paused:
-                continue
+        for p in sorted({tp.partition for tp in self.owned} - self.paused):
+            messages = self.log[p]
             new = messages[self.position[p]:self.position[p] + max(num_messages - len(out), 0)]
             out += [FakeMessage(self.topic, p, self.position[p] + i, value) for i, value in enumerate(new)]
             self.position[p] += len(new)
@@ -254,9 +261,12 @@ class MemoryConsumer:
 
 class MemorySource(KafkaSource):
     """The real :class:`~driftline.connectors.kafka.KafkaSource` (batches, ends of partitions, idleness,
-    pause, seek, commit) over a :class:`MemoryConsumer`: one topic, every partition assigned here."""
+    pause, seek, commit) over a :class:`MemoryConsumer`: one topic, whose partitions ``here`` (all by
+    default) the group hands to this member at its first poll; :meth:`hand_over` and :meth:`take_over`
+    are a rebalance."""
 
-    def __init__(self, config: Config, topic: str, partitions: int) -> None:  # (no broker: no super().__init__)
+    def __init__(self, config: Config, topic: str, partitions: int,
+                 here: Sequence[int] | None = None) -> None:  # (no broker: no super().__init__)
         self.config = config.kafka
         self.consumer = MemoryConsumer(topic, partitions)  # type: ignore[assignment]
         self.assigned, self.start_offsets, self.paused, self.held, self.unreachable = set(), {}, False, set(), 0
@@ -264,16 +274,39 @@ class MemorySource(KafkaSource):
         self.book = PartitionBook(config.kafka.idle_after / 1000)
         self._error_lines = RepeatLimiter()
         self.expected = {f"{topic}[{p}]" for p in range(partitions)}
-        self._topic_partitions = [TopicPartition(topic, p) for p in range(partitions)]
+        self._first = [TopicPartition(topic, p) for p in (range(partitions) if here is None else here)]
+        self._joined = False
+
+    def _join(self) -> None:
+        if not self._joined:  # the group hands this member its partitions at its first poll
+            self._joined = True
+            self.take_over([tp.partition for tp in self._first])
 
     def poll_batch(self) -> list[Any]:
-        if not self.assigned:  # the group hands every partition to this member at its first poll
-            self._assigned(self.consumer, self._topic_partitions)
+        self._join()
         return super().poll_batch()
+
+    def poll_ready(self) -> list[Any]:
+        self._join()
+        return super().poll_ready()
+
+    def take_over(self, partitions: Sequence[int]) -> None:
+        """The group assigns these partitions to this member."""
+        self._assigned(self.consumer, [TopicPartition(self.memory.topic, p) for p in partitions])
+
+    def hand_over(self, partitions: Sequence[int], lost: bool = False) -> None:
+        """The group takes these partitions away (``lost``: the session expired)."""
+        self._revoked(self.consumer, [TopicPartition(self.memory.topic, p) for p in partitions], lost)
+        self.memory.owned = [tp for tp in self.memory.owned if tp.partition not in partitions]
+        self.memory.paused -= set(partitions)
 
     @property
     def memory(self) -> MemoryConsumer:
         return self.consumer  # type: ignore[return-value]
+
+    def share(self, other: MemorySource) -> None:
+        """Read the same in-memory topic as ``other`` (another member of the group)."""
+        self.memory.log = other.memory.log
 
     def produce(self, partition: int, records: Sequence[dict[str, Any]]) -> None:
         """Scoring records, as JSON messages at the end of ``partition``."""

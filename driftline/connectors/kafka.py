@@ -231,13 +231,17 @@ class KafkaSource:
         within ``poll_timeout`` and what came with it. (One blocking ``consume(batch_size, timeout)``
         would wait for a full batch, or the whole timeout, before a window-closing event is seen.)"""
         size = self.config.batch_size
-        ready = self.consumer.consume(size, 0)
+        ready = self.poll_ready()
         if ready:
             return ready
         first = self.consumer.consume(1, self.config.poll_timeout / 1000)
         if not first or size == 1:
             return first
         return first + self.consumer.consume(size - 1, 0)
+
+    def poll_ready(self) -> list[Message]:
+        """Up to ``batch_size`` messages of what has arrived, without waiting."""
+        return self.consumer.consume(self.config.batch_size, 0)
 
     def commit_offsets(self, offsets: Mapping[str, int]) -> None:
         """Commit, synchronously, these next offsets (by ``topic[partition]``) of the partitions owned now."""

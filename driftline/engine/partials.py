@@ -134,20 +134,36 @@ class PartialMerge:
         self.state = WindowState(features, spec)
         self.received: set[tuple[str, int]] = set()
         """(partition, pane) of the partials added to panes still open here."""
+        self.refused: dict[int, int] = {}
+        """Pane → rows of the partials the last :meth:`add` refused: they would have left more than
+        ``max_open_panes`` panes open (a partition far ahead of one that holds the watermark)."""
 
     def add(self, source: str, partials: list[PanePartial], mark: int | None) -> list[ClosedWindow]:
         """One partition's final panes and its largest event time; returns the windows that closed."""
         watermark = self.state.watermark
+        opened = []
         for partial in partials:
             spent = watermark is not None and partial.pane * self.spec.hop + self.spec.size_ms <= watermark
             if (source, partial.pane) in self.received or spent:  # delivered before
                 continue
             self.received.add((source, partial.pane))
+            if partial.pane not in self.state.panes:
+                opened.append(partial.pane)
             # (a stage 1 of the release before invalid counts sends shorter vectors: read as zero invalid)
             self.state.add_pane(partial.pane, self.state.features.upgrade(partial.counts).copy())
         closed = self.state.set_mark(source, mark) if mark is not None else []
+        self.refused = self._bound(opened)
         self._forget()
         return closed
+
+    def _bound(self, opened: list[int]) -> dict[int, int]:
+        """``windows.max_open_panes``: the panes this call opened that leave more than that open (the newest
+        go first, as the single stage refuses the newest events), taken out again; pane → its rows."""
+        excess = len(self.state.panes) - self.spec.pane_limit
+        refused = {}
+        for pane in sorted((p for p in opened if p in self.state.panes), reverse=True)[:max(excess, 0)]:
+            refused[pane] = int(self.state.panes.pop(pane)[0])
+        return refused
 
     def hold(self, sources: frozenset[str] | None) -> list[ClosedWindow]:
         """The partitions to wait for (None: every partition heard from); returns what closes."""

@@ -1,10 +1,10 @@
-"""A seeded credit-scoring stream on a real broker, a Service over it, and what it left in the store: shared by
+"""A seeded credit-scoring stream on a real broker, a ConsumerLoop over it, and what it left in the store: shared by
 the tests that compare a disturbed run with one clean pass (crash recovery, store and broker outages).
 
     seed_stream(bootstrap, "x.scoring", minutes=range(5))    # 300 events a minute, over 3 partitions
     cfg = service_config(tmp_path, bootstrap, "x", "x-clean")
     with opened(cfg) as store:
-        drain(Service(cfg, store, KafkaSource(cfg.kafka), Publisher(cfg.kafka)), total)
+        drain(consumer_loop(cfg, store, KafkaSource(cfg.kafka), Publisher(cfg.kafka)), total)
         rows = outcome(store)                                # windows, late counts, alerts, rollbacks
 """
 
@@ -26,7 +26,8 @@ from driftline.connectors.kafka import KafkaSource
 from driftline.connectors.kafka_publish import Publisher
 from driftline.connectors.profiles import save_profile
 from driftline.engine.profile import build_profile
-from driftline.service import Service
+from driftline.run import consumer_loop
+from driftline.streaming.loop import ConsumerLoop
 from driftline.synthetic import CREDIT_CATEGORICAL, Incident, credit_applications
 from tests.integration.conftest import CREDIT_INCIDENT, opened, table_rows
 
@@ -110,7 +111,7 @@ def outcome(store: ClickHouseStore) -> dict[str, list[tuple[Any, ...]]]:
     return {table: table_rows(store, table) for table in ("windows", "late_events", "alerts", "rollback_requests")}
 
 
-def drain(service: Service, total: int, timeout: float = 60, idle_steps: int = 8,
+def drain(service: ConsumerLoop, total: int, timeout: float = 60, idle_steps: int = 8,
           before_step: Callable[[], None] | None = None) -> None:
     """Step until the offsets of ``total`` messages are checkpointed, consumption is not paused, and
     ``idle_steps`` steps in a row brought nothing (what closes at the ends of the partitions is persisted)."""
@@ -132,7 +133,7 @@ def single_stage_pass(cfg: Config, total: int) -> dict[str, list[tuple[Any, ...]
     with opened(cfg) as store:
         source = KafkaSource(cfg.kafka)
         try:
-            drain(Service(cfg, store, source, Publisher(cfg.kafka)), total)
+            drain(consumer_loop(cfg, store, source, Publisher(cfg.kafka)), total)
         finally:
             source.close()
         rows = outcome(store)

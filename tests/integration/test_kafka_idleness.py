@@ -17,7 +17,7 @@ import pytest
 
 from driftline.connectors.kafka import KafkaSource
 from driftline.connectors.kafka_publish import Publisher
-from driftline.service import Service
+from driftline.run import consumer_loop
 from tests.integration.conftest import opened
 from tests.integration.streams import (MINUTE, PARTITIONS, T0, drain, outcome, produce, service_config,
                                        single_stage_pass, stream_events)
@@ -51,14 +51,14 @@ def skewed_live_run(root: Path, broker: KafkaBroker, prefix: str, idle_after: An
     sent = 0
     with opened(cfg) as store:
         source = KafkaSource(cfg.kafka)
-        svc = Service(cfg, store, source, Publisher(cfg.kafka))
+        svc = consumer_loop(cfg, store, source, Publisher(cfg.kafka))
         try:
             for tick in range(MINUTES):
                 ahead = range(SKEW + 1) if tick == 0 else [tick + SKEW] if tick + SKEW < MINUTES else []
                 sent += produce(broker.bootstrap, topic, [e for m in ahead for e in by[(m, 0)]])
                 sent += produce(broker.bootstrap, topic, [e for p in (1, 2) for e in by[(tick, p)]])
                 drain(svc, sent)
-            late = svc.pipeline.totals.late
+            late = svc.totals.late
         finally:
             source.close()
         rows = outcome(store)

@@ -26,7 +26,7 @@ from driftline.connectors.kafka import KafkaSource
 from driftline.connectors.kafka_publish import Publisher
 from driftline.connectors.profiles import save_profile
 from driftline.engine.profile import build_profile
-from driftline.service import Service
+from driftline.run import consumer_loop
 from driftline.synthetic import credit_applications
 from tests.integration.conftest import opened
 from tests.integration.streams import drain
@@ -118,14 +118,14 @@ def run(folder: Path, broker: KafkaBroker, namespace: str, profile: Path, partit
     cfg = config(folder, broker.bootstrap, namespace, profile)
     with opened(cfg) as store:
         source = KafkaSource(cfg.kafka)
-        service = Service(cfg, store, source, Publisher(cfg.kafka))
+        service = consumer_loop(cfg, store, source, Publisher(cfg.kafka))
         try:
             drain(service, len(records), timeout=180, before_step=during(producer, records))
         finally:
             source.close()
         rows = store.query("SELECT window_start, feature, baseline, window_rows, n, histogram_current, psi "
                            "FROM driftline.windows FINAL ORDER BY window_start, feature, baseline")[1]
-        totals = service.pipeline.totals
+        totals = service.totals
     return rows, totals.unmatched_requests + totals.unmatched_responses, published(broker.bootstrap, dead)
 
 

@@ -19,7 +19,7 @@ from driftline.connectors.kafka_publish import Publisher
 from driftline.connectors.profiles import save_profile
 from driftline.engine.profile import build_profile
 from driftline.schemas.open_inference import oip_messages
-from driftline.service import Service
+from driftline.run import consumer_loop
 from driftline.synthetic import credit_applications
 from tests.integration.conftest import opened
 from tests.integration.streams import drain
@@ -124,7 +124,7 @@ def test_seldon_protobuf_topics_join_into_windows(tmp_path: Path, broker: KafkaB
     total = produce(broker.bootstrap, minutes=3, per_minute=200)
     with opened(cfg) as store:
         source, publisher = KafkaSource(cfg.kafka), Publisher(cfg.kafka)
-        service = Service(cfg, store, source, publisher)
+        service = consumer_loop(cfg, store, source, publisher)
         try:
             drain(service, total)  # and let the partitions report their ends
         finally:

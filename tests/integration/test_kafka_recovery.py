@@ -13,7 +13,7 @@ import pytest
 from driftline.config import Config
 from driftline.connectors.kafka import KafkaSource
 from driftline.connectors.kafka_publish import Publisher
-from driftline.service import Service
+from driftline.run import consumer_loop
 from tests.integration.conftest import opened
 from tests.integration.streams import PER_MINUTE, produce, service_config, stream_events, windows
 from tests.kafka_broker import KafkaBroker, create_topic
@@ -43,14 +43,14 @@ def config(tmp_path: Path, bootstrap: str, group: str) -> Config:
 def run(cfg: Config, store: Any, stop_after: int | None = None, crash: str | None = None) -> int:
     """Step until the topic is drained (or crash after ``stop_after`` batches); returns messages consumed."""
     source, publisher = KafkaSource(cfg.kafka), Publisher(cfg.kafka)
-    service = Service(cfg, store, source, publisher)
+    service = consumer_loop(cfg, store, source, publisher)
     consumed, batches, idle = 0, 0, 0
     deadline = time.monotonic() + 60
     try:
         while time.monotonic() < deadline and (consumed == 0 or idle < 8):  # joining the group takes a while
             if stop_after is not None and batches == stop_after:
                 if crash == "before checkpoint":
-                    service.store.write_checkpoint = _raise  # type: ignore[method-assign]
+                    store.write_checkpoint = _raise  # type: ignore[method-assign]
                 else:
                     service.source.commit_offsets = _raise  # type: ignore[method-assign]
             try:

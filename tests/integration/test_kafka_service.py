@@ -1,4 +1,4 @@
-"""``driftline run`` against a real Kafka 4 broker (tests/kafka_broker.py): driftline.service.Service with a
+"""``driftline run`` against a real Kafka 4 broker (tests/kafka_broker.py): the consumer loop with a
 real KafkaSource, Publisher and an embedded chDB store, 1-minute tumbling windows, synthetic credit traffic.
 
 Traffic is produced minute by minute (event time), and the service is stepped until it has consumed each
@@ -47,7 +47,8 @@ from driftline.connectors.profiles import save_profile
 from driftline.engine.profile import build_profile
 from driftline.engine.window import window_id
 from driftline.schemas import schema_text
-from driftline.service import BatchReport, Service
+from driftline.run import consumer_loop
+from driftline.streaming.loop import BatchReport, ConsumerLoop
 from driftline.synthetic import CREDIT_CATEGORICAL, Incident, credit_applications
 from tests.kafka_broker import KafkaBroker, create_topic
 
@@ -266,20 +267,20 @@ class Step:
 
 @dataclass
 class Running:
-    """One Service on a real consumer and producer, stepped by the test."""
+    """One ConsumerLoop on a real consumer and producer, stepped by the test."""
 
     config: Config
     store: ClickHouseStore
     source: KafkaSource = field(init=False)
     publisher: Publisher = field(init=False)
-    service: Service = field(init=False)
+    service: ConsumerLoop = field(init=False)
     steps: list[Step] = field(default_factory=list)
     _polled_at: float = 0.0
 
     def __post_init__(self) -> None:
         self.source = KafkaSource(self.config.kafka)
         self.publisher = Publisher(self.config.kafka)
-        self.service = Service(self.config, self.store, self.source, self.publisher)
+        self.service = consumer_loop(self.config, self.store, self.source, self.publisher)
         poll = self.source.poll_batch
 
         def timed_poll() -> list[Message]:
@@ -308,7 +309,7 @@ class Running:
 
     def close(self) -> None:
         self.source.close()
-        self.service.fetcher.close()
+        self.service.delivery.dead_letters.fetcher.close()
         self.publisher.flush()
 
 
@@ -745,7 +746,7 @@ def test_a_dead_letter_the_broker_refuses_is_recorded_and_the_partition_goes_on(
     """A dead-letter topic that is compacted refuses a record without a key (INVALID_RECORD), and the batch
     refused fails every record in it. The refused dead letters are sent again one at a time: the keyed one
     is delivered, the keyless one is refused again and is recorded in undeliverable_dead_letters and the audit
-    log, counted on Service.health, and the offsets move past it. Nothing stops."""
+    log, counted on ConsumerLoop.health, and the offsets move past it. Nothing stops."""
     config, section = service_config(tmp_path, profiles, broker.bootstrap, "refused")
     for t in section["topics"]:
         create_topic(broker.bootstrap, t["topic"], PARTITIONS)

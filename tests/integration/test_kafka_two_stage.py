@@ -1,7 +1,7 @@
 """``kafka.stages: two`` on a real broker (chDB store): one member in two stages, two members of one
 group, and a member joining mid-stream (a rebalance) all leave the rows one single-stage process leaves.
 
-Several members are ``TwoStageService`` instances stepped in turn in this one thread (chDB opens one
+Several members are two-stage consumer loops stepped in turn in this one thread (chDB opens one
 store per process, so they share it; a member's rows are told apart by nothing, so the test also reads
 the tables without FINAL: a window written twice with different counts would show there)."""
 
@@ -27,7 +27,8 @@ from driftline.config import Config, WindowConfig
 from driftline.connectors.clickhouse import ClickHouseStore, StoreUnavailable
 from driftline.connectors.kafka import KafkaSource
 from driftline.connectors.kafka_publish import Publisher
-from driftline.two_stage import TwoStageService, merge_settings
+from driftline.run import consumer_loop
+from driftline.streaming.two_stage import merge_settings
 from tests.integration.conftest import opened, table_rows
 from tests.integration.streams import (MINUTE, PER_MINUTE, committed_total, outcome, produce, service_config, single_stage_pass,
                                        stream_events)
@@ -75,7 +76,7 @@ class Member:
     def __init__(self, cfg: Config, store: ClickHouseStore) -> None:
         self.source = KafkaSource(cfg.kafka)
         self.merge_source = KafkaSource(merge_settings(cfg.kafka))
-        self.service = TwoStageService(cfg, store, self.source, Publisher(cfg.kafka), merge_source=self.merge_source)
+        self.service = consumer_loop(cfg, store, self.source, Publisher(cfg.kafka), merge_source=self.merge_source)
 
     def close(self) -> None:
         self.service.checkpoint()
@@ -98,10 +99,10 @@ def settle(bootstrap: str, members: list[Member], timeout: float = 50, idle_step
     by stage 2, everything checkpointed, and ``idle_steps`` rounds brought nothing."""
     deadline, idle = time.monotonic() + timeout, 0
     while idle < idle_steps:
-        assert time.monotonic() < deadline, [(m.service.offsets, m.service.merge_offsets) for m in members]
+        assert time.monotonic() < deadline, [(m.service.offsets, m.service.handler.merge_offsets.offsets) for m in members]
         messages = sum(m.service.step().messages for m in members)
         counted = {name: o for m in members for name, o in m.service.offsets.items()}
-        merged = {name: o for m in members for name, o in m.service.merge_offsets.items()}
+        merged = {name: o for m in members for name, o in m.service.handler.merge_offsets.offsets.items()}
         done = sum(counted.values()) >= total and all(merged.get(name, 0) >= end
                                                       for name, end in partials_end(bootstrap, partials).items())
         idle = idle + 1 if done and not messages else 0
@@ -175,7 +176,7 @@ def test_producer_retries_are_dropped_as_the_single_stage_service_drops_them(
             step_until(members[0], total // 3)
             members.append(Member(cfg, store))
             settle(broker.bootstrap, members, partials=partials, total=total)
-            duplicates = sum(m.service.pipeline.totals.duplicates for m in members)
+            duplicates = sum(m.service.totals.duplicates for m in members)
         finally:
             for member in members:
                 member.close()
@@ -241,7 +242,7 @@ def test_a_member_dying_between_checkpoints_loses_nothing_and_counts_nothing_twi
         try:
             step_until(first, TOTAL // 3)
             checkpointed = sum(first.service.offsets.values())
-            first.service._checkpoint = lambda *_: None  # type: ignore[method-assign]  # from here on: none
+            first.service.handler._checkpoint = lambda *_: []  # type: ignore[method-assign]  # from here on: none
             step_until(first, checkpointed + 6 * 150)
         finally:
             first.source.close()  # the process dies: nothing is checkpointed or committed on the way out
@@ -249,7 +250,7 @@ def test_a_member_dying_between_checkpoints_loses_nothing_and_counts_nothing_twi
         second = Member(cfg, store)
         try:
             settle(broker.bootstrap, [second])
-            read_again = second.service.pipeline.totals.events
+            read_again = second.service.totals.events
         finally:
             second.close()
         rows = rows_written(store)

@@ -24,7 +24,8 @@ from driftline.connectors.kafka import partition_name
 from driftline.connectors.partitions import PartitionBook, PartitionState
 from driftline.connectors.profiles import save_profile
 from driftline.engine.profile import build_profile
-from driftline.service import Service
+from driftline.run import consumer_loop
+from driftline.streaming.loop import ConsumerLoop
 from driftline.testing import ManualClock, MemoryPublisher, MemorySource, MemoryStore
 
 T0 = 1_767_225_600_000
@@ -56,22 +57,22 @@ def profile_path(tmp_path: Path) -> Path:
     return path
 
 
-def service(profile_path: Path, idle_after: str | int) -> tuple[Service, MemorySource, MemoryStore, ManualClock]:
+def service(profile_path: Path, idle_after: str | int) -> tuple[ConsumerLoop, MemorySource, MemoryStore, ManualClock]:
     cfg = Config.model_validate({
         "windows": {"size": "1m", "allowed_lateness": 0, "max_future": None},
         "models": [{"name": "m", "references": {"1": str(profile_path)}, "policy": {"min_samples": 10}}],
         "kafka": {"topics": [{"topic": TOPIC}], "idle_after": idle_after, "batch_size": 1_000_000},
     })
     source, store, clock = MemorySource(cfg, TOPIC, 3), MemoryStore(), ManualClock()
-    return Service(cfg, store, source, MemoryPublisher(), clock=clock), source, store, clock
+    return consumer_loop(cfg, store, source, MemoryPublisher(), clock=clock), source, store, clock
 
 
-def step(svc: Service, clock: ManualClock, seconds: float = 1.0) -> None:
+def step(svc: ConsumerLoop, clock: ManualClock, seconds: float = 1.0) -> None:
     clock.now += seconds
     svc.step()
 
 
-def skewed_run(svc: Service, source: MemorySource, clock: ManualClock) -> None:
+def skewed_run(svc: ConsumerLoop, source: MemorySource, clock: ManualClock) -> None:
     """Partition 0 delivers minutes 0-8 at once and is read to its end; partitions 1 and 2 deliver a
     minute at a time, a few seconds of the clock apart (18 s in all)."""
     source.produce(0, [e for m in range(9) for e in events(0, m)])
@@ -86,7 +87,7 @@ def test_a_partition_ahead_and_at_its_end_holds_until_idle(profile_path: Path) -
     svc, source, store, clock = service(profile_path, "30s")
     skewed_run(svc, source, clock)
     assert rows_by_minute(store) == {m: 3 * PER_MINUTE for m in range(8)}  # every window whole; minute 8 still open
-    assert svc.pipeline.totals.late == 0
+    assert svc.totals.late == 0
     # partition 1 moves on to minute 9; partitions 0 and 2, at their ends in minute 8, hold window 8 …
     source.produce(1, events(1, 9))
     step(svc, clock)
@@ -99,7 +100,7 @@ def test_a_partition_ahead_and_at_its_end_holds_until_idle(profile_path: Path) -
     # a message on an idle partition: counted late as usual, and the partition holds again
     source.produce(2, [{**events(2, 8)[-1], "request_id": "p2-late"}])
     step(svc, clock)
-    assert svc.pipeline.totals.late == 1
+    assert svc.totals.late == 1
     assert source.book.partitions[NAMES[2]].state is PartitionState.AT_END
     assert NAMES[2] in source.holding(clock.now).active
 
@@ -125,14 +126,14 @@ def test_after_an_outage_longer_than_idle_after_the_partitions_behind_hold_again
         source.produce(p, [e for m in range(1, 6) for e in events(p, m)])
     step(svc, clock)
     assert rows_by_minute(store) == {m: 3 * PER_MINUTE for m in range(5)}
-    assert svc.pipeline.totals.late == 0
+    assert svc.totals.late == 0
 
 
 def test_without_idleness_the_partition_ahead_makes_the_others_late(profile_path: Path) -> None:
     """``idle_after: 0`` is the rule before ``idle_after``: a partition at its end stops holding at once."""
     svc, source, store, clock = service(profile_path, 0)
     skewed_run(svc, source, clock)
-    assert svc.pipeline.totals.late > 0
+    assert svc.totals.late > 0
     assert rows_by_minute(store) != {m: 3 * PER_MINUTE for m in range(8)}
 
 

@@ -7,7 +7,7 @@ from clickhouse_connect.driver.exceptions import (DatabaseError, DataError, Oper
                                                    StreamFailureError)
 
 from driftline.connectors.clickhouse import StoreError, StoreUnavailable, store_error, transient_reason
-from driftline.service import Backoff
+from driftline.streaming.outages import Backoff
 
 
 @pytest.mark.parametrize("exc", [
