@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import driftline.connectors.kafka_log as kafka_log  # noqa: E402
 from driftline.connectors.kafka import KafkaSource  # noqa: E402
 from driftline.connectors.kafka_publish import Publisher  # noqa: E402
-from driftline.config import KafkaConfig, TopicConfig  # noqa: E402
+from driftline.config import JsonTopic, KafkaConfig  # noqa: E402
 from tests.kafka_broker import free_port  # noqa: E402
 
 SECONDS = 30
@@ -40,7 +40,7 @@ def main() -> None:
     logger = logging.getLogger("driftline.kafka.librdkafka")
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
-    config = KafkaConfig(bootstrap_servers=f"127.0.0.1:{free_port()}", topics=(TopicConfig(topic="t"),))
+    config = KafkaConfig(bootstrap_servers=f"127.0.0.1:{free_port()}", topics=(JsonTopic(topic="t"),))
     source = KafkaSource(config)  # (its metadata request waits 10 s first)
     publisher = Publisher(config, {})
     began, sent_before, logged_before = time.monotonic(), sum(a.offered for a in adapters), len(logged)

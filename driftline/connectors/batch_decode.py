@@ -11,7 +11,7 @@ import numpy as np
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE
 from numpy.typing import NDArray
 
-from driftline.config import KafkaConfig, TopicConfig
+from driftline.config import AvroTopic, InferenceTopic, KafkaConfig, OipProtobufTopic, TopicConfig
 from driftline.connectors.avro_events import ColumnarSchema, avro_events
 from driftline.connectors.codecs import (CONFLUENT_MAGIC, DecodeError, Decoder, SchemaRegistry, avro_schema,
                                          make_decoder)
@@ -30,7 +30,7 @@ class BatchDecoder:
         self.registry = registry
         self.decoders = {t.topic: message_decoder(t, registry) for t in config.topics}
         self.formats = {t.topic: t.format for t in config.topics}
-        self._columnar = {t.topic: schema for t in config.topics if t.format == "avro"
+        self._columnar = {t.topic: schema for t in config.topics if isinstance(t, AvroTopic)
                           if (schema := ColumnarSchema.of(avro_schema(t.avro_schema))) is not None}
         self._registry_columnar: dict[int, ColumnarSchema | None] = {}
 
@@ -125,7 +125,7 @@ MessageDecoder = Callable[[Any], list[dict[str, Any]]]
 
 def message_decoder(topic: TopicConfig, registry: SchemaRegistry | None) -> MessageDecoder:
     """The decoder of one topic's messages: a list of scoring records per message."""
-    if topic.format in ("oip-json", "oip-protobuf", "kserve-cloudevents"):
+    if isinstance(topic, (InferenceTopic, OipProtobufTopic)):
         mapping = TensorMapping(topic.model, topic.model_version, topic.feature_names, topic.score_output,
                                 topic.decision_output)
         read = _inference_reader(topic)
@@ -138,15 +138,14 @@ def message_decoder(topic: TopicConfig, registry: SchemaRegistry | None) -> Mess
             return read(view, mapping)
 
         return decode_inference
-    decode: Decoder = make_decoder(topic.format, registry, topic.avro_schema)
+    decode: Decoder = make_decoder(topic.format, registry,
+                                   topic.avro_schema if isinstance(topic, AvroTopic) else "scoring_event.avsc")
     return lambda message: [decode(message.value())]
 
 
-def _inference_reader(topic: TopicConfig) -> Callable[[MessageView, TensorMapping], list[Record]]:
-    if topic.format == "oip-json":
-        return oip_json
-    if topic.format == "kserve-cloudevents":
-        return kserve_cloudevent
+def _inference_reader(topic: InferenceTopic | OipProtobufTopic) -> Callable[[MessageView, TensorMapping], list[Record]]:
+    if isinstance(topic, InferenceTopic):
+        return oip_json if topic.format == "oip-json" else kserve_cloudevent
     kind = topic.infer_message or "request"  # the configuration has checked it is known
 
     def read_protobuf(view: MessageView, mapping: TensorMapping) -> list[Record]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING
 
-from driftline.config import Config, KafkaConfig, TopicConfig
+from driftline.config import Config, JsonTopic, KafkaConfig
 from driftline.connectors.clickhouse import StoreUnavailable
 from driftline.connectors.kafka import KafkaSource, MessageBatch, split_partition_name
 from driftline.events import BadEvent, Events
@@ -34,7 +34,7 @@ Loader = Callable[[str], int]
 def merge_settings(kafka: KafkaConfig) -> KafkaConfig:
     """The stage-2 consumer's settings: group ``<group_id>.merge`` on the partials topic."""
     return kafka.model_copy(update={"group_id": f"{kafka.group_id}.merge",
-                                    "topics": (TopicConfig(topic=kafka.partials_topic),)})
+                                    "topics": (JsonTopic(topic=kafka.partials_topic),)})
 
 
 def _load_or_hold(names: list[str], load: Loader, source: KafkaSource) -> bool:

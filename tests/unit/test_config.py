@@ -11,7 +11,7 @@ from typing import Any
 import pydantic
 import pytest
 
-from driftline.config import Config, ConfigError, TopicConfig, apply_overrides, load_config
+from driftline.config import Config, ConfigError, JsonTopic, apply_overrides, load_config
 
 MODEL = {"name": "credit", "references": {"3": "profiles/credit-3.json"}}
 
@@ -416,8 +416,17 @@ def test_a_topic_field_of_another_format_is_an_error_naming_it(tmp_path: Path, t
 
 
 def test_a_topic_written_out_whole_with_defaults_is_accepted(tmp_path: Path) -> None:
-    whole = TopicConfig(topic="scoring").model_dump(mode="json")  # every field, at its default
-    assert load(tmp_path, {"kafka": {"topics": [whole]}}).kafka.topics[0].format == "json"
+    whole = {"topic": "scoring", "format": "json", "avro_schema": "scoring_event.avsc", "model": None,
+             "model_version": None, "feature_names": [], "score_output": None, "decision_output": None,
+             "oip_message": None}  # every field of every format, at its default (as an older release wrote it)
+    assert load(tmp_path, {"kafka": {"topics": [whole]}}).kafka.topics[0] == JsonTopic(topic="scoring")
+
+
+def test_a_topic_is_the_model_of_its_format(tmp_path: Path) -> None:
+    config = load(tmp_path, {"kafka": {"topics": [{"topic": "a"}, {"topic": "b", "format": "avro"}]}})
+    assert [type(t).__name__ for t in config.kafka.topics] == ["JsonTopic", "AvroTopic"]
+    message = error(tmp_path, {"kafka": {"topics": [{"topic": "a", "format": "xml"}]}})
+    assert "kafka.topics.0: format must be one of json, avro" in message
 
 
 def test_the_fields_of_a_topic_format_are_accepted(tmp_path: Path) -> None:
