@@ -26,11 +26,10 @@ from typing import Any
 
 from driftline.engine.monitor import ModelMonitor
 from driftline.engine.partials import PartialMerge
-from driftline.engine.policy import DeciderState
 from driftline.keys import ModelKey
 from driftline.outcome import StepResult, Totals
 from driftline.pipeline import MAX_LATE_WINDOWS, LateTally, decide
-from driftline.registry import ModelRegistry
+from driftline.registry import ModelRegistry, deciders_snapshot, restore_deciders
 from driftline.stage import Key, PartialRecord
 
 log = logging.getLogger("driftline.two_stage")
@@ -95,11 +94,10 @@ class MergeShard:
         return merge
 
     def snapshot(self) -> dict[str, Any]:
-        decider = next(iter(self.deciders.values()), None)
         return {
             "models": {ModelKey(*key).encode(): {"merge": merge.snapshot(), "monitor": self.monitors[key].snapshot()}
                        for key, merge in self.merges.items()},
-            "decider": decider.state.to_dict() if decider is not None else None,
+            "decider": deciders_snapshot(self.deciders),
             "late": self.late.snapshot(),
             "late_seen": [[*k, n] for k, n in self.late_seen.items()],
         }
@@ -113,9 +111,6 @@ class MergeShard:
             merge.restore(model["merge"])
             merge.hold(self.expected)
             self.monitors[key].restore(model["monitor"])
-        if data.get("decider") is not None:
-            state = DeciderState.from_dict(data["decider"])
-            for decider in self.deciders.values():
-                decider.state = state
+        restore_deciders(self.deciders, data.get("decider"))
         self.late.restore(data["late"])
         self.late_seen = {(m, v, s, int(p)): int(n) for m, v, s, p, n in data["late_seen"]}

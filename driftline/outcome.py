@@ -5,7 +5,6 @@ values, no I/O: processing makes them, the sinks (:mod:`driftline.sinks`) write 
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from dataclasses import dataclass, field, fields
 
@@ -14,6 +13,7 @@ from numpy.typing import NDArray
 
 from driftline.engine.changewatch import ChangeDetection
 from driftline.engine.features import FeatureSet
+from driftline.engine.ids import digest
 from driftline.engine.monitor import WindowReport
 from driftline.engine.policy import AlertEvent, RollbackRequest
 from driftline.engine.versions import VersionChange
@@ -89,7 +89,3 @@ class AuditEntry:
     def entry_id(self) -> str:
         return digest(self.action, self.model, self.model_version, self.window_id, self.subject_id, self.details)
 
-
-def digest(*parts: object) -> str:
-    """The ids of stored rows: a hash of their parts, ``\x1f``-joined (32 hex digits)."""
-    return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:32]

@@ -20,14 +20,14 @@ from driftline.config import Config
 from driftline.engine.changewatch import ChangeDetection
 from driftline.engine.features import FeatureSet
 from driftline.engine.monitor import ModelMonitor, WindowReport
-from driftline.engine.policy import Decider, DeciderState
+from driftline.engine.policy import Decider
 from driftline.engine.window import LateCount
 from driftline.events import BadEvent, Events, refuse_future
 from driftline.grouping import model_groups
 from driftline.join import DUPLICATE_REASON, Joiner
 from driftline.keys import ModelKey
 from driftline.outcome import StepResult, Totals
-from driftline.registry import ModelRegistry
+from driftline.registry import ModelRegistry, deciders_snapshot, restore_deciders
 from driftline.version_tracking import VersionTracker
 
 
@@ -95,11 +95,10 @@ class Pipeline:
 
     def snapshot(self) -> dict[str, Any]:
         """Everything a restart needs to go on where this left off: open windows, join state, decisions."""
-        decider = next(iter(self.deciders.values()), None)
         return {
             "monitors": {ModelKey(*key).encode(): monitor.snapshot() for key, monitor in self.monitors.items()},
             "joiner": self.joiner.snapshot(),
-            "decider": decider.state.to_dict() if decider is not None else None,
+            "decider": deciders_snapshot(self.deciders),
             "late": self.late.snapshot(),
             "newest": self._newest,
             "versions": self.versions.snapshot(),
@@ -111,10 +110,7 @@ class Pipeline:
             if monitor is not None:  # a model version since removed from the configuration is forgotten
                 monitor.restore(snapshot)
         self.joiner.restore(data["joiner"])
-        if data.get("decider") is not None:
-            state = DeciderState.from_dict(data["decider"])
-            for decider in self.deciders.values():  # one fleet-wide state, shared
-                decider.state = state
+        restore_deciders(self.deciders, data.get("decider"))
         self.late.restore(data["late"])
         self._newest = data["newest"]
         self.versions.restore(data.get("versions", {}))  # (a checkpoint from before version tracking: none)

@@ -73,6 +73,21 @@ class ModelRegistry:
                 for model in self.config.models}
 
 
+def deciders_snapshot(deciders: Mapping[str, Decider]) -> dict[str, Any] | None:
+    """The deciders' one shared state (for a checkpoint); None without a model."""
+    decider = next(iter(deciders.values()), None)
+    return decider.state.to_dict() if decider is not None else None
+
+
+def restore_deciders(deciders: Mapping[str, Decider], data: Mapping[str, Any] | None) -> None:
+    """The shared state of :func:`deciders_snapshot` back into every decider."""
+    if data is None:
+        return
+    state = DeciderState.from_dict(data)
+    for decider in deciders.values():  # one fleet-wide state, shared
+        decider.state = state
+
+
 def assessment_policy(model: ModelConfig) -> AssessmentPolicy:
     p = model.policy
     kwargs: dict[str, Any] = {"min_samples": p.min_samples, "drift_share": p.drift_share,

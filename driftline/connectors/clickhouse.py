@@ -30,7 +30,8 @@ from driftline.engine.stats import FeatureStats
 from driftline.engine.versions import VersionChange
 from driftline.engine.window import LateCount
 from driftline.errors import DriftlineError
-from driftline.outcome import AuditEntry, digest
+from driftline.engine.ids import digest
+from driftline.outcome import AuditEntry
 from driftline.schemas import schema_text
 
 SCHEMA_FILES = ("clickhouse_v1.sql", "clickhouse_v2.sql")

@@ -41,13 +41,13 @@ True
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from driftline.engine.ids import digest
 from driftline.errors import InvalidInput
 
 
@@ -85,8 +85,7 @@ class ChangeDetection:
     @property
     def detection_id(self) -> str:
         """Deterministic: the same stream gives the same id, so a replay or restart is idempotent."""
-        key = "\x1f".join(("change", self.model, self.model_version, self.detector, str(self.index)))
-        return hashlib.sha256(key.encode()).hexdigest()[:32]
+        return digest("change", self.model, self.model_version, self.detector, self.index)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -21,12 +21,12 @@ the models), dry-run. Suppressed and dry-run requests are still returned, so the
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from driftline.engine.assess import SEVERITY_RANK, Assessment, Breach, Severity
+from driftline.engine.ids import digest
 
 DATASET = "__dataset__"
 REFERENCE = "reference"
@@ -257,7 +257,7 @@ class Decider:
     @staticmethod
     def _alert_id(window: WindowRef, subject: str, kind: str, baseline: str) -> str:
         parts = [window.model, window.model_version, subject, kind, window.window_id]
-        return _digest(*parts) if baseline == REFERENCE else _digest(*parts, baseline)
+        return digest(*parts) if baseline == REFERENCE else digest(*parts, baseline)
 
     def _triggers(self, event: AlertEvent) -> bool:
         minimum = self.rollback.triggers.get(event.role)
@@ -277,7 +277,7 @@ class Decider:
         return self._guarded(window, event.alert_id, event.subject, event.severity)
 
     def _guarded(self, window: WindowRef, alert_id: str, subject: str, severity: Severity) -> RollbackRequest:
-        request = RollbackRequest(_digest("rollback", alert_id), window.model, window.model_version,
+        request = RollbackRequest(digest("rollback", alert_id), window.model, window.model_version,
                                   alert_id, subject, severity, window)
         for guard in self.guards:
             if request.status == "suppressed":
@@ -301,6 +301,3 @@ class Decider:
 def _day_key(request: RollbackRequest) -> str:
     return f"{request.model}\x1f{request.window.end_ms // DAY_MS}"
 
-
-def _digest(*parts: str) -> str:
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]

@@ -48,7 +48,6 @@ disappeared 1 -> 2 at hour 3
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -56,6 +55,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from driftline.engine.ids import digest
 from driftline.engine.window_spec import ClosedWindow
 from driftline.errors import InvalidInput
 
@@ -225,7 +225,7 @@ class VersionWatch:
                 state.older_ms = newest if state.older_ms is None else max(state.older_ms, newest)
 
     def _change(self, kind: ChangeKind, from_version: str, to_version: str, window: ClosedWindow) -> VersionChange:
-        change_id = _digest("version_change", self.model, kind, from_version, to_version, window.window_id)
+        change_id = digest("version_change", self.model, kind, from_version, to_version, window.window_id)
         return VersionChange(change_id, kind, self.model, from_version, to_version, window.window_id,
                              window.start_ms, window.end_ms, window.reference_hash,
                              self.versions[from_version].last_seen(window.end_ms))
@@ -253,6 +253,3 @@ def _restored(data: Sequence[Any]) -> _Version:
     panes = {int(pane): int(newest) for pane, newest in data[4]} if len(data) > 4 else {}
     return _Version(int(first or 0), older, last_end, gone_at, panes)
 
-
-def _digest(*parts: str) -> str:
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]

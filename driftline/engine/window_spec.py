@@ -6,13 +6,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
 
 from driftline.engine.bins import Counts
+from driftline.engine.ids import digest
 from driftline.errors import InvalidInput
 
 
@@ -61,8 +61,7 @@ def window_id(model: str, model_version: str, start_ms: int, end_ms: int) -> str
     >>> window_id("credit", "3", 0, 60_000)
     'dabd3c91597526cbab50a4df017ccee4'
     """
-    key = f"{model}\x1f{model_version}\x1f{start_ms}\x1f{end_ms}".encode()
-    return hashlib.sha256(key).hexdigest()[:32]
+    return digest(model, model_version, start_ms, end_ms)
 
 
 @dataclass(frozen=True, eq=False)
