@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from driftline import __version__
 from driftline.engine.changewatch import ChangeDetection
 from driftline.engine.features import FeatureSet
+from driftline.engine.ids import digest
 from driftline.engine.monitor import WindowReport
 from driftline.engine.policy import AlertEvent, RollbackRequest
 from driftline.engine.profile import CategoricalProfile, NumericProfile
@@ -30,7 +31,6 @@ from driftline.engine.stats import FeatureStats
 from driftline.engine.versions import VersionChange
 from driftline.engine.window import LateCount
 from driftline.errors import DriftlineError
-from driftline.engine.ids import digest
 from driftline.outcome import AuditEntry
 from driftline.schemas import schema_text
 
