@@ -194,7 +194,7 @@ def driftline_without_broker(bootstrap: str, payloads: list[tuple[int, bytes]], 
                 offsets = list(range(first // PARTITIONS, first // PARTITIONS + len(chunk)))
                 sources = [f"{TOPIC}[{(first + i) % PARTITIONS}]" for i in range(len(chunk))]
                 batches.append(MessageBatch([None] * len(chunk), [v for _, v in chunk], [TOPIC] * len(chunk),
-                                            sources, offsets, [f"{s}@{o}" for s, o in zip(sources, offsets)]))
+                                            sources, offsets, [(first + i) % PARTITIONS for i in range(len(chunk))]))
             settle_process()
             began = time.perf_counter()
             for batch in batches:

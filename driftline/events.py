@@ -35,13 +35,48 @@ _FEATURE_TYPES = frozenset((int, float, str, bool, type(None)))
 MIN_EVENT_TIME_MS = 946_684_800_000  # 2000-01-01: smaller values are seconds, not milliseconds
 MAX_EVENT_TIME_MS = 4_102_444_800_000  # 2100-01-01
 
+POSITION = np.dtype([("source", np.int32), ("partition", np.int32), ("offset", np.int64), ("row", np.int32)])
+"""Where each event came from, structured: its source (an index into :attr:`Events.sources`), its Kafka
+partition (-1: a file), the message's offset (a file: its line, record or row number), and its row in
+a message that held several records (-1: the message was one record)."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """What a position's ``source`` names: a consumed topic, or an input file and what it counts in."""
+
+    name: str
+    unit: str = ""
+    """A file's: ``line``, ``record`` or ``row``; ``""`` for a Kafka topic."""
+
+
+@dataclass(frozen=True)
+class Position:
+    """One event's or message's position (see :data:`POSITION`), its source named."""
+
+    source: Source
+    partition: int
+    offset: int
+    row: int = -1
+
+    def __str__(self) -> str:
+        """``scoring[3]@42`` (``#1``: the second record of the message), ``events.jsonl line 12``."""
+        if self.source.unit:
+            return f"{self.source.name} {self.source.unit} {self.offset}"
+        return f"{self.source.name}[{self.partition}]@{self.offset}" + (f"#{self.row}" if self.row >= 0 else "")
+
+    @property
+    def message(self) -> tuple[str, int, int] | None:
+        """(topic, partition, offset) of the Kafka message; None for a file."""
+        return None if self.source.unit else (self.source.name, self.partition, self.offset)
+
 
 @dataclass(frozen=True)
 class BadEvent:
     """An input that could not be used, and why. Nothing is dropped without one."""
 
     origin: str
-    """Where it came from: ``events.jsonl line 12``, ``events.avro record 5``, ``scoring[3]@42``."""
+    """Where it came from, for people: ``events.jsonl line 12``, ``events.avro record 5``, ``scoring[3]@42``."""
     stage: str
     """``decode``, ``validate``, ``join`` or ``engine``."""
     error_class: str
@@ -49,9 +84,28 @@ class BadEvent:
     payload: bytes | None = None
     payload_size: int | None = None
     """The size of the whole input when ``payload`` holds only its start (a file source caps it)."""
+    at: Position | None = None
+    """The same, structured, when it is one event's or message's (not a whole file, not a file's end)."""
+
+    @classmethod
+    def of(cls, at: Position, stage: str, error_class: str, reason: str, payload: bytes | None = None) -> BadEvent:
+        return cls(str(at), stage, error_class, reason, payload, at=at)
 
     def describe(self) -> str:
         return f"{self.origin}: {self.stage}: {self.reason}"
+
+
+def no_positions(n: int = 0) -> NDArray[np.void]:
+    return np.zeros(n, dtype=POSITION)
+
+
+def positions(source: int | NDArray[Any], partition: int | NDArray[Any], offset: int | NDArray[Any],
+              row: int | NDArray[Any] = -1, n: int | None = None) -> NDArray[np.void]:
+    """A :data:`POSITION` array from its columns (scalars are repeated)."""
+    size = n if n is not None else max(np.size(c) for c in (source, partition, offset, row))
+    out = np.empty(size, dtype=POSITION)
+    out["source"], out["partition"], out["offset"], out["row"] = source, partition, offset, row
+    return out
 
 
 @dataclass
@@ -73,18 +127,30 @@ class Events:
     """Feature values as sent: objects (None where absent or null), or float64 (NaN where absent or
     null) for a column of numbers only, or numpy strings for a column of text only; typed against the
     profile later."""
-    position: NDArray[np.object_] = field(default_factory=lambda: np.zeros(0, dtype=object))
-    """Where each event came from (``events.jsonl line 12``), for the error report of a later stage."""
+    position: NDArray[np.void] = field(default_factory=no_positions)
+    """Where each event came from (:data:`POSITION`), for the error report of a later stage."""
     source: NDArray[np.object_] = field(default_factory=lambda: np.zeros(0, dtype=object))
-    """The Kafka partition (``topic[p]``) of each event, or empty when not known."""
+    """The stream each event's watermark is kept by (the Kafka partition, ``topic[p]``), or empty."""
+    sources: tuple[Source, ...] = ()
+    """What ``position["source"]`` indexes."""
 
     def __len__(self) -> int:
         return len(self.kind)
 
     @classmethod
     def empty(cls) -> Events:
-        return cls(np.zeros(0, np.int8), *(np.zeros(0, object) for _ in range(3)), np.zeros(0, np.int64),
-                   np.zeros(0, np.float64), np.zeros(0, object), {}, np.zeros(0, object))
+        text = np.zeros(0, object)
+        return cls(np.zeros(0, np.int8), text, text, text, np.zeros(0, np.int64), np.zeros(0, np.float64), text, {},
+                   no_positions())
+
+    def where(self, rows: NDArray[Any] | None = None) -> list[Position]:
+        """The positions of ``rows`` (integers or a mask; every row by default), their sources named."""
+        picked = self.position if rows is None else self.position[rows]
+        return [Position(self.sources[s], p, o, r) for s, p, o, r in picked.tolist()]
+
+    def bad(self, rows: NDArray[Any] | None, stage: str, error_class: str, reason: str) -> list[BadEvent]:
+        """A bad event for each of ``rows`` (every row by default), all for one reason."""
+        return [BadEvent.of(at, stage, error_class, reason) for at in self.where(rows)]
 
     def take(self, index: NDArray[Any]) -> Events:
         """The rows at ``index`` (integers), in that order."""
@@ -93,7 +159,7 @@ class Events:
         return Events(self.kind[index], self.request_id[index], self.model[index], self.model_version[index],
                       self.event_time[index], self.score[index], self.decision[index],
                       {k: v[index] for k, v in self.features.items()}, self.position[index],
-                      self.source[index] if len(self.source) else self.source)
+                      self.source[index] if len(self.source) else self.source, self.sources)
 
     @classmethod
     def concat(cls, parts: Sequence[Events]) -> Events:
@@ -106,10 +172,26 @@ class Events:
         features = {name: np.concatenate([p.features.get(name, np.full(len(p), None, dtype=object)) for p in parts])
                     for name in names}
         known = all(len(p.source) == len(p) for p in parts)
-        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in
-                     ("kind", "request_id", "model", "model_version", "event_time", "score", "decision")),
-                   features=features, position=np.concatenate([p.position for p in parts]),
-                   source=np.concatenate([p.source for p in parts]) if known else np.zeros(0, dtype=object))
+        sources, position = _joined_positions(parts)
+        columns = {f: np.concatenate([getattr(p, f) for p in parts])
+                   for f in ("kind", "request_id", "model", "model_version", "event_time", "score", "decision")}
+        return cls(**columns, features=features, position=position,
+                   source=np.concatenate([p.source for p in parts]) if known else np.zeros(0, dtype=object),
+                   sources=sources)
+
+
+def _joined_positions(parts: Sequence[Events]) -> tuple[tuple[Source, ...], NDArray[np.void]]:
+    """The parts' positions in one array, over one table of sources (the parts' tables, merged)."""
+    table = tuple(dict.fromkeys(s for p in parts for s in p.sources))
+    if all(p.sources == table for p in parts):
+        return table, np.concatenate([p.position for p in parts])
+    renumbered = []
+    for part in parts:
+        position = part.position.copy()
+        if len(position):
+            position["source"] = np.asarray([table.index(s) for s in part.sources], dtype=np.int32)[position["source"]]
+        renumbered.append(position)
+    return table, np.concatenate(renumbered)
 
 
 def _every_row(index: NDArray[Any], n: int) -> bool:
@@ -123,8 +205,8 @@ def refuse_future(events: Events, now_ms: int, limit_ms: int) -> tuple[Events, l
     ahead = events.event_time > now_ms + limit_ms
     if not ahead.any():
         return events, []
-    bad = [BadEvent(str(origin), "engine", "FutureEvent", f"event time more than {limit_ms // 1000}s ahead of "
-                    f"{now_ms} (epoch ms)") for origin in events.position[ahead]]
+    bad = events.bad(ahead, "engine", "FutureEvent", f"event time more than {limit_ms // 1000}s ahead of {now_ms} "
+                     "(epoch ms)")
     return events.take(np.flatnonzero(~ahead)), bad
 
 
@@ -135,7 +217,8 @@ def events_to_dict(events: Events) -> dict[str, Any]:
         "model_version": events.model_version.tolist(), "event_time": events.event_time.tolist(),
         "score": [None if v != v else v for v in events.score.tolist()], "decision": events.decision.tolist(),
         "features": {name: _plain_values(values) for name, values in events.features.items()},
-        "position": events.position.tolist(), "source": events.source.tolist(),
+        "position": [list(p) for p in events.position.tolist()], "source": events.source.tolist(),
+        "sources": [[s.name, s.unit] for s in events.sources],
     }
 
 
@@ -153,41 +236,67 @@ def events_from_dict(data: Mapping[str, Any]) -> Events:
         score=np.asarray([math.nan if v is None else v for v in data["score"]], dtype=np.float64),
         decision=_object_array(data["decision"]),
         features={name: _object_array(values) for name, values in data["features"].items()},
-        position=_object_array(data["position"]), source=_object_array(data.get("source", [])),
+        source=_object_array(data.get("source", [])), **_stored_positions(data),
     )
 
 
-class EventBuilder:
-    """Validates decoded records one by one and builds a columnar batch of the good ones."""
+_KAFKA_ORIGIN = re.compile(r"^(?P<topic>.+)\[(?P<partition>\d+)\]@(?P<offset>\d+)(?:#(?P<row>\d+))?$")
 
-    def __init__(self, source: str) -> None:
-        self.source = source
+
+def _stored_positions(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The positions of a checkpoint's events. A checkpoint of a release before structured positions
+    holds their text (``topic[p]@offset#row``): read once, here."""
+    if "sources" in data:
+        sources = tuple(Source(name, unit) for name, unit in data["sources"])
+        position = np.array([tuple(p) for p in data["position"]], dtype=POSITION) if data["position"] \
+            else no_positions()
+        return {"position": position, "sources": sources}
+    names: dict[Source, int] = {}
+    rows = []
+    for text in data["position"]:
+        found = _KAFKA_ORIGIN.match(text)
+        source = Source(found["topic"]) if found else Source(text, "at")
+        index = names.setdefault(source, len(names))
+        rows.append((index, int(found["partition"]), int(found["offset"]), int(found["row"] or -1)) if found
+                    else (index, -1, 0, -1))
+    return {"position": np.array(rows, dtype=POSITION) if rows else no_positions(), "sources": tuple(names)}
+
+
+class EventBuilder:
+    """Validates decoded records one by one and builds a columnar batch of the good ones. A record's position
+    is a (source, partition, offset, row) tuple over ``sources``, or for a file (one source) its number."""
+
+    def __init__(self, sources: Source | tuple[Source, ...]) -> None:
+        self.sources = sources if isinstance(sources, tuple) else (sources,)
         self.bad: list[BadEvent] = []
-        self._rows: list[tuple[int, str, str, str, int, float, Any, Mapping[str, Any] | None, str]] = []
+        self._rows: list[tuple[int, str, str, str, int, float, Any, Mapping[str, Any] | None, Spot]] = []
 
     def __len__(self) -> int:
         return len(self._rows)
 
-    def add(self, record: Any, position: str, payload: bytes | None = None) -> bool:
-        """Validate one record from ``position`` of this source; keep it, or record why not."""
-        return self.add_at(record, f"{self.source} {position}", payload)
-
-    def add_at(self, record: Any, origin: str, payload: bytes | None = None) -> bool:
-        """Validate one record named by its full ``origin``; returns whether it was kept."""
+    def add(self, record: Any, at: Spot | int, payload: bytes | None = None) -> bool:
+        """Validate one record; keep it, or record why not. Returns whether it was kept."""
+        spot = at if isinstance(at, tuple) else (0, -1, at, -1)
         try:
-            self._rows.append((*_validate(record), origin))
+            self._rows.append((*_validate(record), spot))
             return True
         except InvalidEvent as exc:
-            self.bad.append(BadEvent(origin, "validate", exc.error_class, str(exc), payload))
+            self.bad.append(BadEvent.of(self.position(spot), "validate", exc.error_class, str(exc), payload))
             return False
 
-    def reject(self, position: str, stage: str, error: BaseException | str, payload: bytes | None = None) -> None:
-        self.reject_at(f"{self.source} {position}", stage, error, payload)
+    def reject(self, at: Spot | int, stage: str, error: BaseException | str, payload: bytes | None = None) -> None:
+        """A message or record that could not be decoded."""
+        spot = at if isinstance(at, tuple) else (0, -1, at, -1)
+        self.bad.append(BadEvent.of(self.position(spot), stage, _error_class(error), str(error), payload))
 
-    def reject_at(self, origin: str, stage: str, error: BaseException | str, payload: bytes | None = None) -> None:
-        error_class = getattr(error, "error_class", None) or (
-            type(error).__name__ if isinstance(error, BaseException) else "DecodeError")
-        self.bad.append(BadEvent(origin, stage, error_class, str(error), payload))
+    def reject_rest(self, number: int, stage: str, error: BaseException | str) -> None:
+        """A file unreadable after its record ``number`` (``events.avro after record 5``)."""
+        source = self.sources[0]
+        at = Position(Source(source.name, f"after {source.unit}"), -1, number)
+        self.bad.append(BadEvent.of(at, stage, _error_class(error), str(error)))
+
+    def position(self, spot: Spot) -> Position:
+        return Position(self.sources[spot[0]], *spot[1:])
 
     def build(self) -> Events:
         rows, self._rows = self._rows, []
@@ -203,8 +312,17 @@ class EventBuilder:
             score=np.fromiter((r[5] for r in rows), dtype=np.float64, count=n),
             decision=_object_array([r[6] for r in rows]),
             features=_feature_columns([r[7] for r in rows]),
-            position=_object_array([r[8] for r in rows]),
+            position=np.array([r[8] for r in rows], dtype=POSITION), sources=self.sources,
         )
+
+
+Spot = tuple[int, int, int, int]
+"""One :data:`POSITION` as a tuple: (source, partition, offset, row)."""
+
+
+def _error_class(error: BaseException | str) -> str:
+    return getattr(error, "error_class", None) or (type(error).__name__ if isinstance(error, BaseException)
+                                                     else "DecodeError")
 
 
 def _feature_columns(maps: list[Mapping[str, Any] | None]) -> dict[str, NDArray[np.object_]]:

@@ -25,14 +25,13 @@ def model_groups(events: Events, profiles: Mapping[tuple[str, str], ReferencePro
         group = events.take(rows)
         profile = profiles.get(key)
         if profile is None:
-            bad.extend(BadEvent(str(origin), "engine", "UnknownModel",
-                                f"no reference profile configured for model {key[0]} version {key[1]}")
-                       for origin in group.position)
+            bad.extend(group.bad(None, "engine", "UnknownModel",
+                                 f"no reference profile configured for model {key[0]} version {key[1]}"))
             continue
         columns, invalid = typed_columns(profile, group)
         if invalid:
-            bad.extend(BadEvent(str(group.position[row]), "validate", "SchemaMismatch", reason)
-                       for row, reason in invalid.items())
+            bad.extend(BadEvent.of(at, "validate", "SchemaMismatch", reason)
+                       for at, reason in zip(group.where(np.fromiter(invalid, dtype=np.intp)), invalid.values()))
             keep = np.setdiff1d(np.arange(len(group)), np.fromiter(invalid, dtype=np.intp))
             rows, group = rows[keep], group.take(keep)
             columns = {name: values[keep] for name, values in columns.items()}

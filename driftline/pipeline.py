@@ -50,8 +50,8 @@ class Pipeline:
 
     def process(self, events: Events, bad: list[BadEvent] | None = None, now_ms: int | None = None,
                 partitioned: bool = False) -> StepResult:
-        """Run one batch through the pipeline; returns what it produced. ``partitioned``: the events'
-        origins are ``topic[partition]@offset`` and each partition keeps its own watermark (see :meth:`hold`)."""
+        """Run one batch through the pipeline; returns what it produced. ``partitioned``: the events name
+        their Kafka partition (``events.source``), and each partition keeps its own watermark (see :meth:`hold`)."""
         step = StepResult(bad=list(bad or []))
         self.totals.events += len(events) + len(step.bad)
         events = self._refuse_future(events, step, now_ms)
@@ -128,7 +128,7 @@ class Pipeline:
                                          f"(or past the join's bound of {bound} waiting halves)"),
                 (duplicates, "Duplicate", DUPLICATE_REASON),
                 (mismatched, "ModelMismatch", "request and response name different models or versions")):
-            step.bad.extend(BadEvent(str(origin), "join", error, reason) for origin in events.position)
+            step.bad.extend(events.bad(None, "join", error, reason))
         self.totals.unmatched_requests += len(requests)
         self.totals.unmatched_responses += len(responses)
         self.totals.duplicates += len(duplicates)
@@ -136,17 +136,15 @@ class Pipeline:
     def _feed(self, events: Events, step: StepResult, now_ms: int | None, partitioned: bool) -> None:
         partitions = None
         if partitioned and len(events):
-            partitions = events.source if len(events.source) == len(events) else \
-                np.char.partition(events.position.astype(str), "@")[:, 0]
+            partitions = events.source if len(events.source) == len(events) else None
         profiles = {key: monitor.profile for key, monitor in self.monitors.items()}
         for key, rows, group, columns in model_groups(events, profiles, step.bad):
             monitor = self.monitors[key]
             sources = partitions[rows] if partitions is not None else None
             late_before = monitor.state.late_events
             update = monitor.update(group.event_time, columns, now_ms, sources)
-            for row in update.rejected.tolist():
-                step.bad.append(BadEvent(str(group.position[row]), "engine", "OutOfWindow",
-                                         "event time too far ahead, or too many open windows"))
+            step.bad.extend(group.bad(update.rejected, "engine", "OutOfWindow",
+                                      "event time too far ahead, or too many open windows"))
             self.totals.accepted += update.accepted
             if update.accepted:
                 times = np.delete(group.event_time, update.rejected) if len(update.rejected) else group.event_time

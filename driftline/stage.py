@@ -148,9 +148,8 @@ class StageOne:
         if not len(events):
             return events
         halves = events.kind != COMBINED
-        result.bad.extend(BadEvent(str(origin), "join", "Unsupported", "a request or response half: kafka.stages "
-                                   "two counts combined events only (the join needs stages: single for now)")
-                          for origin in events.position[halves])
+        result.bad.extend(events.bad(halves, "join", "Unsupported", "a request or response half: kafka.stages "
+                                     "two counts combined events only (the join needs stages: single for now)"))
         if halves.any():
             events = events.take(np.flatnonzero(~halves))
         if self.max_future_ms is not None and now_ms is not None:
@@ -167,8 +166,7 @@ class StageOne:
             pushed = self._recent(partition).push(events.take(rows))
             kept.append(pushed.joined)
             result.duplicates += len(pushed.duplicates)
-            result.bad.extend(BadEvent(str(origin), "join", "Duplicate", DUPLICATE_REASON)
-                              for origin in pushed.duplicates.position)
+            result.bad.extend(pushed.duplicates.bad(None, "join", "Duplicate", DUPLICATE_REASON))
         return kept[0] if len(kept) == 1 else Events.concat(kept)
 
     def _recent(self, partition: str) -> Joiner:

@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 
 from driftline.connectors.avro_batch import (ABSENT, BOOLEAN, FLOAT, INTEGER, NULL, STRING, ENUM, Decoded,
                                              Values, batchable, decode_batch, text)
-from driftline.events import COMBINED, MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS, REQUEST, RESPONSE, Events
+from driftline.events import COMBINED, MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS, REQUEST, RESPONSE, Events, Source
 
 EXACT_INTEGERS = 2 ** 53
 """Integers a float64 holds exactly; a feature column with larger ones stays one of Python ints."""
@@ -70,10 +70,10 @@ def _is_map(schema: Any) -> bool:
     return isinstance(schema, dict) and schema.get("type") == "map"
 
 
-def avro_events(values: Sequence[bytes], schema: Any, origins: Sequence[str],
+def avro_events(values: Sequence[bytes], schema: Any, at: NDArray[np.void], names: tuple[Source, ...],
                 sources: Sequence[str] | None = None) -> FastRows:
-    """The scoring events in ``values`` (raw Avro of ``schema``; :func:`columnar` must hold), each
-    named by its ``origins`` entry (and with its ``sources`` entry, the Kafka partition, if given)."""
+    """The scoring events in ``values`` (raw Avro of ``schema``; :func:`columnar` must hold), each at its
+    ``at`` position (over ``names``), with its ``sources`` entry (the Kafka partition) if given."""
     everything = np.arange(len(values))
     decoded = decode_batch(values, schema) if len(values) else None
     if decoded is None:
@@ -102,14 +102,14 @@ def avro_events(values: Sequence[bytes], schema: Any, origins: Sequence[str],
         good &= has_output
     rows = np.flatnonzero(good)
     take = slice(None) if len(rows) == len(values) else rows  # every row taken: no copies
-    position = _pick(origins, rows)
+    position = at if len(rows) == len(values) else at[rows]
     source = _pick(sources, rows) if sources is not None else np.zeros(0, dtype=object)
     events = Events(kind=kind[take], request_id=ids["request_id"][take], model=ids["model"][take],
                     model_version=ids["model_version"][take],
                     event_time=times.integer[rows],  # a copy: the column is a view of the whole decoded block
                     score=score[take], decision=decision[take],
                     features={name: column[take] for name, column in features.items()}, position=position,
-                    source=source)
+                    source=source, sources=names)
     return FastRows(events, rows, np.flatnonzero(~good))
 
 

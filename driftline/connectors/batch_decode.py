@@ -18,7 +18,7 @@ from driftline.connectors.codecs import (CONFLUENT_MAGIC, DecodeError, Decoder, 
 from driftline.connectors.inference import MessageView, Record, TensorMapping, kserve_cloudevent, oip_json
 from driftline.connectors.kafka import MessageBatch
 from driftline.connectors.oip_protobuf import oip_protobuf
-from driftline.events import BadEvent, EventBuilder, Events
+from driftline.events import BadEvent, EventBuilder, Events, Source
 
 
 class BatchDecoder:
@@ -30,6 +30,9 @@ class BatchDecoder:
         self.registry = registry
         self.decoders = {t.topic: message_decoder(t, registry) for t in config.topics}
         self.formats = {t.topic: t.format for t in config.topics}
+        self.sources = tuple(Source(t.topic) for t in config.topics)
+        """What the events' positions name: the consumed topics, in the configuration's order."""
+        self._index = {t.topic: i for i, t in enumerate(config.topics)}
         self._columnar = {t.topic: schema for t in config.topics if isinstance(t, AvroTopic)
                           if (schema := ColumnarSchema.of(avro_schema(t.avro_schema))) is not None}
         self._registry_columnar: dict[int, ColumnarSchema | None] = {}
@@ -38,8 +41,9 @@ class BatchDecoder:
         """The batch's scoring events in message order, and what could not be used. Avro topics whose
         schema allows it are decoded in one columnar pass (:mod:`driftline.connectors.avro_events`);
         the rest, and whatever that pass leaves, one message at a time."""
-        builder = EventBuilder("kafka")
-        usable = self._usable(batch, builder)
+        builder = EventBuilder(self.sources)
+        at = batch.positions(self._index)
+        usable = self._usable(batch, builder, at)
         columnar: dict[ColumnarSchema, list[int]] = {}  # indices of each schema's messages
         one_by_one: list[int] = []
         topic = batch.topics[0] if batch.topics and batch.topics.count(batch.topics[0]) == len(batch) else None
@@ -52,17 +56,19 @@ class BatchDecoder:
         parts: list[Events] = []
         order: list[NDArray[np.intp]] = []
         for schema, indices in columnar.items():
-            values, origins, sources = (batch.values, batch.origins, batch.sources) if len(indices) == len(batch) \
-                else ([column[i] for i in indices] for column in (batch.values, batch.origins, batch.sources))
+            every = len(indices) == len(batch)
+            values = batch.values if every else [batch.values[i] for i in indices]
+            sources = batch.sources if every else [batch.sources[i] for i in indices]
             if self.formats[batch.topics[indices[0]]] == "avro-confluent":
                 values = [value[5:] for value in values]  # past the magic byte and the schema id
-            fast = avro_events(values, schema.parsed, origins, sources)  # type: ignore[arg-type]
+            fast = avro_events(values, schema.parsed, at if every else at[indices], self.sources,  # type: ignore[arg-type]
+                               sources)
             parts.append(fast.events)
             order.append(np.asarray(indices, dtype=np.intp)[fast.rows])
             one_by_one.extend(indices[i] for i in fast.rest.tolist())
         if one_by_one:
             one_by_one.sort()
-            slow, rows = self._decode_one_by_one(builder, batch, one_by_one)
+            slow, rows = self._decode_one_by_one(builder, batch, one_by_one, at)
             slow.source = np.asarray([batch.sources[i] for i in rows.tolist()], dtype=object)
             parts.append(slow)
             order.append(rows)
@@ -71,34 +77,34 @@ class BatchDecoder:
             events = events.take(np.argsort(np.concatenate(order), kind="stable"))
         return events, builder.bad
 
-    def _usable(self, batch: MessageBatch, builder: EventBuilder) -> list[int]:
+    def _usable(self, batch: MessageBatch, builder: EventBuilder, at: NDArray[np.void]) -> list[int]:
         """Indices of the messages worth decoding; tombstones and oversized messages are rejected."""
         limit = self.config.max_message_bytes
         if None not in batch.values and max(map(len, batch.values), default=0) <= limit:  # type: ignore[arg-type]
             return list(range(len(batch)))
         usable = []
-        for index, (value, where) in enumerate(zip(batch.values, batch.origins, strict=True)):
+        for index, (value, where) in enumerate(zip(batch.values, at.tolist(), strict=True)):
             if value is None:
-                builder.reject_at(where, "decode", DecodeError("empty message (a tombstone)", "EmptyMessage"))
+                builder.reject(where, "decode", DecodeError("empty message (a tombstone)", "EmptyMessage"))
             elif len(value) > limit:
-                builder.reject_at(where, "decode", DecodeError(f"message of {len(value)} bytes is over the "
-                                                               f"{limit}-byte limit", "OversizedMessage"))
+                builder.reject(where, "decode", DecodeError(f"message of {len(value)} bytes is over the "
+                                                            f"{limit}-byte limit", "OversizedMessage"))
             else:
                 usable.append(index)
         return usable
 
-    def _decode_one_by_one(self, builder: EventBuilder, batch: MessageBatch,
-                           indices: list[int]) -> tuple[Events, NDArray[np.intp]]:
+    def _decode_one_by_one(self, builder: EventBuilder, batch: MessageBatch, indices: list[int],
+                           at: NDArray[np.void]) -> tuple[Events, NDArray[np.intp]]:
         rows: list[int] = []
         for index in indices:
-            message, where = batch.messages[index], batch.origins[index]
+            message, where = batch.messages[index], at[index].tolist()
             try:
                 records = self.decoders[message.topic()](message)
             except DecodeError as exc:
-                builder.reject_at(where, "decode", exc)
+                builder.reject(where, "decode", exc)
                 continue
             for row, record in enumerate(records):
-                if builder.add_at(record, where if len(records) == 1 else f"{where}#{row}"):
+                if builder.add(record, where if len(records) == 1 else (*where[:3], row)):
                     rows.append(index)
         return builder.build(), np.asarray(rows, dtype=np.intp)
 

@@ -31,9 +31,6 @@ from driftline.events import BadEvent
 RAW_CAP = PAYLOAD_CAP
 """Bytes of the raw input kept per bad input (the file sources cut lines there)."""
 FOLDER = "dead-letters"
-_POSITION = re.compile(r"^(?P<file>.+?) (?P<unit>after record|after row|line|record|row) (?P<number>\d+)$")
-
-
 def dead_letter_path(config: Config, base: Path, now: datetime | None = None) -> Path:
     """Where a replay's dead letters go by default: ``dead-letters/replay-<UTC time>-<id>.jsonl`` beside the
     embedded store's folder (``chdb:``), or in ``base`` (the configuration's folder) for a ClickHouse server."""
@@ -47,10 +44,9 @@ def dead_letter_record(bad: BadEvent, inputs: frozenset[str] = frozenset()) -> d
     """One line of the file: where (the file, and its line/record/row from the origin), why, and the raw
     input. ``inputs``: the files of the run, for an origin that is a whole file (a damaged one)."""
     record: dict[str, Any] = {"file": bad.origin if bad.origin in inputs else None}
-    match = _POSITION.match(bad.origin)
-    if match is not None:
-        record["file"] = match["file"]
-        record[match["unit"].replace(" ", "_")] = int(match["number"])
+    if bad.at is not None and bad.at.source.unit:
+        record["file"] = bad.at.source.name
+        record[bad.at.source.unit.replace(" ", "_")] = bad.at.offset
     record.update(origin=bad.origin, stage=bad.stage, error=bad.error_class, reason=bad.reason)
     raw = bad.payload
     if raw is None:  # a join or engine refusal: the event was decoded; its line says where it is

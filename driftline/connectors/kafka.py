@@ -1,48 +1,34 @@
 """Kafka consumption on confluent-kafka (librdkafka): :class:`KafkaSource`, the consumer-group member that
 hands out batches (:class:`MessageBatch`), keeps each partition's state (read to its end, idle, held), and
-commits only what the service says is safe; and how a message is named (``topic[partition]@offset``).
-Producing (the control, dead-letter and partials topics) is :mod:`driftline.connectors.kafka_publish`.
+commits only what the service says is safe. Producing (the control, dead-letter and partials topics) is :mod:`driftline.connectors.kafka_publish`.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from itertools import repeat
 from operator import is_not
 from typing import Any
 
+import numpy as np
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from numpy.typing import NDArray
 
 from driftline.config import KafkaConfig
 from driftline.connectors.kafka_log import RepeatLimiter, client_settings
 from driftline.connectors.partitions import Holding, PartitionBook, PartitionState
+from driftline.events import positions
 
 log = logging.getLogger("driftline.kafka")
-
-ORIGIN = re.compile(r"^(?P<topic>.+)\[(?P<partition>\d+)\]@(?P<offset>\d+)(?:#(?P<row>\d+))?$")
-"""``topic[partition]@offset``, and ``#row`` when the message held several records."""
 
 UNREACHABLE = {KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE, KafkaError._TIMED_OUT}
 """Client errors (librdkafka's error callback) that say the broker cannot be reached: the idle timers start again."""
 
-def origin(topic: str, partition: int, offset: int) -> str:
-    """How a Kafka message is named in bad-event reports: ``topic[partition]@offset``."""
-    return f"{partition_name(topic, partition)}@{offset}"
-
-
-def parse_origin(text: str) -> tuple[str, int, int] | None:
-    """``topic[partition]@offset`` (or ``…@offset#row``, a record of a message that held several) →
-    (topic, partition, offset) of the message; None for an origin that is not a Kafka message."""
-    where = ORIGIN.match(text)
-    if where is None:
-        return None
-    return where["topic"], int(where["partition"]), int(where["offset"])
-
 
 def partition_name(topic: str, partition: int) -> str:
+    """How a partition is named in offsets, checkpoints and logs: ``topic[partition]``."""
     return f"{topic}[{partition}]"
 
 
@@ -56,8 +42,7 @@ class MessageBatch:
     sources: list[str]
     """Each message's partition, ``topic[partition]``."""
     offsets: list[int]
-    origins: list[str]
-    """Each message's ``topic[partition]@offset``, as bad-event reports name it."""
+    partitions: list[int]
 
     @classmethod
     def of(cls, messages: list[Message]) -> MessageBatch:
@@ -66,11 +51,18 @@ class MessageBatch:
         offsets = [m.offset() for m in messages]
         names = {key: partition_name(*key) for key in set(zip(topics, partitions))}
         sources = [names[key] for key in zip(topics, partitions)]
-        return cls(messages, [m.value() for m in messages], topics, sources, offsets,
-                   [f"{source}@{offset}" for source, offset in zip(sources, offsets)])
+        return cls(messages, [m.value() for m in messages], topics, sources, offsets, partitions)
 
     def __len__(self) -> int:
         return len(self.messages)
+
+    def positions(self, topics: Mapping[str, int]) -> NDArray[np.void]:
+        """Each message's :data:`~driftline.events.POSITION`, its source the index ``topics`` gives its topic."""
+        first = self.topics[0] if self.topics else ""
+        index: Any = topics.get(first, -1) if self.topics.count(first) == len(self) else \
+            np.fromiter((topics.get(t, -1) for t in self.topics), dtype=np.int32, count=len(self))
+        return positions(index, np.asarray(self.partitions, dtype=np.int32), np.asarray(self.offsets, dtype=np.int64),
+                         n=len(self))
 
     def next_offsets(self) -> dict[str, int]:
         """Each partition's offset after its last message here (a partition's messages come in order)."""
@@ -78,8 +70,7 @@ class MessageBatch:
 
     def first_offsets(self) -> dict[tuple[str, int], int]:
         """(topic, partition) → its first offset here."""
-        first = dict(zip(reversed(self.sources), reversed(self.offsets)))
-        return {split_partition_name(name): offset for name, offset in first.items()}
+        return dict(zip(zip(reversed(self.topics), reversed(self.partitions)), reversed(self.offsets)))
 
 
 def split_partition_name(name: str) -> tuple[str, int]:

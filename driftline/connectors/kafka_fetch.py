@@ -25,7 +25,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from driftline.config import KafkaConfig
-from driftline.connectors.kafka import origin
+from driftline.connectors.kafka import partition_name
 from driftline.connectors.kafka_log import client_settings
 
 Position = tuple[str, int, int]
@@ -186,5 +186,10 @@ def describe_missing(missing: dict[Position, str], limit: int = 3) -> str:
     by_reason: dict[str, list[Position]] = {}
     for position, reason in sorted(missing.items()):
         by_reason.setdefault(reason, []).append(position)
-    return "; ".join(f"{len(ps)} {reason} ({', '.join(origin(*p) for p in ps[:limit])}"
+    return "; ".join(f"{len(ps)} {reason} ({', '.join(_named(p) for p in ps[:limit])}"
                      f"{', …' if len(ps) > limit else ''})" for reason, ps in by_reason.items())
+
+
+def _named(position: Position) -> str:
+    topic, partition, offset = position
+    return f"{partition_name(topic, partition)}@{offset}"

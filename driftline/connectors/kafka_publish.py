@@ -38,7 +38,6 @@ import fastavro
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from driftline.config import KafkaConfig
-from driftline.connectors.kafka import ORIGIN, origin, parse_origin
 from driftline.connectors.kafka_admin import KAFKA_DEFAULT_MAX_MESSAGE_BYTES, admin_client, topic_limits, written_topics
 from driftline.connectors.kafka_log import client_settings
 from driftline.engine.changewatch import ChangeDetection
@@ -188,17 +187,18 @@ class Publisher:
     def dead_letter(self, bad: BadEvent, payload: bytes | None = None, key: bytes | None = None,
                     missing: str | None = None) -> None:
         """``bad`` with its original message's value and key; ``missing``: why they could not be had."""
-        where = ORIGIN.match(bad.origin)
+        message = bad.at.message if bad.at is not None else None
         headers = [
             ("driftline.stage", bad.stage.encode()),
             ("driftline.error.class", bad.error_class.encode()),
             ("driftline.error.reason", bad.reason[:1000].encode()),
             ("driftline.origin", bad.origin.encode()),
         ]
-        if where is not None:
-            headers += [("driftline.source.topic", where["topic"].encode()),
-                        ("driftline.source.partition", where["partition"].encode()),
-                        ("driftline.source.offset", where["offset"].encode())]
+        if message is not None:
+            topic, partition, offset = message
+            headers += [("driftline.source.topic", topic.encode()),
+                        ("driftline.source.partition", str(partition).encode()),
+                        ("driftline.source.offset", str(offset).encode())]
         if missing is not None:
             headers.append((MISSING_PAYLOAD, missing[:1000].encode()))
         value = payload if payload is not None else bad.payload
@@ -233,7 +233,7 @@ class Publisher:
 
     def _give_up(self, letter: _DeadLetter, error: str) -> None:
         value = letter.value
-        source = parse_origin(letter.bad.origin) or ("", -1, -1)
+        source = (letter.bad.at.message if letter.bad.at is not None else None) or ("", -1, -1)
         self.undeliverable.append(Undeliverable(
             letter.bad, self.config.dead_letter_topic, None if value is None else len(value),
             "" if value is None else hashlib.sha256(value).hexdigest(),

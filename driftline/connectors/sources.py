@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from driftline.errors import InvalidInput
-from driftline.events import BadEvent, EventBuilder, Events, InvalidEvent, json_error_reason
+from driftline.events import BadEvent, EventBuilder, Events, InvalidEvent, Source, json_error_reason
 
 PAYLOAD_CAP = 4_096
 """Bytes of a bad line kept with it (its full size is noted beside)."""
@@ -99,7 +99,7 @@ def _flush(builder: EventBuilder) -> Chunk:
 
 
 def _jsonl(path: Path, chunk_size: int) -> Iterator[Chunk]:
-    builder = EventBuilder(str(path))
+    builder = EventBuilder(Source(str(path), "line"))
     with path.open("rb") as lines:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
@@ -107,11 +107,11 @@ def _jsonl(path: Path, chunk_size: int) -> Iterator[Chunk]:
             try:
                 record = orjson.loads(line)
             except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, a number past Python's digit limit
-                builder.reject(f"line {number}", "decode", InvalidEvent(json_error_reason(exc), type(exc).__name__),
+                builder.reject(number, "decode", InvalidEvent(json_error_reason(exc), type(exc).__name__),
                                line[:PAYLOAD_CAP])
                 kept = False
             else:
-                kept = builder.add(record, f"line {number}", line[:PAYLOAD_CAP])
+                kept = builder.add(record, number, line[:PAYLOAD_CAP])
             if not kept and len(line) > PAYLOAD_CAP:  # the dead-letter file notes what was cut
                 builder.bad[-1] = replace(builder.bad[-1], payload_size=len(line.rstrip(b"\r\n")))
             if len(builder) >= chunk_size:
@@ -122,21 +122,21 @@ def _jsonl(path: Path, chunk_size: int) -> Iterator[Chunk]:
 def _avro(path: Path, chunk_size: int) -> Iterator[Chunk]:
     import fastavro
 
-    builder = EventBuilder(str(path))
+    builder = EventBuilder(Source(str(path), "record"))
     number = 0
     with path.open("rb") as handle:
         try:
             for number, record in enumerate(fastavro.reader(handle), start=1):
-                builder.add(record, f"record {number}")  # timestamp-millis: an aware datetime
+                builder.add(record, number)  # timestamp-millis: an aware datetime
                 if len(builder) >= chunk_size:
                     yield _flush(builder)
         except Exception as exc:  # fastavro raises many types on corrupt bytes; all mean "cannot read on"
-            builder.reject(f"after record {number}", "decode", exc)
+            builder.reject_rest(number, "decode", exc)
     yield _flush(builder)
 
 
 def _parquet(path: Path, chunk_size: int) -> Iterator[Chunk]:
-    builder = EventBuilder(str(path))
+    builder = EventBuilder(Source(str(path), "row"))
     try:
         parquet = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as exc:
@@ -150,10 +150,10 @@ def _parquet(path: Path, chunk_size: int) -> Iterator[Chunk]:
             for record in batch.to_pylist():
                 number += 1
                 _parquet_record(record, flat)
-                builder.add(record, f"row {number}")
+                builder.add(record, number)
             yield _flush(builder)
     except (pa.ArrowException, OSError) as exc:  # a damaged page: report the rest of the file, keep what was read
-        builder.reject(f"after row {number}", "decode", exc)
+        builder.reject_rest(number, "decode", exc)
         yield _flush(builder)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 
-from driftline.connectors.kafka import MessageBatch, parse_origin
+from driftline.connectors.kafka import MessageBatch
 from driftline.connectors.kafka_fetch import Fetched, MessageFetcher, describe_missing
 from driftline.events import BadEvent
 from driftline.protocols import ControlSink
@@ -22,7 +22,7 @@ class DeadLetterSink:
         if not bad:
             return
         in_batch = {(m.topic(), m.partition(), m.offset()): m for m in batch.messages}
-        positions = [parse_origin(item.origin) for item in bad]
+        positions = [item.at.message if item.at is not None else None for item in bad]
         earlier = {p for p in positions if p is not None and p not in in_batch}
         fetched = self.fetcher.fetch(earlier) if earlier else Fetched()
         if fetched.missing:

@@ -13,7 +13,7 @@ import numpy as np
 
 from driftline.connectors.avro_events import ColumnarSchema, avro_events, columnar
 from driftline.connectors.codecs import avro_schema
-from driftline.events import EventBuilder, Events
+from driftline.events import EventBuilder, Events, Source, positions
 
 T0 = 1_767_225_600_000
 
@@ -24,12 +24,21 @@ def encode(schema: Any, record: dict[str, Any]) -> bytes:
     return out.getvalue()
 
 
-def one_by_one(schema: Any, values: list[bytes], origins: list[str]) -> tuple[Events, list[str], list[int]]:
-    builder = EventBuilder("kafka")
+TOPIC = (Source("t"),)
+
+
+def at(partition: int, offsets: Any) -> Any:
+    """Positions of messages at ``offsets`` of ``t[partition]``."""
+    offsets = np.asarray(list(offsets), dtype=np.int64)
+    return positions(0, partition, offsets, n=len(offsets))
+
+
+def one_by_one(schema: Any, values: list[bytes], where: Any) -> tuple[Events, list[str], list[int]]:
+    builder = EventBuilder(TOPIC)
     rows = []
-    for row, (value, where) in enumerate(zip(values, origins, strict=True)):
+    for row, (value, spot) in enumerate(zip(values, where.tolist(), strict=True)):
         record = fastavro.schemaless_reader(io.BytesIO(value), schema)
-        if builder.add_at(record, where):
+        if builder.add(record, spot):
             rows.append(row)
     return builder.build(), [b.origin for b in builder.bad], rows
 
@@ -41,8 +50,9 @@ def plain(values: np.ndarray) -> list[Any]:
 
 def assert_same_events(fast: Events, slow: Events) -> None:
     assert len(fast) == len(slow)
-    for name in ("kind", "request_id", "model", "model_version", "event_time", "decision", "position"):
+    for name in ("kind", "request_id", "model", "model_version", "event_time", "decision"):
         assert plain(getattr(fast, name)) == plain(getattr(slow, name)), name
+    assert fast.where() == slow.where()
     assert plain(fast.score) == plain(slow.score)
     for name in set(fast.features) | set(slow.features):
         absent = np.full(len(fast), None, dtype=object)
@@ -80,17 +90,17 @@ def test_scoring_events_equal_the_one_by_one_path() -> None:
     assert columnar(schema)
     rng = random.Random(5)
     values = [encode(schema, scoring_record(rng, i)) for i in range(3000)]
-    origins = [f"scoring[0]@{i}" for i in range(len(values))]
-    fast = avro_events(values, schema, origins, ["scoring[0]"] * len(values))
+    origins = at(0, range(len(values)))
+    fast = avro_events(values, schema, origins, TOPIC, ["t[0]"] * len(values))
     slow, bad, slow_rows = one_by_one(schema, values, origins)
     # the rows the fast path left are the ones the one-by-one path rejects, or took after a closer look
-    rest_events, rest_bad, rest_rows = one_by_one(schema, [values[i] for i in fast.rest], [origins[i] for i in fast.rest])
+    rest_events, rest_bad, rest_rows = one_by_one(schema, [values[i] for i in fast.rest], origins[fast.rest])
     assert sorted(bad) == sorted(rest_bad)
     merged = Events.concat([fast.events, rest_events])
     order = np.argsort(np.concatenate([fast.rows, fast.rest[rest_rows]]), kind="stable")
     assert_same_events(merged.take(order), slow)
     assert len(fast.rows) > 2000  # the ordinary rows went the fast way
-    assert plain(fast.events.source) == ["scoring[0]"] * len(fast.rows)
+    assert plain(fast.events.source) == ["t[0]"] * len(fast.rows)
 
 
 def test_requests_and_responses() -> None:
@@ -108,11 +118,11 @@ def test_requests_and_responses() -> None:
                 record["decision"] = rng.choice(["approve", None])
             records.append(record)
         values = [encode(schema, r) for r in records]
-        origins = [f"t[1]@{i}" for i in range(len(values))]
-        fast = avro_events(values, schema, origins)
+        origins = at(1, range(len(values)))
+        fast = avro_events(values, schema, origins, TOPIC)
         slow, bad, _ = one_by_one(schema, values, origins)
         rest_events, rest_bad, rest_rows = one_by_one(schema, [values[i] for i in fast.rest],
-                                                      [origins[i] for i in fast.rest])
+                                                      origins[fast.rest])
         assert sorted(bad) == sorted(rest_bad)
         order = np.argsort(np.concatenate([fast.rows, fast.rest[rest_rows]]), kind="stable")
         assert_same_events(Events.concat([fast.events, rest_events]).take(order), slow)
@@ -125,14 +135,14 @@ def test_non_finite_scores_are_bad_events_on_both_paths() -> None:
     records = [{"request_id": f"r{i}", "model": "credit", "model_version": "1", "event_time": T0 + i,
                 "features": {"income": 1.0}, "score": score, "decision": "approve"} for i, score in enumerate(scores)]
     values = [encode(schema, r) for r in records]
-    origins = [f"t[0]@{i}" for i in range(len(values))]
-    fast = avro_events(values, schema, origins)
+    origins = at(0, range(len(values)))
+    fast = avro_events(values, schema, origins, TOPIC)
     assert fast.rest.tolist() == [1, 3, 4]
     _, _, slow_rows = one_by_one(schema, values, origins)
     assert slow_rows == [0, 2, 5, 6]
-    builder = EventBuilder("kafka")
+    builder = EventBuilder(TOPIC)
     for i in fast.rest.tolist():
-        builder.add_at(fastavro.schemaless_reader(io.BytesIO(values[i]), schema), origins[i])
+        builder.add(fastavro.schemaless_reader(io.BytesIO(values[i]), schema), origins[i].tolist())
     assert [(b.origin, b.error_class, b.reason) for b in builder.bad] == [
         ("t[0]@1", "InvalidScore", "score must be a finite number or null, got inf"),
         ("t[0]@3", "InvalidScore", "score must be a finite number or null, got -inf"),
@@ -144,7 +154,7 @@ def test_corrupt_messages_are_left_to_the_one_by_one_path() -> None:
     rng = random.Random(1)
     good = [encode(schema, scoring_record(rng, i)) for i in range(50)]
     values = good + [good[0][:10], b"", b"\xff" * 30, good[1] + b"\x00"]
-    fast = avro_events(values, schema, [f"t[0]@{i}" for i in range(len(values))])
+    fast = avro_events(values, schema, at(0, range(len(values))), TOPIC)
     assert set(fast.rest.tolist()) >= {50, 51, 52, 53}
 
 

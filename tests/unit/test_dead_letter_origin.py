@@ -1,5 +1,5 @@
-"""Dead letters name their message by origin: parsing it back (``#row`` included), the headers a dead
-letter gets from it, and the missing-payload header and log line when its message could not be fetched.
+"""Dead letters name their message by its structured position (``#row`` included in the text), the headers a
+dead letter gets from it, and the missing-payload header and log line when its message could not be fetched.
 Dead letters are sized to fit the topic's ``max.message.bytes``; control events' ``ce_source`` is a URI."""
 
 from __future__ import annotations
@@ -11,33 +11,31 @@ import pytest
 import hashlib
 from urllib.parse import unquote, urlsplit
 
-from driftline.connectors.kafka import origin, parse_origin
 from driftline.connectors.kafka_fetch import describe_missing
 from driftline.connectors.kafka_publish import (MISSING_PAYLOAD, SIZE_MARGIN, Publisher, _cloudevent, fit_dead_letter,
                                                record_size)
-from driftline.events import BadEvent
+from driftline.events import BadEvent, Position, Source
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("scoring[0]@0", ("scoring", 0, 0)),
-    ("scoring[12]@1234567890123", ("scoring", 12, 1_234_567_890_123)),
-    ("seldon.default.model.credit.inputs[2]@17#3", ("seldon.default.model.credit.inputs", 2, 17)),  # a record of 4
-    ("odd[name][1]@5", ("odd[name]", 1, 5)),  # the last bracket is the partition
-    ("a@b[3]@9#0", ("a@b", 3, 9)),
+@pytest.mark.parametrize(("at", "text", "message"), [
+    (Position(Source("scoring"), 0, 0), "scoring[0]@0", ("scoring", 0, 0)),
+    (Position(Source("scoring"), 12, 1_234_567_890_123), "scoring[12]@1234567890123", ("scoring", 12, 1_234_567_890_123)),
+    (Position(Source("seldon.default.model.credit.inputs"), 2, 17, 3), "seldon.default.model.credit.inputs[2]@17#3",
+     ("seldon.default.model.credit.inputs", 2, 17)),  # the fourth record of a message
+    (Position(Source("odd[name]"), 1, 5), "odd[name][1]@5", ("odd[name]", 1, 5)),  # (never parsed back)
+    (Position(Source("scores.jsonl", "line"), -1, 12), "scores.jsonl line 12", None),
 ])
-def test_an_origin_names_its_message(text: str, expected: tuple[str, int, int]) -> None:
-    assert parse_origin(text) == expected
+def test_a_position_names_its_message(at: Position, text: str, message: tuple[str, int, int] | None) -> None:
+    assert (str(at), at.message) == (text, message)
+    assert BadEvent.of(at, "decode", "E", "r").origin == text
 
 
-@pytest.mark.parametrize("text", ["", "scores.jsonl:12", "scoring[0]", "scoring@5", "scoring[x]@5", "scoring[0]@-1",
-                                  "scoring[0]@5#", "scoring[0]@5#a", "[0]@5"])
-def test_other_origins_name_none(text: str) -> None:
-    assert parse_origin(text) is None
-
-
-def test_origin_and_parse_origin_round_trip() -> None:
-    for topic, partition, offset in [("t", 0, 0), ("a.b-c_d", 7, 99), ("x[1]", 3, 4)]:
-        assert parse_origin(origin(topic, partition, offset)) == (topic, partition, offset)
+def kafka(origin: str) -> Position:
+    """``t[p]@o`` (``#r``) of the tests below as a position."""
+    topic, _, rest = origin.rpartition("[")
+    partition, _, rest = rest.partition("]@")
+    offset, _, row = rest.partition("#")
+    return Position(Source(topic), int(partition), int(offset), int(row) if row else -1)
 
 
 class _Recorded:
@@ -63,7 +61,7 @@ def _publisher() -> tuple[Publisher, _Recorded]:
 
 def test_a_record_of_a_multi_record_message_gets_the_source_headers() -> None:
     publisher, recorded = _publisher()
-    publisher.dead_letter(BadEvent("infer[2]@17#3", "validate", "SchemaMismatch", "bad"), b"v", b"k")
+    publisher.dead_letter(BadEvent.of(kafka("infer[2]@17#3"), "validate", "SchemaMismatch", "bad"), b"v", b"k")
     (record,) = recorded.produced
     headers = dict(record["headers"])
     assert (headers["driftline.source.topic"], headers["driftline.source.partition"],
@@ -74,7 +72,7 @@ def test_a_record_of_a_multi_record_message_gets_the_source_headers() -> None:
 
 def test_a_dead_letter_whose_message_is_gone_says_why() -> None:
     publisher, recorded = _publisher()
-    publisher.dead_letter(BadEvent("t[0]@4", "join", "Unmatched", "request without a response"),
+    publisher.dead_letter(BadEvent.of(kafka("t[0]@4"), "join", "Unmatched", "request without a response"),
                           missing="no longer in the log (deleted by retention or delete_records: it starts at offset 9)")
     (record,) = recorded.produced
     headers = dict(record["headers"])
@@ -116,7 +114,7 @@ def test_a_value_that_fits_is_kept_whole_and_the_cap_still_applies() -> None:
 def test_a_dead_letter_whose_key_and_headers_do_not_fit_is_undeliverable_not_produced() -> None:
     publisher, recorded = _publisher()
     publisher.limits = {"dlq": 2_000}
-    bad = BadEvent("scoring[1]@9", "decode", "JSONDecodeError", "not JSON")
+    bad = BadEvent.of(kafka("scoring[1]@9"), "decode", "JSONDecodeError", "not JSON")
     publisher.dead_letter(bad, b"v" * 5_000, b"k" * 3_000)
     assert recorded.produced == []
     (gone,) = publisher.take_undeliverable()
@@ -130,7 +128,7 @@ def test_a_dead_letter_is_cut_to_the_topic_limit_the_publisher_read() -> None:
     publisher, recorded = _publisher()
     publisher.limits = {"dlq": 3_000}
     publisher.dead_letter_cap = 1_000_000
-    publisher.dead_letter(BadEvent("scoring[0]@1", "decode", "JSONDecodeError", "not JSON"), b"v" * 10_000, b"k")
+    publisher.dead_letter(BadEvent.of(kafka("scoring[0]@1"), "decode", "JSONDecodeError", "not JSON"), b"v" * 10_000, b"k")
     (record,) = recorded.produced
     assert record_size(record["key"], record["value"], record["headers"]) <= 3_000 - SIZE_MARGIN
     assert dict(record["headers"])["driftline.original.bytes"] == b"10000"

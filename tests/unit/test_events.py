@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+import json
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -14,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from driftline.events import (
-    COMBINED, MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS, REQUEST, RESPONSE, BadEvent, EventBuilder, Events,
-    parse_event_time,
+    COMBINED, MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS, REQUEST, RESPONSE, BadEvent, EventBuilder, Events, Source,
+    events_from_dict, events_to_dict, parse_event_time,
 )
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -31,8 +32,8 @@ def record(**changes: Any) -> dict[str, Any]:
 
 
 def rejected(value: Any) -> BadEvent:
-    builder = EventBuilder("events.jsonl")
-    assert builder.add(value, "line 7", b"payload") is False
+    builder = EventBuilder(Source("events.jsonl", "line"))
+    assert builder.add(value, 7, b"payload") is False
     assert len(builder) == 0
     assert len(builder.bad) == 1
     bad = builder.bad[0]
@@ -44,8 +45,8 @@ def rejected(value: Any) -> BadEvent:
 
 
 def kept(value: Any) -> Events:
-    builder = EventBuilder("events.jsonl")
-    assert builder.add(value, "line 1") is True, builder.bad
+    builder = EventBuilder(Source("events.jsonl", "line"))
+    assert builder.add(value, 1) is True, builder.bad
     assert builder.bad == []
     events = builder.build()
     assert len(events) == 1
@@ -239,17 +240,17 @@ def test_iso_and_millis_agree(millis: int) -> None:
 
 
 def test_builder_keeps_the_good_reports_the_bad_and_resets() -> None:
-    builder = EventBuilder("f.jsonl")
-    assert builder.add(record(request_id="a", features={"x": 1.0}), "line 1")
-    assert not builder.add(record(score="high"), "line 2")
-    assert builder.add(record(request_id="b", features={"y": "u"}, score=..., decision=...), "line 3")
-    builder.reject("line 4", "decode", ValueError("Expecting value"), b"{")
-    builder.reject("line 5", "decode", "truncated")
-    assert builder.add(record(request_id="c", features=...), "line 6")
+    builder = EventBuilder(Source("f.jsonl", "line"))
+    assert builder.add(record(request_id="a", features={"x": 1.0}), 1)
+    assert not builder.add(record(score="high"), 2)
+    assert builder.add(record(request_id="b", features={"y": "u"}, score=..., decision=...), 3)
+    builder.reject(4, "decode", ValueError("Expecting value"), b"{")
+    builder.reject(5, "decode", "truncated")
+    assert builder.add(record(request_id="c", features=...), 6)
     events = builder.build()
     assert events.request_id.tolist() == ["a", "b", "c"]
     assert events.kind.tolist() == [COMBINED, REQUEST, RESPONSE]
-    assert events.position.tolist() == ["f.jsonl line 1", "f.jsonl line 3", "f.jsonl line 6"]
+    assert list(map(str, events.where())) == ["f.jsonl line 1", "f.jsonl line 3", "f.jsonl line 6"]
     assert set(events.features) == {"x", "y"}
     assert events.features["x"].tolist() == [1.0, None, None]
     assert events.features["y"].tolist() == [None, "u", None]
@@ -271,9 +272,9 @@ def test_builder_keeps_feature_values_as_sent() -> None:
 
 
 def batch(source: str, *records: dict[str, Any]) -> Events:
-    builder = EventBuilder(source)
+    builder = EventBuilder(Source(source, "line"))
     for i, r in enumerate(records, start=1):
-        assert builder.add(r, f"line {i}"), builder.bad
+        assert builder.add(r, i), builder.bad
     return builder.build()
 
 
@@ -289,7 +290,7 @@ def test_concat_fills_absent_features_with_none() -> None:
     assert both.features["y"].tolist() == ["p", None, None, None]
     assert both.features["z"].tolist() == [None, None, 9, None]
     assert both.kind.tolist() == [COMBINED, COMBINED, REQUEST, RESPONSE]
-    assert both.position.tolist() == ["a line 1", "a line 2", "b line 1", "c line 1"]
+    assert list(map(str, both.where())) == ["a line 1", "a line 2", "b line 1", "c line 1"]
     assert both.score[:2].tolist() == [0.12, 0.12] and np.isnan(both.score[2])
     assert all(len(v) == 4 for v in both.features.values())
 
@@ -308,7 +309,7 @@ def test_take_selects_rows_of_every_column() -> None:
     assert part.event_time.tolist() == [T0 + 5, T0, T0 + 3]
     assert part.features["x"].tolist() == [5.0, None, 3.0]
     assert part.features["c"].tolist() == [None, "k", None]
-    assert part.position.tolist() == ["s line 6", "s line 1", "s line 4"]
+    assert list(map(str, part.where())) == ["s line 6", "s line 1", "s line 4"]
     masked = events.take(events.event_time >= T0 + 4)
     assert masked.request_id.tolist() == ["4", "5"]
     none = events.take(np.array([], dtype=np.intp))
@@ -370,3 +371,13 @@ def test_other_json_errors_keep_the_parser_message() -> None:
 
     with pytest.raises(DecodeError, match=r"^not JSON: trailing comma is not allowed: line 1 column 12"):
         decode_json(b'{"score": 1,}')
+
+
+def test_positions_survive_a_checkpoint_and_an_older_one_still_loads() -> None:
+    events = Events.concat([batch("a", record(request_id="1"), record(request_id="2")), batch("b", record(request_id="3"))])
+    again = events_from_dict(json.loads(json.dumps(events_to_dict(events))))
+    assert again.where() == events.where() and again.sources == events.sources
+    older = {**events_to_dict(events), "position": ["scoring[2]@17", "scoring[2]@18#1", "other[0]@5"]}
+    older.pop("sources")  # (a checkpoint of a release before structured positions holds their text)
+    assert [(str(p), p.message) for p in events_from_dict(older).where()] == [
+        ("scoring[2]@17", ("scoring", 2, 17)), ("scoring[2]@18#1", ("scoring", 2, 18)), ("other[0]@5", ("other", 0, 5))]

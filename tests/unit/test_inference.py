@@ -9,7 +9,7 @@ import pytest
 
 from driftline.connectors.codecs import DecodeError
 from driftline.connectors.inference import MessageView, TensorMapping, kserve_cloudevent, oip_json
-from driftline.events import EventBuilder
+from driftline.events import EventBuilder, Source
 
 T0 = 1_767_225_600_000
 CREDIT = TensorMapping(model="credit", model_version="3", feature_names=("income", "age", "channel"))
@@ -52,8 +52,8 @@ def test_oip_response_takes_the_probability_of_the_last_class() -> None:
 def test_oip_records_validate_and_join_as_scoring_events() -> None:
     request = oip_json(view({"inputs": [{"name": "x", "shape": [1, 3], "data": [[1.0, 2, "web"]]}]}), CREDIT)
     response = oip_json(view({"outputs": [{"name": "p", "shape": [1], "data": [0.2]}]}), CREDIT)
-    builder = EventBuilder("topic")
-    assert all(builder.add(r, "offset 1") for r in request + response)
+    builder = EventBuilder(Source("topic"))
+    assert all(builder.add(r, (0, 0, 1, -1)) for r in request + response)
     events = builder.build()
     assert list(events.kind) == [1, 2] and len(set(events.request_id)) == 1
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import event as note, given, settings
 from hypothesis import strategies as st
 
-from driftline.events import COMBINED, REQUEST, RESPONSE, EventBuilder, Events
+from driftline.events import COMBINED, REQUEST, RESPONSE, EventBuilder, Events, Source
 from driftline.join import JoinResult, Joiner, RecentIds, group_indices, id_hashes, newest_per_source
 
 T0 = 1_767_225_600_000
@@ -24,7 +24,7 @@ _serial = iter(range(10 ** 9))
 def event(kind: int, request_id: str, t: int = 0, *, model: str = "m", version: str = "1",
           score: float = 0.5, decision: str = "approve", features: dict[str, Any] | None = None) -> dict[str, Any]:
     r: dict[str, Any] = {"request_id": request_id, "model": model, "model_version": version, "event_time": T0 + t,
-                         "position": f"line {next(_serial)}"}
+                         "position": next(_serial)}
     if kind in (REQUEST, COMBINED):
         r["features"] = features if features is not None else {"x": float(t)}
     if kind in (RESPONSE, COMBINED):
@@ -33,7 +33,7 @@ def event(kind: int, request_id: str, t: int = 0, *, model: str = "m", version: 
 
 
 def batch(*records: dict[str, Any]) -> Events:
-    builder = EventBuilder("src")
+    builder = EventBuilder(Source("src", "line"))
     for r in records:
         r = dict(r)
         position = r.pop("position")
@@ -41,12 +41,13 @@ def batch(*records: dict[str, Any]) -> Events:
     return builder.build()
 
 
-def positions(events: Events) -> list[str]:
-    return [p.split(" ", 1)[1] for p in events.position.tolist()]
+def positions(events: Events) -> list[int]:
+    """The line numbers of the events."""
+    return events.position["offset"].tolist()
 
 
-def pos(r: dict[str, Any]) -> str:
-    return str(r["position"])
+def pos(r: dict[str, Any]) -> int:
+    return int(r["position"])
 
 
 def test_request_and_response_in_one_batch_are_joined() -> None:
@@ -206,8 +207,8 @@ def test_the_request_of_a_mismatched_pair_is_not_lost() -> None:
 
 
 def test_ids_that_differ_by_a_trailing_nul_are_different_ids() -> None:
-    builder = EventBuilder("src")
-    kept = [builder.add({k: v for k, v in event(kind, rid, 0).items() if k != "position"}, f"line {i}")
+    builder = EventBuilder(Source("src", "line"))
+    kept = [builder.add({k: v for k, v in event(kind, rid, 0).items() if k != "position"}, i)
             for i, (kind, rid) in enumerate([(REQUEST, "a"), (RESPONSE, "a\x00"), (REQUEST, "b"), (REQUEST, "b\x00")])]
     joiner = Joiner(max_wait_ms=MINUTE, max_pending=100)
     out = joiner.push(builder.build())

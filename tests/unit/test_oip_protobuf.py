@@ -19,7 +19,7 @@ from driftline.config import Config
 from driftline.connectors.codecs import DecodeError
 from driftline.connectors.inference import MessageView, TensorMapping, oip_json
 from driftline.connectors.oip_protobuf import DATATYPES, oip_protobuf
-from driftline.events import EventBuilder
+from driftline.events import EventBuilder, Source
 from driftline.schemas.open_inference import file_descriptor, oip_messages
 
 T0 = 1_767_225_600_000
@@ -132,8 +132,8 @@ def test_records_validate_and_join_as_scoring_events() -> None:
     mapping = TensorMapping("credit", "3", ("income", "age", "channel"), score_output="predict_proba")
     request = oip_protobuf(view(proto("request", REQUEST, raw=True)), mapping, "request")
     response = oip_protobuf(view(proto("response", RESPONSE)), mapping, "response")
-    builder = EventBuilder("topic")
-    assert all(builder.add(r, "offset 1") for r in request + response)
+    builder = EventBuilder(Source("topic"))
+    assert all(builder.add(r, (0, 0, 1, -1)) for r in request + response)
     assert len(set(builder.build().request_id)) == 2
 
 

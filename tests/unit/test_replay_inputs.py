@@ -19,7 +19,7 @@ from driftline.config import Config
 from driftline.connectors.dead_letters import RAW_CAP, DeadLetterFile, dead_letter_path, dead_letter_record
 from driftline.connectors.sources import check_input, read_events
 from driftline.errors import InvalidInput
-from driftline.events import BadEvent
+from driftline.events import BadEvent, Position, Source
 
 LINE = {"request_id": "r-1", "model": "credit", "model_version": "3", "event_time": 1_767_225_600_000,
         "features": {"x": 1.0}, "score": 0.1}
@@ -154,16 +154,17 @@ def test_every_bad_line_keeps_its_file_line_reason_and_raw_bytes(tmp_path: Path)
     assert missing["reason"] == "missing request_id" and missing["origin"] == f"{path} line 6"
 
 
-@pytest.mark.parametrize(("origin", "where"), [
-    ("/d/e.avro record 12", {"file": "/d/e.avro", "record": 12}),
-    ("/d/my events.parquet row 3", {"file": "/d/my events.parquet", "row": 3}),
-    ("/d/e.avro after record 7", {"file": "/d/e.avro", "after_record": 7}),
+@pytest.mark.parametrize(("at", "where"), [
+    (Position(Source("/d/e.avro", "record"), -1, 12), {"file": "/d/e.avro", "record": 12}),
+    (Position(Source("/d/my events.parquet", "row"), -1, 3), {"file": "/d/my events.parquet", "row": 3}),
+    (Position(Source("/d/e.avro", "after record"), -1, 7), {"file": "/d/e.avro", "after_record": 7}),
     ("/d/e.jsonl", {"file": "/d/e.jsonl"}),
-    ("scoring[3]@42", {"file": None}),
+    (Position(Source("scoring"), 3, 42), {"file": None}),
 ])
-def test_the_position_of_every_kind_of_input(origin: str, where: dict[str, Any]) -> None:
-    record = dead_letter_record(BadEvent(origin, "join", "Unmatched", "request without a response"),
-                                frozenset({"/d/e.jsonl"}))
+def test_the_position_of_every_kind_of_input(at: Position | str, where: dict[str, Any]) -> None:
+    unmatched = ("join", "Unmatched", "request without a response")
+    bad = BadEvent(at, *unmatched) if isinstance(at, str) else BadEvent.of(at, *unmatched)
+    record = dead_letter_record(bad, frozenset({"/d/e.jsonl"}))
     assert {k: record[k] for k in where} == where
     assert record["raw"] is None and record["reason"] == "request without a response"
 

@@ -16,7 +16,7 @@ from driftline.config import Config, ConfigError, load_config
 from driftline.engine.partials import PartitionPanes
 from driftline.engine.profile import ReferenceProfile, build_profile
 from driftline.engine.window_spec import WindowSpec
-from driftline.events import EventBuilder, Events
+from driftline.events import EventBuilder, Events, Source
 from driftline.merge import MergeShard
 from driftline.outcome import StepResult, Totals
 from driftline.grouping import typed_columns
@@ -42,15 +42,15 @@ def events(seed: int, n: int, partitions: int, extra: tuple[dict[str, Any], ...]
     """``n`` credit events over four minutes, out of order by up to 30 s, spread over the partitions."""
     rng = np.random.default_rng(seed)
     times = T0 + np.sort(rng.integers(0, 4 * MINUTE, n)) + rng.integers(-30_000, 30_000, n)
-    builder = EventBuilder("kafka")
+    builder = EventBuilder(Source("s"))
     sources = []
     for i in range(n):
-        builder.add_at({"request_id": f"r{i}", "model": "credit", "model_version": "3", "event_time": int(times[i]),
+        builder.add({"request_id": f"r{i}", "model": "credit", "model_version": "3", "event_time": int(times[i]),
                         "features": {"income": float(rng.lognormal(10, 1)), "channel": str(rng.choice(["web", "app"]))},
-                        "score": float(rng.random())}, f"s[{i % partitions}]@{i}")
+                        "score": float(rng.random())}, (0, i % partitions, i, -1))
         sources.append(f"s[{i % partitions}]")
     for j, record in enumerate(extra):
-        builder.add_at(record, f"s[0]@{n + j}")
+        builder.add(record, (0, 0, n + j, -1))
         sources.append("s[0]")
     built = builder.build()
     built.source = np.asarray(sources, dtype=object)
@@ -112,14 +112,16 @@ def test_a_request_id_repeated_in_its_partition_is_dropped_and_reported(profile:
     retried = rows[::7]  # producer retries: the same message again later in its partition
     again = batch.take(np.concatenate((rows, retried)))
     again.source = np.concatenate((batch.source, batch.source[retried]))
-    again.position = np.concatenate((batch.position, np.asarray([f"{p}#retry" for p in batch.position[retried]])))
+    retries = batch.position[retried].copy()
+    retries["offset"] += len(batch)  # (the same message produced again, later in its partition)
+    again.position = np.concatenate((batch.position, retries))
     expected = records(stage_one(profile), batch, 97)
     stage = stage_one(profile)
     results = [stage.count(again.take(np.arange(lo, min(lo + 97, len(again)))), None)
                for lo in range(0, len(again), 97)]
     assert sum(r.duplicates for r in results) == len(retried)
     reported = [b for r in results for b in r.bad]
-    assert {b.error_class for b in reported} == {"Duplicate"} and all(b.origin.endswith("#retry") for b in reported)
+    assert {b.error_class for b in reported} == {"Duplicate"} and all(b.at is not None and b.at.offset >= len(batch) for b in reported)
     by_partition = _merged(r for result in results for r in result.records)
     assert by_partition == _merged(expected)
 

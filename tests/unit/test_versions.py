@@ -22,7 +22,7 @@ from driftline.engine.stats import ks_on_grid
 from driftline.engine.versions import VersionChange, VersionWatch
 from driftline.engine.window_spec import ClosedWindow, window_id
 from driftline.errors import InvalidInput
-from driftline.events import EventBuilder, Events
+from driftline.events import EventBuilder, Events, Source
 from driftline.outcome import StepResult
 from driftline.pipeline import Pipeline
 from driftline.registry import KnownProfiles, ModelRegistry
@@ -293,14 +293,14 @@ def hour_events(hour: int, version: str, n: int = 800, incident: Incident = Inci
     rng = np.random.default_rng([hour, int(version)])
     data = credit_applications(rng, n, incident)
     times = np.sort(DAY + hour * HOUR + rng.integers(0, HOUR, n))
-    builder = EventBuilder("test")
+    builder = EventBuilder(Source("test", "line"))
     assert not builder.bad
     names = [k for k in data if k not in ("score", "decision")]
     for i in range(n):
         features = {k: (None if isinstance(v := data[k][i], float) and v != v else v) for k in names}
         builder.add({"request_id": f"{version}-{hour}-{i}", "model": "credit", "model_version": version,
                      "event_time": int(times[i]), "features": features, "score": float(data["score"][i]),
-                     "decision": str(data["decision"][i])}, f"line {i}")
+                     "decision": str(data["decision"][i])}, i)
     return builder.build()
 
 
