@@ -1,14 +1,8 @@
 """The reference profile: a model version's training data, summarised once, frozen.
 
-Built from training columns, it fixes everything serving windows are measured against: per numeric
-feature the coarse quantile bin edges (PSI), a fine quantile grid with the reference's exact counts
-(KS, Wasserstein), count, missing rate, min/max, mean, std; per categorical feature the top-K category
-frequencies, the rarer categories folded into "other". The model's score and decision are profiled
-the same way, with roles ``score`` and ``decision``.
-
-Edges never move with serving data. A profile is plain JSON (``to_dict``/``from_dict``) that validates
-against ``schemas/reference_profile.schema.json``; its ``content_hash`` (sha256 of the canonical
-JSON without the hash) travels with every result.
+:func:`build_profile` builds it from training columns (per-column profiles: :mod:`driftline.engine.feature_profile`);
+it is plain JSON with a ``content_hash``, and its edges never move with serving data (docs/engine.md,
+*Reference profile*).
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(7)
