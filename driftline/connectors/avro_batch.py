@@ -1,27 +1,8 @@
 """Avro binary of many messages at once, decoded by one compiled loop into columns.
 
-fastavro's ``schemaless_reader`` builds a dict per message: about 40k messages/s for a 30-feature
-scoring event on this machine, a fifth of what the service needs. Here a batch's values are joined
-into one byte buffer and a compiled loop walks every message, writing each field into a column: a
-value per message for the record's fields, and for a map field (driftline's ``features``) a value
-per message *per distinct key*, the keys interned as the loop meets them.
-
-The loop is generated from the schema (its fields and union branches written out as Python source)
-and compiled by numba once per schema and process: a loop specialised this way runs 4-5 times faster
-than one that looks the schema up in a table as it goes (measured; docs/decisions.md).
-
-Batchable schemas: a record whose fields are primitives (null, boolean, int, long, float, double,
-string, bytes, with any logical type), enums, unions of those, and maps of those: driftline's scoring
-schemas and the flat records serving layers register. :func:`batchable` says whether a schema
-qualifies; other schemas are decoded one message at a time by the caller.
-
-Nothing is guessed: a message the loop cannot decode exactly (truncated, a bad union branch or enum
-index, a negative or overlong length, bytes left over) is marked in :attr:`Decoded.failed` and
-contributes nothing; the caller decodes that one message with fastavro for its exact record or exact
-error. Every read is bounds-checked against the message's own end, so a corrupt message cannot read
-another's bytes. For every other message the columns hold what fastavro returns
-(``tests/unit/test_avro_batch.py`` compares them on seeded, generated and corrupted data); string
-values are byte ranges here, checked for UTF-8 when :func:`text` reads them.
+:func:`decode_batch` joins a batch's values into one buffer and runs a loop generated from the schema
+and compiled by numba; :func:`text` turns string byte ranges into ``str``. Which schemas qualify:
+:mod:`driftline.connectors.avro_plan`. Why and how: docs/events.md, *Avro in batches*.
 """
 
 from __future__ import annotations
