@@ -1,19 +1,8 @@
 """Canonical scoring events, columnar: what every source decodes into.
 
-A scoring event has ``request_id``, ``model``, ``model_version``, ``event_time`` (ISO-8601 or epoch
-milliseconds on the wire, epoch milliseconds here), ``features`` (name → number, string or null),
-``score`` and ``decision``. A *request* carries features, a *response* carries score/decision, a
-*combined* event both (schemas: ``schemas/scoring_*.avsc``; JSON has the same shape).
-
 Sources hand decoded records (dicts) to an :class:`EventBuilder`, which validates each one, turns the
 bad ones into :class:`BadEvent` (with where it came from and why) and builds one columnar
-:class:`Events` batch from the rest.
-
-A score is a finite number or null in every format. JSON cannot write NaN or ±inf (the line fails to
-decode); an Avro or Parquet event whose score is NaN or ±inf is a bad event (``InvalidScore``, the
-reason names the score), never a missing score. A finite score outside the profile's valid range,
-and a ±inf feature value, are counted per window as *invalid* values of their column (the engine's
-``invalid``/``invalid_share``), never mixed into the distribution.
+:class:`Events` batch from the rest. The contract: docs/events.md.
 """
 
 from __future__ import annotations

@@ -1,26 +1,8 @@
 """Join scoring requests and responses by request id, within a bounded event time, columnar.
 
-Each :meth:`Joiner.push` adds a batch to what is pending, matches requests with responses by
-``request_id`` (a sort-based intersection, no per-event Python), emits combined events (the
-request's time, model and version; the response's score and decision) and keeps the rest pending.
-Combined events pass straight through.
-
-Bounded: a half leaves as *unmatched* — counted per side and returned, never silently dropped — when
-the side that would carry its other half has moved on more than ``max_wait_ms`` of event time past it
-(see :meth:`Joiner.clock`), or when it would push the pending count over ``max_pending`` (oldest first).
-The side's progress is that of its sources (Kafka partitions), each on its own clock, so a backlog in
-which one topic is read ahead of the other leaves the same pairs as live traffic.
-
-A repeated request id (a producer retry) is a *duplicate*: on the same side within a batch or while
-pending, or — for up to ``max_wait_ms`` of event time, ``max_pending`` ids — after its event was
-already joined or passed through; the first is kept, the others are counted and returned, never
-counted twice.
-
-The ids joined or passed through are remembered as 64-bit hashes (FNV-1a of their UTF-32 code points,
-computed column by column) in :class:`RecentIds`, so that a batch costs in proportion to itself rather
-than to the up to ``max_pending`` ids remembered (docs/decisions.md). Two different ids with equal
-hashes would make the second a duplicate (reported, not lost); at 1M remembered ids the chance of one
-within a horizon is about 3e-8.
+:meth:`Joiner.push` matches a batch's halves with what is pending (a sort-based intersection, no
+per-event Python), emits combined events and reports unmatched halves and duplicates, never dropping
+one silently. The rules: docs/events.md, *Join*.
 """
 
 from __future__ import annotations

@@ -1,21 +1,8 @@
 """Stage 2 of the two-stage service (``kafka.stages: two``): partials records added up into windows,
 evaluated and decided; the outcome goes to the sinks.
 
-One :class:`MergeShard` per partition of the partials topic that this member's ``<group>.merge``
-consumer owns; it holds, for each model version whose records that partition carries (the record key
-is ``model|version``), a :class:`~driftline.engine.partials.PartialMerge`, the model's
-:class:`~driftline.engine.monitor.ModelMonitor` (evaluation against the reference and the previous
-window), and the deciders (one :class:`~driftline.engine.policy.DeciderState` per shard: the fleet
-circuit breaker counts the models of one partials partition). A window closes when every partition of
-the subscribed scoring topics has passed it (``expected``, from the topics' metadata).
-
-Redelivered records change nothing: a pane already added is recognised by (partition, pane), a mark
-only moves forward, and late counts are running counts per (partition, pane) of which the largest seen
-is kept. So a shard restored from its checkpoint and fed its partials partition again from the
-checkpoint's offset gives the same rows (every store insert is idempotent). A partition far ahead of one
-that holds the watermark cannot open more than ``windows.max_open_panes`` panes here: the newest are
-refused, and their events counted late for their windows (stage 1 has counted them: they cannot go to
-the dead-letter topic one by one).
+One :class:`MergeShard` per owned partition of the partials topic; redelivered records change nothing,
+so a shard restored from its checkpoint gives the same rows (docs/scaling.md).
 """
 
 from __future__ import annotations

@@ -1,29 +1,9 @@
 """Stage 1 of the two-stage service (``kafka.stages: two``): each source partition's events counted
 into partial windows, and the partials records that carry them to stage 2 (:mod:`driftline.merge`).
 
-Per (model version, source partition) a :class:`~driftline.engine.partials.PartitionPanes` counts the
-partition's events in its own order (a batch is grouped by model version, then by partition, keeping
-message order: no per-event Python). After each batch, one :class:`PartialRecord` per (model version,
-partition) that had events: the partition's largest event time, the panes that became final, and the
-*running* count of late events of each pane that got one in the batch. Running counts, not increments:
-a partition re-read from its checkpoint (after a crash or a handover) repeats the same running counts,
-and stage 2 keeps the largest it has seen, so nothing is counted twice.
-
-A request id seen again in its partition (a producer's retry) is a duplicate: dropped and reported,
-as the single-stage joiner does, within ``join.max_wait`` of the partition's event time and up to
-``join.max_pending`` ids shared out over the topics' partitions (so a member owning every partition
-remembers as many as the single-stage service). Producers key by request id, so a retry lands in the
-partition of its first delivery; the decision depends on that partition's order only.
-
-The state is kept per source partition (:meth:`StageOne.snapshot` / :meth:`StageOne.restore`), so a
-partition moves between members with its state.
-
-Wire format of a partials record (value of a message on ``kafka.partials_topic``, key ``model|version``),
-JSON::
-
-    {"v": 1, "model": "credit", "version": "3", "partition": "scoring[4]", "mark": 1767225659850,
-     "panes": [{"pane": 29453760, "counts": "<base64 of the int64 little-endian count vector>"}],
-     "late": {"29453759": 3}}
+Duplicates (a request id seen again in its partition) are dropped and reported; the state is kept
+per source partition (:meth:`StageOne.snapshot` / :meth:`StageOne.restore`). The protocol and the
+partials record's wire format: docs/scaling.md.
 """
 
 from __future__ import annotations

@@ -1,27 +1,8 @@
 """Avro binary of many messages at once, decoded by one compiled loop into columns.
 
-fastavro's ``schemaless_reader`` builds a dict per message: about 40k messages/s for a 30-feature
-scoring event on this machine, a fifth of what the service needs. Here a batch's values are joined
-into one byte buffer and a compiled loop walks every message, writing each field into a column: a
-value per message for the record's fields, and for a map field (driftline's ``features``) a value
-per message *per distinct key*, the keys interned as the loop meets them.
-
-The loop is generated from the schema (its fields and union branches written out as Python source)
-and compiled by numba once per schema and process: a loop specialised this way runs 4-5 times faster
-than one that looks the schema up in a table as it goes (measured; docs/decisions.md).
-
-Batchable schemas: a record whose fields are primitives (null, boolean, int, long, float, double,
-string, bytes, with any logical type), enums, unions of those, and maps of those: driftline's scoring
-schemas and the flat records serving layers register. :func:`batchable` says whether a schema
-qualifies; other schemas are decoded one message at a time by the caller.
-
-Nothing is guessed: a message the loop cannot decode exactly (truncated, a bad union branch or enum
-index, a negative or overlong length, bytes left over) is marked in :attr:`Decoded.failed` and
-contributes nothing; the caller decodes that one message with fastavro for its exact record or exact
-error. Every read is bounds-checked against the message's own end, so a corrupt message cannot read
-another's bytes. For every other message the columns hold what fastavro returns
-(``tests/unit/test_avro_batch.py`` compares them on seeded, generated and corrupted data); string
-values are byte ranges here, checked for UTF-8 when :func:`text` reads them.
+:func:`decode_batch` joins a batch's values into one buffer and runs a loop generated from the schema
+and compiled by numba; :func:`text` turns string byte ranges into ``str``. Which schemas qualify:
+:mod:`driftline.connectors.avro_plan`. Why and how: docs/events.md, *Avro in batches*.
 """
 
 from __future__ import annotations
@@ -35,17 +16,18 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
+from driftline.connectors.avro_plan import Plan, batchable, enum_symbols, field_plans, resolved
+
+__all__ = ["ABSENT", "BOOLEAN", "BYTES", "ENUM", "FLOAT", "INTEGER", "KEY_CAPACITY", "MATRIX_WIDTH", "MAX_KEYS",
+           "NULL", "STRING", "Decoded", "Values", "batchable", "decode_batch", "text"]
+
 NULL, BOOLEAN, INTEGER, FLOAT, STRING, BYTES, ENUM = range(7)
 """Value kinds in :class:`Values` (int and long are INTEGER, float and double FLOAT)."""
 ABSENT = -1
 """A map column's kind where a message's map lacks the key."""
 
-# Wire types of one union branch (or of a non-union field): the value kinds, with floats by width.
-_WIRE = {"null": "null", "boolean": "boolean", "int": "long", "long": "long", "float": "float",
-         "double": "double", "string": "string", "bytes": "bytes"}
 _KIND = {"null": NULL, "boolean": BOOLEAN, "long": INTEGER, "float": FLOAT, "double": FLOAT,
          "string": STRING, "bytes": BYTES, "enum": ENUM}
-MAX_BRANCHES = 16
 KEY_CAPACITY = 64
 """Distinct map keys a batch starts with room for; the loop runs again with 4x the room if needed."""
 MAX_KEYS = 16_384
@@ -79,40 +61,10 @@ class Decoded:
     """Messages the loop could not decode exactly: decode these one at a time."""
 
 
-def batchable(schema: Any) -> bool:
-    """Whether :func:`decode_batch` handles this (fastavro-parsed) schema."""
-    if not isinstance(schema, dict) or schema.get("type") != "record" or not schema.get("fields"):
-        return False
-    return all(plan is not None for plan in _plans(schema))
-
-
-def _plans(schema: Mapping[str, Any]) -> list[Plan | None]:
-    """Each field's plan; enums defined in an earlier field may be named by a later one."""
-    named: dict[str, Any] = {}
-    plans = []
-    for field in schema["fields"]:
-        plans.append(_field_plan(_resolved(field["type"], named)))
-    return plans
-
-
-def _resolved(schema: Any, named: dict[str, Any]) -> Any:
-    """The schema with references to enums seen before replaced by their definitions."""
-    if isinstance(schema, list):
-        return [_resolved(branch, named) for branch in schema]
-    if isinstance(schema, str):
-        return named.get(schema, schema)
-    if isinstance(schema, dict):
-        if schema.get("type") == "enum":
-            named[schema["name"]] = schema
-        elif schema.get("type") == "map":
-            return {**schema, "values": _resolved(schema["values"], named)}
-    return schema
-
-
 def decode_batch(values: Sequence[bytes], schema: Mapping[str, Any]) -> Decoded | None:
     """Decode raw Avro ``values`` (each one record of ``schema``, no framing) together; None when the
     batch has more distinct map keys than :data:`MAX_KEYS` (decode it one message at a time)."""
-    plans = _plans(schema)
+    plans = field_plans(schema)
     if any(plan is None for plan in plans):
         raise ValueError(f"schema {schema.get('name')!r} is not batchable (check with batchable() first)")
     loop = _compiled(tuple(plans))  # type: ignore[arg-type]
@@ -140,7 +92,7 @@ def decode_batch(values: Sequence[bytes], schema: Mapping[str, Any]) -> Decoded 
     fields: dict[str, Values | dict[str, Values]] = {}
     named: dict[str, Any] = {}
     for row, field in enumerate(schema["fields"]):
-        symbols = _symbols(_resolved(field["type"], named))
+        symbols = enum_symbols(resolved(field["type"], named))
         if not plans[row][0]:  # type: ignore[index]
             fields[field["name"]] = _values(kinds[row], columns[:, row], symbols)
             continue
@@ -163,41 +115,6 @@ def decode_batch(values: Sequence[bytes], schema: Mapping[str, Any]) -> Decoded 
 def _values(kind: NDArray[np.int8], columns: NDArray[np.int64], symbols: tuple[str, ...]) -> Values:
     return Values(kind, columns[0].view(np.float64), columns[0], columns[1], columns[2], symbols)
 
-
-Plan = tuple[bool, bool, tuple[tuple[str, int], ...]]
-"""A batchable field: (is a map, is a union, (wire type, enum size) per branch)."""
-
-
-def _field_plan(schema: Any) -> Plan | None:
-    is_map = isinstance(schema, dict) and schema.get("type") == "map"
-    value = schema["values"] if is_map else schema
-    branches = value if isinstance(value, list) else [value]
-    if not branches or len(branches) > MAX_BRANCHES:
-        return None
-    wires = [_wire(branch) for branch in branches]
-    if any(w is None for w in wires):
-        return None
-    return is_map, isinstance(value, list), tuple(wires)  # type: ignore[arg-type]
-
-
-def _wire(schema: Any) -> tuple[str, int] | None:
-    if isinstance(schema, str):
-        return (_WIRE[schema], 0) if schema in _WIRE else None
-    if isinstance(schema, dict):
-        kind = schema.get("type")
-        if kind == "enum":
-            return "enum", len(schema["symbols"])
-        if isinstance(kind, str) and kind in _WIRE:  # {"type": "long", "logicalType": ...}
-            return _WIRE[kind], 0
-    return None
-
-
-def _symbols(schema: Any) -> tuple[str, ...]:
-    value = schema["values"] if isinstance(schema, dict) and schema.get("type") == "map" else schema
-    for branch in value if isinstance(value, list) else [value]:
-        if isinstance(branch, dict) and branch.get("type") == "enum":
-            return tuple(branch["symbols"])
-    return ()
 
 
 # -- the compiled loop -----------------------------------------------------------------------------------

@@ -1,13 +1,8 @@
 """Scoring events from a batch of Avro messages, column by column: the service's fast path.
 
-:func:`avro_events` decodes a batch with :mod:`driftline.connectors.avro_batch` and builds the
-canonical :class:`~driftline.events.Events` straight from the columns: no dict per message, no
-validation per message. It accepts the rows whose every field is of the common, valid shape (text
-ids, epoch-millisecond times within range, finite numbers or null for the score, text or null for the
-decision, numbers, text, booleans or null for features) and hands back the others by index: the caller
-decodes those one at a time with fastavro and validates them with :class:`~driftline.events.EventBuilder`,
-which gives each its exact record or its exact reason. Both paths give the same events
-(``tests/unit/test_avro_events.py``).
+:func:`avro_events` builds :class:`~driftline.events.Events` straight from
+:mod:`driftline.connectors.avro_batch`'s columns and hands back by index the rows that need the
+one-at-a-time path (docs/events.md, *Avro in batches*).
 """
 
 from __future__ import annotations

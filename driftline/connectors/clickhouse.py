@@ -1,14 +1,8 @@
 """The ClickHouse store: windows, late events, alerts, rollback requests, audit log.
 
-One client, one code path: clickhouse-connect talks to chDB in-process (``chdb:///path``, the
-embedded default) or to a ClickHouse server (``http(s)://…``). The schema lives in
-``schemas/clickhouse_v1.sql`` and the migrations after it
-(``clickhouse_v2.sql``), and is applied by :meth:`ClickHouseStore.apply_schema`.
-
-Idempotency: every row has a deterministic key (window id, alert id, request id); tables are
-ReplacingMergeTree on that key (read with ``FINAL`` for exactly one copy), and every insert carries an
-``insert_deduplication_token`` derived from its content, so a retried or replayed insert is stored once.
-No row holds a wall-clock time except the audit log's ``recorded_at``.
+One client (clickhouse-connect) for chDB in-process or a ClickHouse server; the schema is
+``schemas/clickhouse_v*.sql``, applied by :meth:`ClickHouseStore.apply_schema`; every write is
+idempotent (docs/store.md).
 """
 
 from __future__ import annotations

@@ -1,17 +1,7 @@
 """Message decoders: one Kafka message value (bytes) → one scoring record (dict), or a DecodeError.
 
-Formats (chosen per topic in the configuration):
-
-``json``
-    driftline's JSON scoring event (docs/events.md).
-``avro``
-    driftline's Avro schemas without framing (``schemas/scoring_*.avsc``; the topic names which).
-``avro-confluent``
-    The Confluent Schema Registry wire format: magic byte 0, a 4-byte big-endian schema id, then Avro
-    binary. Writer schemas are fetched from the registry by id once and cached.
-
-A decoder never lets an exception other than :class:`DecodeError` escape: whatever the bytes, the
-caller gets a record or a reason for the dead-letter topic.
+Formats ``json``, ``avro`` and ``avro-confluent`` (docs/events.md). A decoder never lets an exception
+other than :class:`DecodeError` escape: whatever the bytes, the caller gets a record or a reason.
 """
 
 from __future__ import annotations

@@ -1,15 +1,7 @@
 """The dead-letter file of a replay: every input it could not use, one JSON object a line.
 
-``driftline replay`` prints only the first few bad inputs; this file keeps all of them, each with its
-file and line (``record`` for Avro, ``row`` for Parquet), the stage, the error class, the reason and the
-raw line (capped at :data:`RAW_CAP` bytes, its full size beside it)::
-
-    {"file": "hour-07.jsonl", "line": 5001, "origin": "hour-07.jsonl line 5001", "stage": "validate",
-     "error": "SchemaMismatch", "reason": "missing request_id", "raw": "{\"model\": …}", "raw_bytes": 61,
-     "raw_truncated": false}
-
-It is written as the replay goes (nothing is held back in memory) and only once there is a bad input:
-a clean run leaves no file.
+Each line holds the file and line, stage, error class, reason and the raw line (capped at
+:data:`RAW_CAP` bytes); the fields: docs/events.md, *Validation and bad input*.
 """
 
 from __future__ import annotations

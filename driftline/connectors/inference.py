@@ -1,14 +1,7 @@
 """What serving layers write to Kafka, as scoring records: the Open Inference Protocol (V2) in JSON, as
-Seldon Core v2 and MLServer write it, and KServe's payload-logger CloudEvents (binary and structured
-mode; V1 ``instances``/``predictions`` and V2 bodies). See ../shared reference, ecosystem §1–2.
+Seldon Core v2 and MLServer write it, and KServe's payload-logger CloudEvents.
 
-A message may hold a batch of N rows; each becomes a record with request id ``<id>`` (N = 1) or
-``<id>#<row>``, so row i of a request joins row i of its response. Tensors become features either by
-name (one tensor per feature, shape [N] or [N, 1]; each configured ``feature_names`` entry needs its
-tensor) or by position (one [N, F] tensor whose columns are the topic's configured ``feature_names``).
-The protobuf form is read into the JSON form (``oip_protobuf``) and decoded here. The score is the configured output tensor (default: the
-first), its last column when it has two or more (a class-probability tensor); the decision, when
-configured, another output tensor.
+Tensors, rows and request ids: docs/events.md, *What serving layers write*.
 """
 
 from __future__ import annotations

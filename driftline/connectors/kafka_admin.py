@@ -1,16 +1,8 @@
 """The topics at start: every topic driftline reads or writes must exist, and the ones it writes say how
 large a record they take.
 
-:func:`check_topics` lists the broker's topics once at start. A missing one stops the start at once with
-:class:`MissingTopics`, naming every missing topic and the setting that names it, rather than a stall of
-``kafka.publish_timeout`` and an "Unknown topic or partition" on the first dead letter (a broker with
-``auto.create.topics.enable=false``, as production brokers usually run). With ``kafka.create_topics: true``
-the missing topics driftline writes (dead-letter, control, partials) are created as
-``kafka.new_topics`` says; a topic driftline consumes is never created (a typo there would otherwise
-read an empty topic for ever).
-
-It then reads the ``max.message.bytes`` of the topics driftline writes (the topic's own setting, or the
-broker's ``message.max.bytes`` it inherits): a dead letter is cut to fit it (connectors/kafka.py).
+:func:`check_topics` stops the start with :class:`MissingTopics` (or creates the topics driftline
+writes, with ``kafka.create_topics``) and reads their ``max.message.bytes`` (docs/control-topic.md).
 """
 
 from __future__ import annotations

@@ -1,18 +1,8 @@
 """Fetch messages back from Kafka by topic, partition and offset, for dead letters.
 
-A bad event found in a later batch than its message (a join half that expires unmatched, a joined pair
-that fails validation) is known by its origin only: the join keeps no message bytes for its waiting
-halves (up to ``join.max_pending`` of them). :class:`MessageFetcher` reads those messages again, all of a
-batch's in one go: per partition, from the smallest offset needed to the largest, keeping only the ones
-needed and seeking over long gaps, within ``kafka.dead_letter_fetch_timeout`` overall.
-
-Its consumer joins no group and commits nothing (``assign`` with explicit offsets; the client insists on
-a ``group.id``, so it gets ``<group_id>.dead-letter-fetch``, never subscribed). It is created on the first
-fetch, so a service that never needs it never connects it.
-
-What cannot be fetched is returned with the reason, never raised: an offset before the partition's
-start (retention or ``delete_records`` removed it), at or past its end, missing in between (compaction),
-a partition that no longer exists, or the timeout.
+:class:`MessageFetcher` reads again the messages of bad events found after their batch (a join half
+that expires unmatched), all of a batch's in one go; what cannot be fetched is returned with the
+reason, never raised (docs/control-topic.md, *Dead letters*).
 """
 
 from __future__ import annotations

@@ -1,13 +1,8 @@
-"""librdkafka's log lines, rate-limited: a broker that is down makes every client log "Connect failed"
-about 30 times a second; driftline logs the first line of a kind at once and then one line per
+"""librdkafka's log lines, rate-limited: the first line of a kind at once, then one line per
 ``LOG_REPEAT_INTERVAL_S`` with the count of those that came meanwhile.
 
-Lines are of one kind when they have the same level, facility and text once the numbers in it are set
-aside (ports, milliseconds, counts of suppressed errors). :class:`RepeatLimiter` is the pure part (given
-a clock); :class:`LibrdkafkaLog` is what :func:`client_settings` (every client's settings) hands
-every client as its ``logger``
-(confluent-kafka calls ``logger.log(level, "%s [%s] %s", facility, client_name, message)``, from the
-client's poll and consume calls).
+:class:`RepeatLimiter` is the pure part; :class:`LibrdkafkaLog` is every client's ``logger``
+(docs/service.md, *librdkafka's log*).
 """
 
 from __future__ import annotations

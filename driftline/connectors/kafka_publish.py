@@ -1,24 +1,7 @@
 """Kafka producing on confluent-kafka (librdkafka): the dead-letter topic, the control topic, the partials topic.
 
-Dead-letter records keep the original bytes as their value and say where they came from and why in
-headers: ``driftline.source.topic``, ``driftline.source.partition``, ``driftline.source.offset``,
-``driftline.stage`` (decode, validate, join, engine), ``driftline.error.class``,
-``driftline.error.reason``, ``driftline.origin``. A value over ``max(kafka.max_message_bytes, ~1 MB)``, or
-too large for the record (value, key, headers and framing) to fit the dead-letter topic's
-``max.message.bytes``, is cut to fit (``driftline.truncated: true``, ``driftline.original.bytes``,
-``driftline.original.sha256``). A dead letter the broker still refuses for what it is (too large, invalid
-for the topic) is tried once more alone, the topic's limit read again; refused again, it is *undeliverable*:
-kept in :attr:`Publisher.undeliverable` for the service to record (store, audit log, a counter), and the
-batch goes on. A bad event whose
-message was consumed in an earlier batch (a join half left unmatched, a joined pair that fails
-validation) has its message fetched back by offset (:mod:`driftline.connectors.kafka_fetch`); when it
-cannot be (retention deleted it, a timeout), the dead letter carries the headers only and
-``driftline.payload.missing`` says why.
-
-Control-topic records (docs/control-topic.md) are Avro values (``schemas/control_*.avsc``) with
-CloudEvents binary-mode headers (``ce_specversion``, ``ce_id``, ``ce_source``, ``ce_type``,
-``ce_time``, ``ce_subject``, ``content-type``), keyed by model; ``ce_id`` is the deterministic
-alert or request id, so a consumer can deduplicate.
+:class:`Publisher` sends dead letters (cut to fit, refused ones kept in :attr:`Publisher.undeliverable`)
+and control-topic records (Avro values, CloudEvents headers): docs/control-topic.md.
 """
 
 from __future__ import annotations

@@ -1,18 +1,8 @@
 """The Open Inference Protocol in protobuf, as Seldon Core v2 writes it to Kafka: ``inference.ModelInferRequest``
 on ``seldon.<ns>.model.<m>.inputs``, ``inference.ModelInferResponse`` on ``.outputs``, keyed by the request id.
 
-A message is read into the OIP JSON form (``id``, ``model_name``, ``model_version``, ``inputs`` or
-``outputs`` tensors with flat ``data``) and from there follows the JSON decoder: the same request as
-JSON or as protobuf gives the same records. A tensor's values are in its typed ``contents`` (the field
-of its datatype) or, for every tensor of the message, in ``raw_input_contents`` / ``raw_output_contents``:
-one entry per tensor in order, elements flattened row-major, little-endian, BYTES elements each
-preceded by a 4-byte little-endian length. Parameters are not read (the JSON form does not use them).
-
-The ``seldon-infer-type`` header, when present, names the message (``proto/InferModelRequest``,
-``proto/InferModelResponse``; ``json/…`` hands the message to the JSON decoder); otherwise the topic's
-configuration does. A request and a response are alike on the wire (fields 1–5 are laid out the
-same), so one with typed contents cannot be told from the other: it is caught only where its fields
-or tensors do not fit.
+A message is read into the OIP JSON form and from there follows the JSON decoder
+(docs/events.md, *The protobuf form*).
 """
 
 from __future__ import annotations

@@ -1,29 +1,8 @@
 """Which owned partitions a model's watermark waits for: each partition's state, and the idleness rule.
 
-A partition this member owns is, in turn:
-
-- ``FRESH`` from its assignment (or a seek back to re-read it) until something is read from it: it may
-  carry any model's events, so it holds every model's watermark;
-- ``READING`` while it delivers: it holds the watermark of the models whose events it carried;
-- ``AT_END`` once read to its end (the consumer's end-of-partition event after its last message). It
-  goes on holding, as ``READING`` does: one partition read to its end minutes of event time ahead of
-  another (a producer's backlog flushed after a broker outage, a slow producer) must not close the
-  windows the other has not delivered yet;
-- ``IDLE`` once it has been at its end with no new message for ``kafka.idle_after`` of the service's
-  clock (Flink's source idleness): it stops holding, so windows close when a partition has really
-  stopped. A message arriving on it makes it ``READING`` again (events of windows closed meanwhile are
-  counted late, as usual). ``idle_after: 0`` makes a partition idle as soon as it is read to its end.
-
-The idle timer starts at a partition's last message, or, when nothing has been read from it since its
-assignment or its seek back, at the first batch that finds it at its end. After the consumer reported
-the broker unreachable, or was paused (an outage), the first batch that brings anything (a message or
-an end of partition) restarts the timer of every partition at its end, idle ones included: nothing was
-known of the partitions meanwhile, and their producers' backlogs, queued through the outage, reach the
-broker one after the other, each partition getting ``idle_after`` to deliver its own. (Holding again
-is always safe: the watermark never goes back, it only waits.) The states are runtime only, never
-checkpointed: after a restart every partition is ``FRESH`` until read, then its timer starts anew.
-
-Pure bookkeeping: times are handed in (seconds of the service's clock), nothing here reads a clock.
+A partition is ``FRESH``, ``READING``, ``AT_END`` or ``IDLE`` (at its end for ``kafka.idle_after``: it
+stops holding). Pure bookkeeping: times are handed in, nothing here reads a clock. The rules:
+docs/scaling.md, *Idle partitions*.
 """
 
 from __future__ import annotations

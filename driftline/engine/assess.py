@@ -1,36 +1,8 @@
 """From statistics to severities: one window, no memory (the stateless half of the policy).
 
 An assessment is a chain of small steps, each a plain callable ``(Assessment, Policy) -> Assessment``
-run in order (:data:`ASSESSMENT_STEPS`): the minimum-sample gate, the multiple-testing correction over
-the judged features, the per-metric thresholds, the dataset-level rule. Each is testable alone.
-
-Default thresholds and their sources
-    =====================  ===========  ===========  ==============================================
-    metric                 warn         critical     source
-    =====================  ===========  ===========  ==============================================
-    psi                    ≥ 0.10       ≥ 0.25       credit-scorecard practice (Siddiqi 2006; Yurdakul 2018)
-    ks_pvalue (Holm)       < 0.05       —            Evidently / alibi-detect default significance
-    chi2_pvalue (Holm)     < 0.05       —            Evidently / NannyML default significance
-    js_distance (base 2)   ≥ 0.10       ≥ 0.20       Evidently's 0.1 (there natural log)
-    wasserstein_normed     ≥ 0.10       ≥ 0.25       Evidently's 0.1 on W1 / std(reference)
-    l_infinity             ≥ 0.10       ≥ 0.20       SageMaker Model Monitor's 0.1
-    unseen_share           ≥ 0.01       ≥ 0.05       driftline: a new category in 1 % of traffic
-    out_of_range_share     ≥ 0.01       ≥ 0.05       driftline: 1 % outside the training range
-    invalid_share          ≥ 0.01       ≥ 0.05       driftline: 1 % ±inf or outside the valid range
-    |missing_rate_shift|   ≥ 0.05       ≥ 0.10       driftline
-    |approval_rate_shift|  ≥ 0.05       ≥ 0.10       driftline: 5 points of approval rate
-    =====================  ===========  ===========  ==============================================
-
-The minimum-sample gate is two gates. A window with fewer rows than ``min_samples`` (missing
-included) judges nothing. A feature with fewer *non-missing* rows than that is ``insufficient``: its
-distribution tests (everything but the row checks) are not judged, but the row checks
-(:data:`ROW_METRICS`: the missing-rate shift, the invalid share) still are, on the window's rows, so
-a feature an upstream join silently drops (100 % missing) is critical, not ``ok``.
-
-P-values are significance, not size: with 100k rows a harmless shift is "significant", so they only
-ever warn. The dataset is drifted (``warn``) when at least ``drift_share`` (0.5, Evidently's default)
-of the assessed features are at ``warn`` or worse, ``critical`` when that share is critical; the
-score and decision are monitored outputs and carry their own severity.
+run in order (:data:`ASSESSMENT_STEPS`): the minimum-sample gate, the multiple-testing correction,
+the per-metric thresholds, the dataset-level rule. Defaults and their sources: docs/engine.md, *Decisions*.
 """
 
 from __future__ import annotations

@@ -1,30 +1,8 @@
 """Bin layouts: how one column's values become cell counts, fixed by the reference.
 
-A *layout* is derived once from a feature's reference profile and turns any batch of that feature's
-values into a vector of cell counts. Counts are plain int64 arrays, so histograms of the same layout
-add up exactly, in any order (windows, panes, partitions): merging is integer addition.
-
-Numeric layout
-    Cells are half-open intervals ``(edges[i-1], edges[i]]`` over one increasing array of right
-    edges that ends with ``+inf``; one more cell, after the last, holds the missing values (NaN).
-    The edges are, in order:
-
-    * *below-range* edges ``min - s·o`` for offsets ``o`` = 2^16 … 2^-2 (a geometric ladder, ratio
-      √2, with ``s`` the reference std) and the float just below ``min``: out-of-range values
-      are counted by how far out they are, so the Wasserstein distance sees a unit change;
-    * the fine reference grid ``g[0] = min < ... < g[L-1] = max`` (unique reference quantiles);
-    * *above-range* edges ``max + s·o``, ``o`` = 2^-2 … 2^16, and ``+inf``.
-
-    ±inf and values outside a column's declared valid range are *invalid*: :meth:`NumericLayout.count_valid`
-    counts them apart, never in a cell (:class:`~driftline.engine.features.FeatureSet` keeps one invalid
-    count per numeric column). Counting sorts the batch once and
-    searches the edges in it (``np.sort`` + ``searchsorted`` of the ~280 edges): 3–4 ns per value,
-    against 40+ ns for a per-value binary search over the same edges. NaN sorts last, so the missing
-    count falls out of the same search.
-
-Categorical layout
-    Codes ``0 .. K-1`` are the reference's top-K categories, ``K`` the reference's other (rarer)
-    categories, ``K + 1`` a category the reference never saw, ``K + 2`` missing (None/NaN).
+A *layout* (:class:`NumericLayout`, :class:`CategoricalLayout`) is derived once from a feature's
+reference profile and turns any batch of that feature's values into a vector of int64 cell counts,
+which add up exactly in any order. The cells: docs/engine.md, *Cells*.
 """
 
 from __future__ import annotations

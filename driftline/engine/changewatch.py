@@ -1,30 +1,8 @@
 """Fast change detection on the score stream between window closes: ADWIN's test, batch-native.
 
-Windows answer "has the distribution moved?" once per window; the change watch answers "did the mean
-score just shift?" within a few hundred events. It is ADWIN (Bifet and Gavaldà, 2007) evaluated per
-batch with numpy instead of one Python call per event:
-
-* The window ``W`` is every value since the last detection. Its statistics are *prefix sums*
-  ``C(p) = Σ_{start ≤ i < p} (x_i − pivot)`` and ``Q(p)`` (squares), one per position, kept only at a
-  logarithmic set of positions: at distance ``d`` from the newest value, every position while
-  ``d < 2·cuts_per_level``, then, for ``d`` in ``[m·2^k, m·2^(k+1))``, those ``2^k``-aligned from the
-  window start (``m = cuts_per_level``). That is ADWIN2's exponential histogram (``m`` buckets per
-  size) as positions instead of buckets, and it depends only on the stream, never on the batching.
-* Every ``clock`` values (counted from the window start, as river's ADWIN ticks) the window is cut at
-  each kept position into an older part ``W0`` (``n0`` values, mean ``μ0``) and a newer part ``W1``
-  (``n1``, ``μ1``), and a change is detected when for some cut
-
-      |μ0 − μ1| > ε = sqrt(2 · (1/n0' + 1/n1') · σ²_W · δ') + 2/3 · δ' · (1/n0' + 1/n1'),
-      δ' = ln(2 · ln|W| / δ),   n' = n − min_window_length + 1,
-
-  river's bound (``δ`` is ``significance_level``; ``σ²_W`` the window's variance). All the checks of a
-  batch and all their cuts are one vectorised array expression; the batch is walked in Python only
-  from one detection to the next.
-* On a detection the window restarts empty at the next value (as river's detector resets).
-
-The state is a handful of integers and about ``m · log2(|W| / m)`` prefix positions: a small plain-data
-:meth:`snapshot`, so a restart goes on with the same detections. Non-finite values and values beyond
-``MAX_PLAUSIBLE`` are skipped (and counted) and do not advance the index.
+:class:`ScoreChangeWatch` answers "did the mean score just shift?" within a few hundred events,
+evaluating ADWIN (Bifet and Gavaldà, 2007) per batch with numpy; its state is a small plain-data
+snapshot. How it works: docs/engine.md, *Score change watch*.
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)

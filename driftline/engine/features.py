@@ -1,9 +1,7 @@
 """A reference profile compiled for counting: one flat int64 vector per window.
 
-Every monitored column (features, score, decision) owns a slice of one flat count vector; element 0
-is the number of rows. After the columns' slices come the invalid counts, one per numeric column, in
-column order: ±inf and values outside the column's valid range, counted apart from its cells. A pane, a window or a partial window from another consumer is such a vector,
-so merging is one ``+``, a snapshot is a list of ints, and memory per window is ``8 · size`` bytes.
+Every monitored column owns a slice of one flat count vector (element 0 is the number of rows, the
+numeric columns' invalid counts come last), so merging is one ``+`` and a snapshot a list of ints.
 
 >>> import numpy as np
 >>> from driftline.engine.profile import build_profile

@@ -1,9 +1,7 @@
 """One model version's monitor: windows in, assessed window reports out.
 
-It wires the pieces of the engine for one (model, version): the counting plan of its reference
-profile, its event-time window state, the statistics of every closed window against the reference
-(training–serving skew) and against the previous closed window (drift), the stateless assessment,
-and the score change watch. The stateful decisions across the fleet are the :class:`Decider`'s.
+It wires the engine for one (model, version): counting plan, window state, statistics against the
+reference and the previous window, assessment and score change watch; decisions are the :class:`Decider`'s.
 
 >>> import numpy as np
 >>> from driftline.engine.profile import build_profile

@@ -1,26 +1,8 @@
 """Partial windows: what one partition contributes to a model's windows, and how contributions merge.
 
-Several consumers in one group each read some of a topic's partitions, and a window needs all of
-them. So the unit that counts is the partition, and the unit that closes windows sees every partition:
-
-Stage 1, :class:`PartitionPanes`, one per (model version, partition), counts its events into panes
-(``hop``-long slices of event time). An event is *late* when its pane ended at or before the largest
-event time seen *before it in its partition*, less the allowed lateness: it is counted per window,
-never added. A pane that the partition's watermark (its largest event time less the allowed lateness)
-has passed is *final*: it is handed on once, as a :class:`PanePartial`, and forgotten. Everything
-stage 1 decides depends only on the order of the partition's own events, which Kafka keeps: not on
-batching, not on how partitions interleave, not on which process reads the partition.
-
-Stage 2, :class:`PartialMerge`, one per model version, adds the partials of every partition it waits
-for. A window closes when all their watermarks have passed its end; a window is then the sum of final
-panes. A partial delivered again (a partition re-read after a crash or a rebalance) is recognised and
-not added twice.
-
-So a closed window is a function of each partition's own event sequence: one process or several, any
-batching, any interleaving, any redelivery give the same windows (``tests/unit/test_partials.py``).
-This is stricter than :class:`~driftline.engine.window.WindowState` with per-source watermarks, whose
-lateness is judged against the slowest source at the start of a batch: there an out-of-order event's
-fate can depend on how far another partition had been read.
+Stage 1, :class:`PartitionPanes` (one per model version and partition), hands on final panes as
+:class:`PanePartial`; stage 2, :class:`PartialMerge` (one per model version), adds them into windows.
+The semantics that make it exact: docs/scaling.md.
 """
 
 from __future__ import annotations

@@ -1,22 +1,8 @@
 """From severities to actions, over the window history (the stateful half of the policy).
 
 :class:`Decider` folds assessed windows, in order of window end, into alert events and rollback
-requests. Its state is plain data and it reads no clock: every time it uses is a window's event time.
-So decisions are a pure function of the window history, and replaying the same windows after a
-restart gives the same alerts and the same requests (same ids) again.
-
-Alerts, per (model, version, subject) where a subject is a monitored column or ``__dataset__``:
-``firing`` after ``consecutive`` windows in a row at ``warn`` or worse (at the lowest severity those
-windows held), ``escalated`` when ``critical`` has held that long while firing at ``warn``, ``resolved``
-after ``resolve_after`` windows in a row at ``ok`` (hysteresis). A window that judged nothing about a
-subject (too few rows, see :attr:`~driftline.engine.assess.FeatureAssessment.judged`) neither extends
-nor breaks its streaks; one judged on its rows only (its missing rate) counts like any other.
-
-Rollback requests come from ``firing``/``escalated`` alerts whose role and severity match a trigger,
-then pass a chain of guards (:data:`ROLLBACK_GUARDS`), each a small callable that may suppress the
-request and say why: kill switch, cooldown per model, daily cap per model (UTC day of the window end),
-a fleet-wide circuit breaker (too many models asking within an hour means the cause is upstream, not
-the models), dry-run. Suppressed and dry-run requests are still returned, so they reach the audit log.
+requests passed through the guards (:data:`ROLLBACK_GUARDS`); it reads no clock, so the same window
+history gives the same decisions. The rules: docs/engine.md, *Decisions*.
 """
 
 from __future__ import annotations

@@ -1,22 +1,7 @@
 """One model version's window counts carried onto another version's counting plan, for comparing the two.
 
-Two versions of a model share cells only when their reference profiles do. When they do not (a new
-version profiled on other training data), a column is carried over on a common basis:
-
-numeric
-    The source cell counts are read as a CDF that is linear inside each bounded cell (the assumption
-    the Wasserstein distance already makes; the unbounded end cells' mass sits at their finite edge),
-    evaluated at the target's edges, and rounded back to integer counts by largest remainder (the
-    total is kept). Exact when the layouts agree; otherwise a target cell boundary that falls inside a
-    source cell splits that cell's mass in proportion to width: the CDF is off by at most the mass of
-    one source cell (≈ 1/200 of the values on the fine grid), the size of ``ks_error_bound``.
-categorical
-    Each of the source's top categories goes to the target cell of the same label (its top code, the
-    target's "other" cell when the target saw it only rarely, "unseen" when never); the source's
-    "other", "unseen" and missing cells go to the target's. Exact when the top categories agree.
-not comparable
-    A column the source has not, or has with another kind or role, or numeric on one side and with no
-    finite reference value on the other. It is left out of the comparison and named.
+:func:`onto` carries numeric columns through their CDF and categorical ones by label, and names the
+columns it cannot compare (docs/engine.md, *Version switches*: common basis).
 
 >>> import numpy as np
 >>> from driftline.engine.profile import build_profile

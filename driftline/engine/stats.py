@@ -1,50 +1,8 @@
 """Distances between two histograms of one feature, on the reference's fixed cells.
 
 Every function takes the *expected* counts (the reference, or the previous window) and the *actual*
-counts (the current window) in the same layout and returns plain numbers. Units and conventions,
-stated once here because peers differ on them silently:
-
-PSI
-    ``Σ (a - e) · ln(a / e)`` over the coarse bins (deciles by default) on the non-missing values,
-    natural log. **Empty-bin policy:** a bin share below ``PSI_EPSILON`` (1e-4) is raised to it on
-    either side, without renormalising, so an empty bin contributes a large but finite term.
-    ``psi_critical`` is the sample-size-aware 95 % critical value: under no drift
-    ``PSI · (1/N + 1/M)⁻¹ ≈ χ²(B − 1)`` (Yurdakul 2018), so ``psi_critical = χ²₀.₉₅(B − 1) · (1/N + 1/M)``
-    and ``psi_pvalue`` is the matching tail probability. N and M are the non-missing counts.
-Kolmogorov–Smirnov
-    The largest gap between the two empirical CDFs, read at every cell edge of the fine grid
-    (≥ 200 reference quantiles). The exact statistic of the two samples lies in
-    ``[ks_statistic, ks_statistic + ks_error_bound]``: inside a cell each CDF is monotone, so the gap
-    cannot exceed ``max(|Fa(R) − Fe(L)|, |Fa(L) − Fe(R)|)`` over the cell's edges L, R.
-    For the reference comparison the bound is at most about one grid cell's share (≈ 1/200).
-    ``ks_pvalue`` is the asymptotic two-sample p-value with Stephens' correction (:func:`ks_pvalue`),
-    within 2 % of scipy's ``ks_2samp(method="asymp")`` where decisions are made.
-Jensen–Shannon
-    The Jensen–Shannon *distance* (square root of the divergence) with **log base 2**, so it lies in
-    [0, 1], on the coarse bins (numeric) or the category cells (categorical). scipy's
-    ``jensenshannon(p, q, base=2)``. Evidently's default uses the natural log (values × 0.83).
-Wasserstein
-    ``wasserstein_normed``: the 1-Wasserstein (earth mover's) distance between the two samples'
-    values *within the reference range* ``[min, max]``, divided by the reference standard deviation
-    (1 for a constant reference). Values outside the reference range are left out on both sides and
-    judged by their own share, ``out_of_range_share``: a distance on raw values lets one value of
-    1e29 dominate any window, whereas here k stray values in a window of n move it by no more than
-    their share of the in-range mass. On samples within the reference range it is
-    ``scipy.stats.wasserstein_distance(e, a) / std``; in general it is that of
-    ``e[(e >= min) & (e <= max)]`` and ``a[(a >= min) & (a <= max)]``. Inside a grid cell the CDFs
-    are taken as linear, so it is exact for the reference's own cells up to the within-cell
-    interpolation. None when either side has no value in the range.
-Categorical
-    ``chi2_pvalue``: Pearson's χ² test of homogeneity (2 × C contingency table, no continuity
-    correction, cells empty on both sides dropped), as ``scipy.stats.chi2_contingency``.
-    ``l_infinity``: the largest absolute difference of category shares. ``unseen_share``: share
-    of the window's non-missing values in categories the reference never saw.
-Missing and invalid values
-    ``missing_rate`` is the share of missing values (NaN/null) among all rows of the window;
-    ``missing_rate_shift`` the change against the expected side. ``invalid`` counts a numeric
-    column's invalid values (±inf, and values outside its declared valid range) and
-    ``invalid_share`` is their share of the window's non-missing values; they are in no histogram.
-    All other distances are computed on the valid non-missing values.
+counts (the current window) in the same layout and returns plain numbers. Units and conventions
+(PSI, KS, Jensen–Shannon, Wasserstein, χ², missing and invalid values): docs/engine.md, *Statistics*.
 """
 
 from __future__ import annotations

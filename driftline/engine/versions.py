@@ -1,36 +1,8 @@
 """Model version switches: which version of a model carries its traffic, and when that changes.
 
-One :class:`VersionWatch` per model. It is fed, in event time and never from a clock, two things:
-
-* :meth:`VersionWatch.seen`: per batch, the accepted event times of each version (presence, known as
-  soon as events arrive), kept as the newest event time per pane of the model's grid;
-* :meth:`VersionWatch.observe`: every closed window of every version of the model, in the order the
-  pipeline folds them (window end).
-
-and answers with typed :class:`VersionChange` records. A window ending at ``E`` is judged on the
-presence *before* ``E`` only, so events of a later time that happen to arrive in the same batch change
-nothing: a replay, or a restart that cuts the stream into other batches, gives the same records.
-
-``appeared``
-    A version's first window closes (or its first window after it was declared gone) while another
-    version of the model was already carrying traffic: that version had events before the window
-    began and is not gone. ``from_version`` is that other version (the most recently seen one, when
-    several are). Versions whose first windows are the same are running side by side from the start
-    (a champion and its challenger at a restart): no switch.
-``disappeared``
-    A version has had no events for ``gone_after`` consecutive windows of the model's grid while
-    another version carries traffic: a window of another version closes whose end is at least
-    ``gone_after · hop`` after the last window that could hold the version's newest event.
-    ``to_version`` is the version whose window showed it. The version then counts as gone until a
-    window after its last activity closes (it is back: ``appeared`` again).
-
-A window of the version that appeared is to be compared with the last closed window of the version
-it replaced, for its first ``compare_windows`` windows (:class:`Observation.compare_with`); the next
-window ends that comparison (:attr:`Observation.ended`).
-
-Records carry deterministic ids (a hash of model, kind, versions and the window that showed the
-change), and the whole state is plain data (:meth:`snapshot` / :meth:`restore`): replaying the same
-windows, or restoring a snapshot and going on, gives the same records with the same ids.
+One :class:`VersionWatch` per model, fed the versions' event times (:meth:`VersionWatch.seen`) and
+their closed windows (:meth:`VersionWatch.observe`), never a clock, answers with :class:`VersionChange`
+records (``appeared``, ``disappeared``). The rules: docs/engine.md, *Version switches*.
 
 >>> import numpy as np
 >>> from driftline.engine.window_spec import ClosedWindow

@@ -1,28 +1,8 @@
 """Event-time windows of one (model, version): panes, a watermark, allowed lateness.
 
-Windows are tumbling (``hop == size``) or hopping (``size`` a multiple of ``hop``), aligned to the
-Unix epoch. State is kept per *pane* (one hop of event time): a window is the sum of its
-``size / hop`` panes, so an event is counted once however many windows contain it.
-
-Watermark and lateness
-    ``watermark = max event time seen − allowed_lateness``. A window ``[start, end)`` closes when the
-    watermark reaches ``end``; closed windows come out in order of ``end``. An event for a window
-    that has already closed is *late*: it is counted against that window (``LateCount``), never
-    silently dropped, and still added to any pane a still-open window needs. The watermark used to
-    judge a batch is the one before the batch, so events whose disorder stays within the allowed
-    lateness give the same closed windows in any arrival order and any batching.
-
-Bounds
-    Retained panes are at most ``(size + allowed_lateness) / hop + 1`` while event times advance; an
-    event that would open more than ``max_open_panes`` panes, or that lies more than
-    ``max_future_ms`` beyond the ``now_ms`` the caller hands in, is rejected and reported by
-    index (the caller dead-letters it). Memory is ``8 · FeatureSet.size`` bytes per pane.
-
-Merging
-    ``merge`` adds the panes of two states of the same plan (partial windows from different
-    consumers) and keeps the smaller watermark: associative and commutative, and exact for every
-    window neither state has closed yet (a state drops the panes of windows it closed, so merge
-    partial states before either closes a window the other still holds).
+:class:`WindowState` counts events into panes (one hop of event time), closes tumbling or hopping
+windows as the watermark passes them, counts late events, bounds what it keeps, and merges with
+another state. The semantics: docs/engine.md, *Windows*.
 
 >>> import numpy as np
 >>> from driftline.engine.profile import build_profile
