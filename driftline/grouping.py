@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 from driftline.engine.bins import as_float
 from driftline.engine.profile import ReferenceProfile
 from driftline.events import BadEvent, Events
-from driftline.join import group_indices
+from driftline.events.join import group_indices
 
 
 def model_groups(events: Events, profiles: Mapping[tuple[str, str], ReferenceProfile], bad: list[BadEvent]

@@ -21,7 +21,7 @@ from driftline.engine.features import FeatureSet
 from driftline.engine.partials import PanePartial, PartitionPanes
 from driftline.events import COMBINED, BadEvent, Events, refuse_future
 from driftline.grouping import model_groups
-from driftline.join import DUPLICATE_REASON, Joiner
+from driftline.events.join import DUPLICATE_REASON, Joiner
 from driftline.keys import ModelKey
 from driftline.registry import ModelRegistry
 

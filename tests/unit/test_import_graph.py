@@ -88,7 +88,7 @@ def test_no_module_of_driftline_imports_itself_back() -> None:
     assert cycles(graph) == []
 
 
-PROCESSING = ("driftline.pipeline", "driftline.stage", "driftline.merge", "driftline.join", "driftline.grouping",
+PROCESSING = ("driftline.pipeline", "driftline.stage", "driftline.merge", "driftline.events.join", "driftline.grouping",
               "driftline.audit", "driftline.outcome", "driftline.version_tracking", "driftline.protocols")
 """Processing: it returns outcomes and writes through the Store and ControlSink protocols only."""
 CLIENTS = ("confluent_kafka", "clickhouse_connect", "chdb", "driftline.connectors.kafka", "driftline.connectors.clickhouse")

@@ -14,7 +14,7 @@ from hypothesis import event as note, given, settings
 from hypothesis import strategies as st
 
 from driftline.events import COMBINED, REQUEST, RESPONSE, EventBuilder, Events, Source
-from driftline.join import JoinResult, Joiner, RecentIds, group_indices, id_hashes, newest_per_source
+from driftline.events.join import JoinResult, Joiner, RecentIds, group_indices, id_hashes, newest_per_source
 
 T0 = 1_767_225_600_000
 MINUTE = 60_000
