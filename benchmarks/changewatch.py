@@ -3,7 +3,7 @@
     python -m benchmarks.changewatch            # about 5–10 minutes, most of it river's KSWIN
     python -m benchmarks.changewatch --quick    # KSWIN on the first 6 h of each stream only
 
-Traffic (``driftline.synthetic.change_traffic``): three models at 1,500 events per hour each — credit
+Traffic (``driftline.app.synthetic.change_traffic``): three models at 1,500 events per hour each — credit
 (an income unit change on 6 % of applications), fraud (a new merchant category on 15 % of
 transactions, scored higher), and river's Agrawal stream (a silent switch of the served version from
 classification function 0 to 4) — 24 h with the incident from hour 12, and a separate 48 h of
@@ -36,7 +36,7 @@ from driftline.engine.changewatch import ScoreChangeWatch
 from driftline.engine.features import FeatureSet
 from driftline.engine.profile import build_profile
 from driftline.engine.window import WindowSpec, WindowState
-from driftline.synthetic import CREDIT_CATEGORICAL, FRAUD_CATEGORICAL, ScoreStream, change_traffic
+from driftline.app.synthetic import CREDIT_CATEGORICAL, FRAUD_CATEGORICAL, ScoreStream, change_traffic
 
 OUTPUT = Path(__file__).parent / "results" / "changewatch.txt"
 BATCH = 500

@@ -49,15 +49,15 @@ from confluent_kafka import Consumer, Producer
 
 from benchmarks.data import CATEGORICAL, DECISION, NUMERIC, SCORE, generate
 from driftline.config import Config
-from driftline.connectors.avro_batch import decode_batch
-from driftline.connectors.kafka import KafkaSource, MessageBatch
-from driftline.connectors.kafka_publish import Publisher
+from driftline.connectors.formats.avro_batch import decode_batch
+from driftline.connectors.kafka.source import KafkaSource, MessageBatch
+from driftline.connectors.kafka.publish import Publisher
 from driftline.connectors.profiles import save_profile
 from driftline.engine.profile import build_profile
-from driftline.replay import open_store
-from driftline.runtime import settle_process
-from driftline.run import consumer_loop
-from driftline.run import consumer_loop
+from driftline.app.replay import open_store
+from driftline.app.runtime import settle_process
+from driftline.app.run import consumer_loop
+from driftline.app.run import consumer_loop
 from driftline.streaming.two_stage import merge_settings
 from tests.kafka_broker import KafkaBroker, create_topic
 

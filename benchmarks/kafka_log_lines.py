@@ -3,7 +3,7 @@
     python benchmarks/kafka_log_lines.py        # a KafkaSource and a Publisher, a port nothing listens on, 30 s
 
 Seen on the 2-core machine: 873 lines sent (29/s, "Connect to … failed"), 6 logged (one per client every
-10 s, each with its count: driftline.connectors.kafka_log).
+10 s, each with its count: driftline.connectors.kafka.log).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import driftline.connectors.kafka_log as kafka_log  # noqa: E402
-from driftline.connectors.kafka import KafkaSource  # noqa: E402
-from driftline.connectors.kafka_publish import Publisher  # noqa: E402
+import driftline.connectors.kafka.log as kafka_log  # noqa: E402
+from driftline.connectors.kafka.source import KafkaSource  # noqa: E402
+from driftline.connectors.kafka.publish import Publisher  # noqa: E402
 from driftline.config import JsonTopic, KafkaConfig  # noqa: E402
 from tests.kafka_broker import free_port  # noqa: E402
 

@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 from driftline.config import load_config
-from driftline.demo import prepare
-from driftline.replay import replay
-from driftline.runtime import settle_process
+from driftline.app.demo import prepare
+from driftline.app.replay import replay
+from driftline.app.runtime import settle_process
 
 
 def parse_only(files: list[Path]) -> int:

@@ -1,7 +1,7 @@
 """What processing and the services need of the world, as Protocols: a :class:`Store` the outcomes are
 written to (ClickHouse, :class:`~driftline.connectors.clickhouse.ClickHouseStore`; in memory,
 :class:`driftline.testing.MemoryStore`), a :class:`ControlSink` for the control, dead-letter and partials
-topics (:class:`~driftline.connectors.kafka_publish.Publisher`; :class:`driftline.testing.MemoryPublisher`),
+topics (:class:`~driftline.connectors.kafka.publish.Publisher`; :class:`driftline.testing.MemoryPublisher`),
 a :class:`Sink` that takes a step's outcome (:mod:`driftline.sinks`), and a :class:`ProfileSource` the model
 registry loads reference profiles from (:mod:`driftline.registry`)."""
 

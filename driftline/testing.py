@@ -1,6 +1,6 @@
 """In-memory twins of driftline's outside world, for tests without a broker or a store: a
 :class:`MemoryStore` and a :class:`MemoryPublisher` (the :mod:`driftline.protocols`), a
-:class:`MemorySource` (the real :class:`~driftline.connectors.kafka.KafkaSource` bookkeeping over
+:class:`MemorySource` (the real :class:`~driftline.connectors.kafka.source.KafkaSource` bookkeeping over
 in-memory partitions) and a :class:`ManualClock`. Idempotent where the real ones are: a row written
 again is kept once, under its id.
 
@@ -22,9 +22,9 @@ from confluent_kafka import KafkaError, TopicPartition
 
 from driftline.config import Config
 from driftline.connectors.clickhouse import StoreUnavailable
-from driftline.connectors.kafka import KafkaSource
-from driftline.connectors.kafka_log import RepeatLimiter
-from driftline.connectors.partitions import PartitionBook
+from driftline.connectors.kafka.source import KafkaSource
+from driftline.connectors.kafka.log import RepeatLimiter
+from driftline.connectors.kafka.partitions import PartitionBook
 from driftline.engine.changewatch import ChangeDetection
 from driftline.engine.features import FeatureSet
 from driftline.engine.monitor import WindowReport
@@ -260,7 +260,7 @@ class MemoryConsumer:
 
 
 class MemorySource(KafkaSource):
-    """The real :class:`~driftline.connectors.kafka.KafkaSource` (batches, ends of partitions, idleness,
+    """The real :class:`~driftline.connectors.kafka.source.KafkaSource` (batches, ends of partitions, idleness,
     pause, seek, commit) over a :class:`MemoryConsumer`: one topic, whose partitions ``here`` (all by
     default) the group hands to this member at its first poll; :meth:`hand_over` and :meth:`take_over`
     are a rebalance."""

@@ -192,7 +192,7 @@ class ClickHouseStore:
         return self._insert("audit_log", AUDIT_COLUMNS, rows, token_rows)
 
     def write_undeliverable(self, letters: Sequence[Any], now_ms: int) -> int:
-        """Dead letters the broker refused (:class:`driftline.connectors.kafka_publish.Undeliverable`): a row each in
+        """Dead letters the broker refused (:class:`driftline.connectors.kafka.publish.Undeliverable`): a row each in
         ``undeliverable_dead_letters`` and an audit entry ``dead_letter.undeliverable`` at ``now_ms``."""
         rows = [[undeliverable_id(u.bad), u.topic, u.bad.origin, u.source_topic, u.source_partition, u.source_offset,
                  u.bad.stage, u.bad.error_class, u.bad.reason, u.value_bytes, u.value_sha256, u.key_bytes, u.error,

@@ -36,7 +36,7 @@ class JoinResult:
 
 Holding = tuple[frozenset[str], frozenset[str], frozenset[str]]
 """(sources still to deliver, sources nothing was read from yet, sources owned): what
-:meth:`~driftline.connectors.kafka.KafkaSource.holding` says of the Kafka partitions."""
+:meth:`~driftline.connectors.kafka.source.KafkaSource.holding` says of the Kafka partitions."""
 
 
 class Joiner:

@@ -7,14 +7,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from driftline.connectors.kafka import MessageBatch
+from driftline.connectors.kafka.source import MessageBatch
 from driftline.events import BadEvent, Events
 from driftline.outcome import StepResult, Totals
 from driftline.streaming.offsets import OffsetTracker
 
 
 class Committer(Protocol):
-    """A consumer that commits offsets (:class:`~driftline.connectors.kafka.KafkaSource`)."""
+    """A consumer that commits offsets (:class:`~driftline.connectors.kafka.source.KafkaSource`)."""
 
     def commit_offsets(self, offsets: dict[str, int]) -> None: ...
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from driftline.connectors.clickhouse import StoreUnavailable
-from driftline.connectors.codecs import RegistryUnavailable
-from driftline.connectors.kafka_publish import PublishError
+from driftline.connectors.formats.codecs import RegistryUnavailable
+from driftline.connectors.kafka.publish import PublishError
 
 TRANSIENT = (StoreUnavailable, PublishError, RegistryUnavailable)
 """The errors a batch may fail with and be redone after a pause (:func:`transient` says which really pass)."""

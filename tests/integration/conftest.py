@@ -28,9 +28,9 @@ from driftline.config import Config, load_config
 from driftline.connectors.clickhouse import ClickHouseStore
 from driftline.connectors.profiles import save_profile
 from driftline.engine.profile import build_profile
-from driftline.replay import ReplayOutcome, replay
+from driftline.app.replay import ReplayOutcome, replay
 from driftline.schemas import schema_text
-from driftline.synthetic import CREDIT_CATEGORICAL, FRAUD_CATEGORICAL, Incident, card_transactions, credit_applications
+from driftline.app.synthetic import CREDIT_CATEGORICAL, FRAUD_CATEGORICAL, Incident, card_transactions, credit_applications
 
 HOUR_MS = 3_600_000
 DAY_START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z

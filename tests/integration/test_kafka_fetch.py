@@ -13,7 +13,7 @@ from confluent_kafka import Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from driftline.config import KafkaConfig
-from driftline.connectors.kafka_fetch import SEEK_GAP, MessageFetcher
+from driftline.connectors.kafka.fetch import SEEK_GAP, MessageFetcher
 from tests.kafka_broker import KafkaBroker, create_topic
 
 pytestmark = pytest.mark.integration

@@ -23,7 +23,7 @@ from confluent_kafka import Producer
 from driftline.config import Config
 from driftline.connectors.profiles import save_profile
 from driftline.engine.profile import build_profile
-from driftline.synthetic import CREDIT_CATEGORICAL, Incident, credit_applications
+from driftline.app.synthetic import CREDIT_CATEGORICAL, Incident, credit_applications
 from tests.integration.conftest import TABLES, opened, table_rows
 from tests.integration.streams import committed_total
 from tests.kafka_broker import KafkaBroker, create_topic
@@ -95,7 +95,7 @@ def write_config(folder: Path, bootstrap: str, group: str) -> Path:
 
 
 def start(config: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "driftline.cli", "run", "--config", str(config)],
+    return subprocess.Popen([sys.executable, "-m", "driftline.app.cli", "run", "--config", str(config)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=config.parent)
 
 

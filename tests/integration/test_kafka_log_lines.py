@@ -1,5 +1,5 @@
 """A real librdkafka client whose broker is not there (nothing listens on its port): its "Connect failed"
-lines come through the rate limiter that ``client_settings`` installs (driftline.connectors.kafka_log)."""
+lines come through the rate limiter that ``client_settings`` installs (driftline.connectors.kafka.log)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from confluent_kafka import Producer
 
 from driftline.config import KafkaConfig
-from driftline.connectors.kafka_log import client_settings
-from driftline.connectors.kafka_log import LibrdkafkaLog
+from driftline.connectors.kafka.log import client_settings
+from driftline.connectors.kafka.log import LibrdkafkaLog
 from tests.kafka_broker import free_port
 from tests.unit.test_kafka_log import FakeClock, counted
 

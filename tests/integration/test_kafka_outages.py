@@ -28,9 +28,9 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from driftline.config import Config
 from driftline.connectors.clickhouse import ClickHouseStore, StoreError
-from driftline.connectors.kafka import KafkaSource
-from driftline.connectors.kafka_publish import Publisher
-from driftline.run import consumer_loop
+from driftline.connectors.kafka.source import KafkaSource
+from driftline.connectors.kafka.publish import Publisher
+from driftline.app.run import consumer_loop
 from driftline.streaming.loop import ConsumerLoop
 from tests.integration.conftest import opened, table_rows
 from tests.integration.streams import (MINUTE, PARTITIONS, T0, ce_ids, drain, outcome, produce, service_config,

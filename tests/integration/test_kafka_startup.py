@@ -19,7 +19,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from driftline.config import Config
-from driftline.connectors.kafka_admin import MissingTopics, admin_client, check_topics, topic_limits
+from driftline.connectors.kafka.admin import MissingTopics, admin_client, check_topics, topic_limits
 from tests.integration.streams import committed_total, produce, service_config, stream_events
 from tests.kafka_broker import KafkaBroker, create_topic
 
@@ -44,7 +44,7 @@ def write(cfg: Config, folder: Path) -> Path:
 def start(path: Path, **env: str) -> subprocess.Popen[bytes]:
     """``driftline run``, its stderr to ``stderr.log`` beside the configuration (read by :func:`stderr`)."""
     with open(path.parent / "stderr.log", "ab") as log:
-        return subprocess.Popen([sys.executable, "-m", "driftline.cli", "run", "--config", str(path)],
+        return subprocess.Popen([sys.executable, "-m", "driftline.app.cli", "run", "--config", str(path)],
                                 stdout=subprocess.DEVNULL, stderr=log, cwd=path.parent,
                                 env={**os.environ, "PYTHONPATH": str(REPO), **env})
 

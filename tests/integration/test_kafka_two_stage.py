@@ -25,9 +25,9 @@ from confluent_kafka.admin import AdminClient
 
 from driftline.config import Config, WindowConfig
 from driftline.connectors.clickhouse import ClickHouseStore, StoreUnavailable
-from driftline.connectors.kafka import KafkaSource
-from driftline.connectors.kafka_publish import Publisher
-from driftline.run import consumer_loop
+from driftline.connectors.kafka.source import KafkaSource
+from driftline.connectors.kafka.publish import Publisher
+from driftline.app.run import consumer_loop
 from driftline.streaming.two_stage import merge_settings
 from tests.integration.conftest import opened, table_rows
 from tests.integration.streams import (MINUTE, PER_MINUTE, committed_total, outcome, produce, service_config, single_stage_pass,
@@ -383,7 +383,7 @@ def test_two_driftline_run_processes_write_what_one_process_writes(tmp_path: Pat
         path.write_text(json.dumps(cfg.model_dump(mode="json")))
         configs.append((cfg, path))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    processes = [subprocess.Popen([sys.executable, "-m", "driftline.cli", "run", "--config", str(path)],
+    processes = [subprocess.Popen([sys.executable, "-m", "driftline.app.cli", "run", "--config", str(path)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=path.parent, env=env)
                  for _, path in configs]
     try:

@@ -21,15 +21,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from driftline.cli import main
+from driftline.app.cli import main
 from driftline.connectors.clickhouse import ClickHouseStore
-from driftline.demo import INVESTIGATIONS, MODELS, run_demo
+from driftline.app.demo import INVESTIGATIONS, MODELS, run_demo
 from driftline.connectors.profiles import save_profile
 from driftline.engine.profile import build_profile
 from driftline.engine.window import window_id
 from driftline.errors import InvalidInput
-from driftline.replay import replay
-from driftline.synthetic import CREDIT_CATEGORICAL, Incident, credit_applications
+from driftline.app.replay import replay
+from driftline.app.synthetic import CREDIT_CATEGORICAL, Incident, credit_applications
 
 from .conftest import (
     CREDIT, DAY_START_MS, FRAUD, HOUR_MS, TABLES, Replayed, count, iso, load, opened, replayed, scoring_events,
@@ -709,7 +709,7 @@ def _credit_profile_with_score_range(root: Path, profiles: Profiles) -> Profiles
 
     from driftline.connectors.profiles import save_profile
     from driftline.engine.profile import build_profile
-    from driftline.synthetic import CREDIT_CATEGORICAL, Incident, credit_applications
+    from driftline.app.synthetic import CREDIT_CATEGORICAL, Incident, credit_applications
 
     rng = np.random.default_rng(20260101)
     profile = build_profile(credit_applications(rng, 20_000, Incident()), model=CREDIT[0], model_version=CREDIT[1],

@@ -12,7 +12,7 @@ import numpy as np
 from driftline.config import Config
 from driftline.connectors.profiles import save_profile
 from driftline.engine.profile import build_profile
-from driftline.run import consumer_loop
+from driftline.app.run import consumer_loop
 from driftline.testing import ManualClock, MemoryPublisher, MemorySource, MemoryStore
 
 T0 = 1_767_225_600_000

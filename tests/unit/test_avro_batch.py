@@ -17,9 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from driftline.connectors.avro_batch import (ABSENT, BOOLEAN, BYTES, ENUM, FLOAT, INTEGER, NULL, STRING, Decoded,
+from driftline.connectors.formats.avro_batch import (ABSENT, BOOLEAN, BYTES, ENUM, FLOAT, INTEGER, NULL, STRING, Decoded,
                                              Values, batchable, decode_batch, text)
-from driftline.connectors.codecs import avro_schema
+from driftline.connectors.formats.codecs import avro_schema
 
 EVERYTHING = fastavro.parse_schema({
     "type": "record", "name": "Everything", "fields": [

@@ -11,8 +11,8 @@ from typing import Any
 import fastavro
 import numpy as np
 
-from driftline.connectors.avro_events import ColumnarSchema, avro_events, columnar
-from driftline.connectors.codecs import avro_schema
+from driftline.connectors.formats.avro_events import ColumnarSchema, avro_events, columnar
+from driftline.connectors.formats.codecs import avro_schema
 from driftline.events import EventBuilder, Events, Source, positions
 
 T0 = 1_767_225_600_000

@@ -11,8 +11,8 @@ import pytest
 import hashlib
 from urllib.parse import unquote, urlsplit
 
-from driftline.connectors.kafka_fetch import describe_missing
-from driftline.connectors.kafka_publish import (MISSING_PAYLOAD, SIZE_MARGIN, Publisher, _cloudevent, fit_dead_letter,
+from driftline.connectors.kafka.fetch import describe_missing
+from driftline.connectors.kafka.publish import (MISSING_PAYLOAD, SIZE_MARGIN, Publisher, _cloudevent, fit_dead_letter,
                                                record_size)
 from driftline.events import BadEvent, Position, Source
 

@@ -23,7 +23,7 @@ FORBIDDEN_AT_IMPORT = (
     "requests", "httpx", "urllib3", "aiohttp", "http.client", "prometheus_client", "fastavro",
     "pydantic", "yaml", "jsonschema",
     "river",  # the score change watch is numpy (river is the benchmark's and the tests' reference)
-    "driftline.connectors", "driftline.config", "driftline.pipeline", "driftline.cli",
+    "driftline.connectors", "driftline.config", "driftline.pipeline", "driftline.app.cli",
 )
 ALLOWED_THIRD_PARTY = {"numpy", "scipy"}
 ALLOWED_DRIFTLINE = ("driftline.engine", "driftline.errors")

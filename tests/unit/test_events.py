@@ -351,7 +351,7 @@ def test_an_integer_request_id_is_rejected_as_not_a_string() -> None:
     (b'{"inputs": [{"name": "x", "data": [1.0, NaN]}]}', "field 'data' (in its array)", "NaN"),
 ])
 def test_nan_and_infinity_in_json_name_their_field(tmp_path: Any, line: bytes, field: str, token: str) -> None:
-    from driftline.connectors.codecs import DecodeError, decode_json
+    from driftline.connectors.formats.codecs import DecodeError, decode_json
     from driftline.connectors.sources import read_events
 
     path = tmp_path / "events.jsonl"
@@ -367,7 +367,7 @@ def test_nan_and_infinity_in_json_name_their_field(tmp_path: Any, line: bytes, f
 
 
 def test_other_json_errors_keep_the_parser_message() -> None:
-    from driftline.connectors.codecs import DecodeError, decode_json
+    from driftline.connectors.formats.codecs import DecodeError, decode_json
 
     with pytest.raises(DecodeError, match=r"^not JSON: trailing comma is not allowed: line 1 column 12"):
         decode_json(b'{"score": 1,}')

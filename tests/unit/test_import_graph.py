@@ -84,12 +84,13 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 
 def test_no_module_of_driftline_imports_itself_back() -> None:
     graph = import_graph()
-    assert len(graph) > 50 and "driftline.streaming.loop" in graph["driftline.run"]
+    assert len(graph) > 50 and "driftline.streaming.loop" in graph["driftline.app.run"]
     assert cycles(graph) == []
 
 
-PROCESSING = ("driftline.pipeline", "driftline.stage", "driftline.merge", "driftline.events.join", "driftline.grouping",
-              "driftline.audit", "driftline.outcome", "driftline.version_tracking", "driftline.protocols")
+PROCESSING = ("driftline.pipeline", "driftline.stage", "driftline.merge", "driftline.events", "driftline.events.join",
+              "driftline.grouping", "driftline.audit", "driftline.outcome", "driftline.version_tracking",
+              "driftline.registry", "driftline.sinks", "driftline.protocols")
 """Processing: it returns outcomes and writes through the Store and ControlSink protocols only."""
 CLIENTS = ("confluent_kafka", "clickhouse_connect", "chdb", "driftline.connectors.kafka", "driftline.connectors.clickhouse")
 

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from driftline.connectors.codecs import DecodeError
-from driftline.connectors.inference import MessageView, TensorMapping, kserve_cloudevent, oip_json
+from driftline.connectors.formats.codecs import DecodeError
+from driftline.connectors.formats.inference import MessageView, TensorMapping, kserve_cloudevent, oip_json
 from driftline.events import EventBuilder, Source
 
 T0 = 1_767_225_600_000

@@ -1,4 +1,4 @@
-"""librdkafka's log lines, rate-limited (driftline.connectors.kafka_log): the first line of a kind at once,
+"""librdkafka's log lines, rate-limited (driftline.connectors.kafka.log): the first line of a kind at once,
 then one line per interval with the count, on a fake clock."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from driftline.connectors.kafka_log import LibrdkafkaLog, RepeatLimiter
+from driftline.connectors.kafka.log import LibrdkafkaLog, RepeatLimiter
 
 CONNECT_FAILED = ("[thrd:127.0.0.1:{port}/bootstrap]: 127.0.0.1:{port}/bootstrap: Connect to ipv4#127.0.0.1:{port} "
                   "failed: Connection refused (after {ms}ms in state CONNECT, {n} identical error(s) suppressed)")

@@ -16,9 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from driftline.config import Config
-from driftline.connectors.codecs import DecodeError
-from driftline.connectors.inference import MessageView, TensorMapping, oip_json
-from driftline.connectors.oip_protobuf import DATATYPES, oip_protobuf
+from driftline.connectors.formats.codecs import DecodeError
+from driftline.connectors.formats.inference import MessageView, TensorMapping, oip_json
+from driftline.connectors.formats.oip_protobuf import DATATYPES, oip_protobuf
 from driftline.events import EventBuilder, Source
 from driftline.schemas.open_inference import file_descriptor, oip_messages
 

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from driftline.cli import main, query_parameters
+from driftline.app.cli import main, query_parameters
 from driftline.config import Config
 from driftline.connectors.dead_letters import RAW_CAP, DeadLetterFile, dead_letter_path, dead_letter_record
 from driftline.connectors.sources import check_input, read_events

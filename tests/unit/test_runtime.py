@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from driftline.runtime import settle_process
+from driftline.app.runtime import settle_process
 
 
 def test_settle_process_freezes_start_up_objects_and_keeps_memory_for_the_next_batch() -> None:
@@ -24,7 +24,7 @@ def test_settle_process_freezes_start_up_objects_and_keeps_memory_for_the_next_b
 
 
 def test_keep_freed_memory_says_whether_glibc_took_it() -> None:
-    from driftline.runtime import keep_freed_memory
+    from driftline.app.runtime import keep_freed_memory
 
     took = keep_freed_memory()
     assert isinstance(took, bool)

@@ -26,7 +26,7 @@ from driftline.events import EventBuilder, Events, Source
 from driftline.outcome import StepResult
 from driftline.pipeline import Pipeline
 from driftline.registry import KnownProfiles, ModelRegistry
-from driftline.synthetic import CREDIT_CATEGORICAL, Incident, credit_applications
+from driftline.app.synthetic import CREDIT_CATEGORICAL, Incident, credit_applications
 
 HOUR = 3_600_000
 DAY = 1_767_225_600_000  # 2026-01-01T00:00:00Z: the pipeline's events (events.py refuses times before 2000)

@@ -17,7 +17,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from driftline.config import KafkaConfig
-from driftline.connectors.kafka_log import client_settings
+from driftline.connectors.kafka.log import client_settings
 from driftline.errors import DriftlineError
 
 log = logging.getLogger("driftline.kafka")

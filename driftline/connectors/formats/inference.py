@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from driftline.connectors.codecs import DecodeError
+from driftline.connectors.formats.codecs import DecodeError
 from driftline.events import InvalidEvent, json_error_reason, parse_event_time
 
 Record = dict[str, Any]

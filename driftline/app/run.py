@@ -12,14 +12,14 @@ from collections.abc import Callable
 from typing import Any
 
 from driftline.config import Config
-from driftline.connectors.kafka import KafkaSource
-from driftline.connectors.kafka_admin import checked_topics
-from driftline.connectors.kafka_fetch import MessageFetcher
-from driftline.connectors.kafka_publish import PublishError, Publisher
+from driftline.connectors.kafka.source import KafkaSource
+from driftline.connectors.kafka.admin import checked_topics
+from driftline.connectors.kafka.fetch import MessageFetcher
+from driftline.connectors.kafka.publish import PublishError, Publisher
 from driftline.protocols import ControlSink, Store
 from driftline.registry import ModelRegistry
-from driftline.replay import open_store
-from driftline.runtime import settle_process
+from driftline.app.replay import open_store
+from driftline.app.runtime import settle_process
 from driftline.streaming.delivery import Delivery
 from driftline.streaming.handler import BatchHandler
 from driftline.streaming.loop import BatchReport, ConsumerLoop

@@ -21,8 +21,8 @@ import fastavro
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from driftline.config import KafkaConfig
-from driftline.connectors.kafka_admin import KAFKA_DEFAULT_MAX_MESSAGE_BYTES, admin_client, topic_limits, written_topics
-from driftline.connectors.kafka_log import client_settings
+from driftline.connectors.kafka.admin import KAFKA_DEFAULT_MAX_MESSAGE_BYTES, admin_client, topic_limits, written_topics
+from driftline.connectors.kafka.log import client_settings
 from driftline.engine.changewatch import ChangeDetection
 from driftline.engine.policy import AlertEvent, RollbackRequest
 from driftline.engine.versions import VersionChange
@@ -137,7 +137,7 @@ def fit_dead_letter(value: bytes | None, key: bytes | None, headers: list[tuple[
 class Publisher:
     """Dead letters and control events through one idempotent producer.
 
-    ``limits``: the ``max.message.bytes`` of the topics it writes (:func:`~driftline.connectors.kafka_admin.
+    ``limits``: the ``max.message.bytes`` of the topics it writes (:func:`~driftline.connectors.kafka.admin.
     check_topics` reads them at start); read here when not given. The producer's ``batch.size`` is kept under
     the smallest, so that one refused record does not take others of its batch down with it."""
 

@@ -12,12 +12,12 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE
 from numpy.typing import NDArray
 
 from driftline.config import AvroTopic, InferenceTopic, KafkaConfig, OipProtobufTopic, TopicConfig
-from driftline.connectors.avro_events import ColumnarSchema, avro_events
-from driftline.connectors.codecs import (CONFLUENT_MAGIC, DecodeError, Decoder, SchemaRegistry, avro_schema,
+from driftline.connectors.formats.avro_events import ColumnarSchema, avro_events
+from driftline.connectors.formats.codecs import (CONFLUENT_MAGIC, DecodeError, Decoder, SchemaRegistry, avro_schema,
                                          make_decoder)
-from driftline.connectors.inference import MessageView, Record, TensorMapping, kserve_cloudevent, oip_json
-from driftline.connectors.kafka import MessageBatch
-from driftline.connectors.oip_protobuf import oip_protobuf
+from driftline.connectors.formats.inference import MessageView, Record, TensorMapping, kserve_cloudevent, oip_json
+from driftline.connectors.kafka.source import MessageBatch
+from driftline.connectors.formats.oip_protobuf import oip_protobuf
 from driftline.events import BadEvent, EventBuilder, Events, Source
 
 
@@ -39,7 +39,7 @@ class BatchDecoder:
 
     def decode(self, batch: MessageBatch) -> tuple[Events, list[BadEvent]]:
         """The batch's scoring events in message order, and what could not be used. Avro topics whose
-        schema allows it are decoded in one columnar pass (:mod:`driftline.connectors.avro_events`);
+        schema allows it are decoded in one columnar pass (:mod:`driftline.connectors.formats.avro_events`);
         the rest, and whatever that pass leaves, one message at a time."""
         builder = EventBuilder(self.sources)
         at = batch.positions(self._index)

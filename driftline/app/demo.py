@@ -28,8 +28,8 @@ from driftline.connectors.profiles import save_profile
 from driftline.engine.profile import build_profile
 from driftline.errors import InvalidInput
 from driftline.outcome import StepResult, Totals
-from driftline.replay import ReplayOutcome, replay
-from driftline.synthetic import (
+from driftline.app.replay import ReplayOutcome, replay
+from driftline.app.synthetic import (
     CREDIT_CATEGORICAL, FRAUD_CATEGORICAL, TRANSACTION_CATEGORICAL, Incident, card_transactions, credit_applications,
     payments,
 )

@@ -2,7 +2,7 @@
 
 :func:`decode_batch` joins a batch's values into one buffer and runs a loop generated from the schema
 and compiled by numba; :func:`text` turns string byte ranges into ``str``. Which schemas qualify:
-:mod:`driftline.connectors.avro_plan`. Why and how: docs/events.md, *Avro in batches*.
+:mod:`driftline.connectors.formats.avro_plan`. Why and how: docs/events.md, *Avro in batches*.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-from driftline.connectors.avro_plan import Plan, batchable, enum_symbols, field_plans, resolved
+from driftline.connectors.formats.avro_plan import Plan, batchable, enum_symbols, field_plans, resolved
 
 __all__ = ["ABSENT", "BOOLEAN", "BYTES", "ENUM", "FLOAT", "INTEGER", "KEY_CAPACITY", "MATRIX_WIDTH", "MAX_KEYS",
            "NULL", "STRING", "Decoded", "Values", "batchable", "decode_batch", "text"]

@@ -155,7 +155,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, allow_nan=False))
     else:
-        from driftline.reporting import evaluation_table
+        from driftline.app.reporting import evaluation_table
 
         print(evaluation_table(result))
     return EXIT_CRITICAL if result["dataset"]["worst_severity"] == "critical" else EXIT_OK
@@ -168,7 +168,7 @@ def evaluate_file(reference: str, data: str, policy: Any = None) -> dict[str, An
     from driftline.engine.features import FeatureSet
     from driftline.engine.monitor import evaluate_counts
     from driftline.errors import SchemaMismatch
-    from driftline.reporting import evaluation_dict
+    from driftline.app.reporting import evaluation_dict
 
     profile = load_profile(reference)
     categorical = frozenset(n for n, f in profile.features.items() if f.kind == "categorical")
@@ -187,8 +187,8 @@ def evaluate_file(reference: str, data: str, policy: Any = None) -> dict[str, An
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from driftline.demo import run_demo
-    from driftline.runtime import settle_process
+    from driftline.app.demo import run_demo
+    from driftline.app.runtime import settle_process
 
     settle_process()
     run_demo(args.workdir, args.events_per_hour, args.seed, incidents=not args.no_incidents)
@@ -202,8 +202,8 @@ def _replay(args: argparse.Namespace) -> int:
 
     from driftline.config import load_config
     from driftline.connectors.dead_letters import dead_letter_path
-    from driftline.replay import replay
-    from driftline.runtime import settle_process
+    from driftline.app.replay import replay
+    from driftline.app.runtime import settle_process
 
     config = load_config(args.config)
     settle_process()
@@ -238,7 +238,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from driftline.config import load_config
-    from driftline.run import describe, run_service
+    from driftline.app.run import describe, run_service
 
     config = load_config(args.config)
     if not config.kafka.topics:
@@ -253,8 +253,8 @@ def _progress(path: Any, step: Any, totals: Any) -> None:
 
 def _query(args: argparse.Namespace) -> int:
     from driftline.config import load_config
-    from driftline.replay import open_store
-    from driftline.reporting import text_table
+    from driftline.app.replay import open_store
+    from driftline.app.reporting import text_table
 
     parameters = query_parameters(args.sql, args.param)
     store = open_store(load_config(args.config, require_models=False))  # the store is all it reads

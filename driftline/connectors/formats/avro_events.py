@@ -1,7 +1,7 @@
 """Scoring events from a batch of Avro messages, column by column: the service's fast path.
 
 :func:`avro_events` builds :class:`~driftline.events.Events` straight from
-:mod:`driftline.connectors.avro_batch`'s columns and hands back by index the rows that need the
+:mod:`driftline.connectors.formats.avro_batch`'s columns and hands back by index the rows that need the
 one-at-a-time path (docs/events.md, *Avro in batches*).
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from driftline.connectors.avro_batch import (ABSENT, BOOLEAN, FLOAT, INTEGER, NULL, STRING, ENUM, Decoded,
+from driftline.connectors.formats.avro_batch import (ABSENT, BOOLEAN, FLOAT, INTEGER, NULL, STRING, ENUM, Decoded,
                                              Values, batchable, decode_batch, text)
 from driftline.events import COMBINED, MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS, REQUEST, RESPONSE, Events, Source
 

@@ -1,4 +1,4 @@
-"""Which Avro schemas :mod:`driftline.connectors.avro_batch` decodes, and each field's plan for its loop.
+"""Which Avro schemas :mod:`driftline.connectors.formats.avro_batch` decodes, and each field's plan for its loop.
 
 A field's :data:`Plan` (map or not, union or not, the wire type of every branch) is what the compiled
 loop is generated from (:func:`field_plans`); :func:`batchable` says whether every field of a record has one.
@@ -19,7 +19,7 @@ Plan = tuple[bool, bool, tuple[tuple[str, int], ...]]
 
 
 def batchable(schema: Any) -> bool:
-    """Whether :func:`~driftline.connectors.avro_batch.decode_batch` handles this (fastavro-parsed) schema."""
+    """Whether :func:`~driftline.connectors.formats.avro_batch.decode_batch` handles this (fastavro-parsed) schema."""
     if not isinstance(schema, dict) or schema.get("type") != "record" or not schema.get("fields"):
         return False
     return all(plan is not None for plan in field_plans(schema))

@@ -1,6 +1,6 @@
 """Kafka consumption on confluent-kafka (librdkafka): :class:`KafkaSource`, the consumer-group member that
 hands out batches (:class:`MessageBatch`), keeps each partition's state (read to its end, idle, held), and
-commits only what the service says is safe. Producing (the control, dead-letter and partials topics) is :mod:`driftline.connectors.kafka_publish`.
+commits only what the service says is safe. Producing (the control, dead-letter and partials topics) is :mod:`driftline.connectors.kafka.publish`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from numpy.typing import NDArray
 
 from driftline.config import KafkaConfig
-from driftline.connectors.kafka_log import RepeatLimiter, client_settings
-from driftline.connectors.partitions import Holding, PartitionBook, PartitionState
+from driftline.connectors.kafka.log import RepeatLimiter, client_settings
+from driftline.connectors.kafka.partitions import Holding, PartitionBook, PartitionState
 from driftline.events import positions
 
 log = logging.getLogger("driftline.kafka")
@@ -178,7 +178,7 @@ class KafkaSource:
         """A consume call's messages, field by field. End-of-partition events note their partition as
         read to its end and are left out, as are consumer errors (logged); every partition a message
         came from counts as read (not fresh, not at its end, unless its end came after its messages).
-        ``now`` (the service's clock, seconds) starts the idle timers (:mod:`driftline.connectors.partitions`)
+        ``now`` (the service's clock, seconds) starts the idle timers (:mod:`driftline.connectors.kafka.partitions`)
         and sets :attr:`before`."""
         errors = [m.error() for m in polled]
         if not any(map(is_not, errors, repeat(None))):  # (by identity: a KafkaError cannot be compared with None)

@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 from google.protobuf.message import DecodeError as ProtobufError
 
-from driftline.connectors.codecs import DecodeError
-from driftline.connectors.inference import MessageView, Record, TensorMapping, oip_body_records, oip_json
+from driftline.connectors.formats.codecs import DecodeError
+from driftline.connectors.formats.inference import MessageView, Record, TensorMapping, oip_body_records, oip_json
 from driftline.schemas.open_inference import oip_messages
 
 MessageKind = Literal["request", "response"]
