@@ -198,7 +198,7 @@ def driftline_without_broker(bootstrap: str, payloads: list[tuple[int, bytes]], 
             settle_process()
             began = time.perf_counter()
             for batch in batches:
-                service._handle(batch, time.time())
+                service.handle(batch, time.time())
             service.checkpoint()
             return time.perf_counter() - began
         finally:

@@ -71,7 +71,7 @@ class ConsumerLoop:
         batch = self.source.take(polled, now)  # ends of partitions noted, and dropped; idle timers
         counted = copy.deepcopy(self.handler.totals)
         try:
-            report = self._handle(batch, now)
+            report = self.handle(batch, now)
         except TRANSIENT as exc:
             reason = transient(exc)
             if reason is None:
@@ -91,7 +91,8 @@ class ConsumerLoop:
         self._started = True
         return True
 
-    def _handle(self, batch: MessageBatch, now: float) -> BatchReport:
+    def handle(self, batch: MessageBatch, now: float) -> BatchReport:
+        """One consumed batch: decoded, handled, delivered, checkpointed when due (a step after its poll)."""
         self.handler.offsets.read(batch)
         events, bad = self.decoder.decode(batch)
         outcome = self.handler.handle(batch, events, bad, now)
