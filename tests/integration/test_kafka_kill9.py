@@ -59,11 +59,11 @@ def scoring_messages() -> list[tuple[bytes, bytes, int]]:
 
 
 @pytest.fixture(scope="module")
-def broker() -> Any:
-    with KafkaBroker() as running:
-        for topic in (TOPIC, "kill9.dead-letter", "kill9.control"):
-            create_topic(running.bootstrap, topic, PARTITIONS)
-        yield running
+def broker(broker: KafkaBroker) -> KafkaBroker:
+    """The session's shared broker (conftest), with this module's topics (kill9.*)."""
+    for topic in (TOPIC, "kill9.dead-letter", "kill9.control"):
+        create_topic(broker.bootstrap, topic, PARTITIONS)
+    return broker
 
 
 def produce(bootstrap: str, messages: list[tuple[bytes, bytes, int]]) -> None:

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,12 +25,6 @@ from tests.kafka_broker import KafkaBroker, create_topic
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 PARTITIONS = 3
-
-
-@pytest.fixture(scope="module")
-def broker() -> Iterator[KafkaBroker]:
-    with KafkaBroker() as running:
-        yield running
 
 
 def write(cfg: Config, folder: Path) -> Path:

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,21 +42,21 @@ TOTAL = PER_MINUTE * MINUTES
 
 
 @pytest.fixture(scope="module")
-def broker() -> Iterator[KafkaBroker]:
-    with KafkaBroker() as running:
-        create_topic(running.bootstrap, TOPIC, PARTITIONS)
-        create_topic(running.bootstrap, PARTIALS, 2)
-        for topic in (f"{PREFIX}.dead-letter", f"{PREFIX}.control"):
-            create_topic(running.bootstrap, topic, 1)
-        produce(running.bootstrap, TOPIC, stream_events(range(MINUTES), incident_minutes=(2, 3, 4)),
-                partitions=PARTITIONS)
-        yield running
+def broker(broker: KafkaBroker) -> KafkaBroker:
+    """The session's shared broker (conftest), with this module's topics (two.*) and its stream produced."""
+    create_topic(broker.bootstrap, TOPIC, PARTITIONS)
+    create_topic(broker.bootstrap, PARTIALS, 2)
+    for topic in (f"{PREFIX}.dead-letter", f"{PREFIX}.control"):
+        create_topic(broker.bootstrap, topic, 1)
+    produce(broker.bootstrap, TOPIC, stream_events(range(MINUTES), incident_minutes=(2, 3, 4)),
+            partitions=PARTITIONS)
+    return broker
 
 
 @pytest.fixture(scope="module")
 def single(broker: KafkaBroker, tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[tuple[Any, ...]]]:
     """What one single-stage process leaves in its store."""
-    rows = single_stage_pass(service_config(tmp_path_factory.mktemp("single"), broker.bootstrap, PREFIX, "single",
+    rows = single_stage_pass(service_config(tmp_path_factory.mktemp("single"), broker.bootstrap, PREFIX, "two-single",
                                             checkpoint_interval=0), TOTAL)
     assert {row[9] for row in rows["windows"]} == {PER_MINUTE}  # minutes 0-4 closed, full
     assert rows["alerts"]  # income in thousands in minutes 2-4: the policy fires
