@@ -36,6 +36,7 @@ from driftline.streaming.loop import ConsumerLoop
 from tests.integration.conftest import opened, table_rows
 from tests.integration.streams import (MINUTE, PARTITIONS, T0, ce_ids, drain, outcome, produce, service_config,
                                        single_stage_pass, stream_events)
+from tests.integration.waits import wait_until
 from tests.kafka_broker import KafkaBroker, create_topic
 
 pytestmark = pytest.mark.integration
@@ -239,6 +240,28 @@ def test_a_rejected_statement_still_stops_the_service(tmp_path: Path, broker: Ka
 # -- 2. the broker restarted ---------------------------------------------------------------------------------
 
 
+def high_watermarks(bootstrap: str, topic: str) -> dict[int, int]:
+    """Every partition's end offset, asked of the broker by a consumer of its own."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "restart-inspector"})
+    try:
+        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(PARTITIONS)}
+    finally:
+        consumer.close()
+
+
+def fetched_to(consumer: Consumer, topic: str) -> dict[int, int]:
+    """How far ``consumer`` has fetched each partition, without asking the broker: librdkafka's cached high
+    watermark of a partition is the one its last fetch response for the partition carried, along with the
+    messages up to it (-1001 before any fetch)."""
+    return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), cached=True)[1] for p in range(PARTITIONS)}
+
+
+def fetched(consumer: Consumer, topic: str, ends: Mapping[int, int]) -> bool:
+    """Whether ``consumer``'s fetches have reached ``ends`` (partition → offset) on every partition."""
+    now = fetched_to(consumer, topic)
+    return all(now[p] >= end for p, end in ends.items())
+
+
 def test_a_broker_restart_mid_stream_loses_nothing(tmp_path: Path, own_broker: KafkaBroker) -> None:
     """Minutes 0-2 are consumed; minute 3 (and dead letters) is produced and fetched, then the broker is
     restarted: stopped cleanly, then started on the same folder and ports (what `KafkaBroker.restart()` does,
@@ -272,7 +295,12 @@ def test_a_broker_restart_mid_stream_loses_nothing(tmp_path: Path, own_broker: K
             drain(svc, sent)
             sent += produce(own_broker.bootstrap, topic, [], extra=bad)  # dead letters first: every batch publishes
             sent += produce(own_broker.bootstrap, topic, minute[3])
-            time.sleep(1.0)  # let the consumer fetch them before the broker goes (not an assertion)
+            # the service's consumer fetches them (into its client's queue; the service does not step) before
+            # the broker goes, so that it has something to process with the broker down
+            ends = high_watermarks(own_broker.bootstrap, topic)
+            consumer = svc.source.consumer
+            wait_until(lambda: fetched(consumer, topic, ends), 30,
+                       lambda: f"the consumer to fetch {topic} to {ends} (fetched to {fetched_to(consumer, topic)})")
             # KafkaBroker.restart() is stop() then start(); the service steps in between, on what it had fetched
             own_broker.stop()
             deadline = time.monotonic() + 30

@@ -31,6 +31,7 @@ from driftline.streaming.two_stage import merge_settings
 from tests.integration.conftest import opened, table_rows
 from tests.integration.streams import (MINUTE, PER_MINUTE, committed_total, outcome, produce, service_config, single_stage_pass,
                                        stream_events)
+from tests.integration.waits import wait_until
 from tests.kafka_broker import KafkaBroker, create_topic
 
 pytestmark = pytest.mark.integration
@@ -419,11 +420,12 @@ def test_two_driftline_run_processes_write_what_one_process_writes(tmp_path: Pat
 
 
 def wait_for(condition: Any, processes: list[subprocess.Popen[bytes]], what: str, timeout: float = 45) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
+    """Wait until ``condition()``, failing at once if a process exits."""
+    def done() -> bool:
         assert all(p.poll() is None for p in processes), f"driftline run exited while waiting for {what}"
-        assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
-        time.sleep(0.3)
+        return bool(condition())
+
+    wait_until(done, timeout, what, interval=0.2)
 
 
 def members(admin: AdminClient, group: str) -> int:
