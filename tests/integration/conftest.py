@@ -4,6 +4,11 @@ chDB stores (a real embedded ClickHouse engine) under tmp_path.
 chDB runs one embedded server per process, bound to one path: a store must be closed (and every client
 on it released) before another path is opened. ``replayed`` opens, replays, reads and closes; the
 autouse fixture collects clients left by code that does not close its store (the CLI, the demo).
+
+Kafka: one real broker for the whole session (``broker``), started the first time a test asks for it (so
+``pytest tests/integration/test_replay_store.py`` starts none) and shared by every module. Each module uses
+topics, prefixes and consumer groups of its own on it. A test that stops, kills or restarts a broker uses
+``own_broker`` instead, a private one: the shared broker is never taken down while the session runs.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from driftline.engine.profile import build_profile
 from driftline.app.replay import ReplayOutcome, replay
 from driftline.schemas import schema_text
 from driftline.app.synthetic import CREDIT_CATEGORICAL, FRAUD_CATEGORICAL, Incident, card_transactions, credit_applications
+from tests.kafka_broker import KafkaBroker
 
 HOUR_MS = 3_600_000
 DAY_START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -56,6 +62,24 @@ def _release_chdb() -> Iterator[None]:
     gc.collect()
     yield
     gc.collect()
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    """The session's Kafka broker, on free ports (never a skip: KafkaBroker raises KafkaBrokerError, a
+    failure, when it cannot start). Started lazily, by the first test that needs it; stopped at the end of
+    the session. Never stop, kill or restart it in a test: use ``own_broker`` for that."""
+    with KafkaBroker(tmp_path_factory.mktemp("kafka")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    """A private broker for a module's tests that stop, kill or restart it (the outage, restart and SIGKILL
+    tests): taking the shared ``broker`` down would break every test after them, and restoring it after a
+    failure midway would not be reliable, so these get a broker of their own, gone with their module."""
+    with KafkaBroker(tmp_path_factory.mktemp("own-kafka")) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

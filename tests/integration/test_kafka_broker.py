@@ -1,10 +1,12 @@
 """The real Kafka 4 broker that the integration tests use (scripts/kafka-broker, tests/kafka_broker.py):
-topics, a producer, a consumer group, and data that outlives a clean restart and a SIGKILL."""
+topics, a producer, a consumer group, and data that outlives a clean restart and a SIGKILL.
+
+These tests restart and kill their broker: they use ``own_broker`` (conftest), a private one, never the
+session's shared ``broker``."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,12 +22,6 @@ PARTITIONS = 3
 
 Record = tuple[int, int, bytes, bytes]
 """(partition, offset, key, value)"""
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
-    with KafkaBroker(tmp_path_factory.mktemp("kafka")) as running:
-        yield running
 
 
 def produce(bootstrap: str, topic: str, count: int, prefix: str = "message") -> None:
@@ -104,33 +100,33 @@ def check_log(records: list[Record], count: int, prefix: str = "message") -> Non
         assert offsets == list(range(len(offsets)))
 
 
-def test_topic_produce_consume_and_restart(broker: KafkaBroker) -> None:
-    create_topic(broker.bootstrap, "driftline.check", PARTITIONS)
-    produce(broker.bootstrap, "driftline.check", N)
-    first = consume(broker.bootstrap, "driftline.check", "check-group", N)
+def test_topic_produce_consume_and_restart(own_broker: KafkaBroker) -> None:
+    create_topic(own_broker.bootstrap, "driftline.check", PARTITIONS)
+    produce(own_broker.bootstrap, "driftline.check", N)
+    first = consume(own_broker.bootstrap, "driftline.check", "check-group", N)
     check_log(first, N)
     ends = {p: 1 + max(o for q, o, *_ in first if q == p) for p in range(PARTITIONS)}
-    assert committed(broker.bootstrap, "driftline.check", "check-group") == ends
+    assert committed(own_broker.bootstrap, "driftline.check", "check-group") == ends
 
-    pid, bootstrap = broker.pid, broker.bootstrap
-    broker.restart()
-    assert broker.pid not in (None, pid) and broker.bootstrap == bootstrap
+    pid, bootstrap = own_broker.pid, own_broker.bootstrap
+    own_broker.restart()
+    assert own_broker.pid not in (None, pid) and own_broker.bootstrap == bootstrap
 
     # the topic, its messages and the group's committed offsets are all still there
-    topics = AdminClient({"bootstrap.servers": broker.bootstrap}).list_topics(timeout=10).topics
+    topics = AdminClient({"bootstrap.servers": own_broker.bootstrap}).list_topics(timeout=10).topics
     assert len(topics["driftline.check"].partitions) == PARTITIONS
-    assert committed(broker.bootstrap, "driftline.check", "check-group") == ends
-    assert consume(broker.bootstrap, "driftline.check", "after-restart", N) == first
-    assert consume(broker.bootstrap, "driftline.check", "check-group", 0, timeout=5) == []
+    assert committed(own_broker.bootstrap, "driftline.check", "check-group") == ends
+    assert consume(own_broker.bootstrap, "driftline.check", "after-restart", N) == first
+    assert consume(own_broker.bootstrap, "driftline.check", "check-group", 0, timeout=5) == []
 
 
-def test_data_survives_sigkill(broker: KafkaBroker) -> None:
-    create_topic(broker.bootstrap, "driftline.crash", PARTITIONS)
-    produce(broker.bootstrap, "driftline.crash", 1_000, prefix="before")
-    broker.kill()
-    assert not broker.running
-    broker.start()
-    records = consume(broker.bootstrap, "driftline.crash", "crash-group", 1_000)
+def test_data_survives_sigkill(own_broker: KafkaBroker) -> None:
+    create_topic(own_broker.bootstrap, "driftline.crash", PARTITIONS)
+    produce(own_broker.bootstrap, "driftline.crash", 1_000, prefix="before")
+    own_broker.kill()
+    assert not own_broker.running
+    own_broker.start()
+    records = consume(own_broker.bootstrap, "driftline.crash", "crash-group", 1_000)
     check_log(records, 1_000, prefix="before")
 
 

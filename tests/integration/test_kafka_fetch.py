@@ -5,7 +5,6 @@ a partition that does not exist, the timeout — returned with its reason, never
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,12 +18,8 @@ from tests.kafka_broker import KafkaBroker, create_topic
 pytestmark = pytest.mark.integration
 COUNT = 3 * SEEK_GAP + 500
 """Messages on partition 0: enough for two seeks over gaps."""
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
-    with KafkaBroker(tmp_path_factory.mktemp("kafka")) as running:
-        yield running
+GAPS, GONE, MISSING = "fetch.gaps", "fetch.gone", "fetch.no-such-topic"
+"""This module's topics on the session's shared broker (the last one never created)."""
 
 
 def fill(bootstrap: str, topic: str, partition: int, count: int) -> None:
@@ -42,10 +37,10 @@ def fetcher(bootstrap: str, timeout_ms: int = 10_000) -> MessageFetcher:
 
 
 def test_messages_come_back_by_position_across_partitions_and_gaps(broker: KafkaBroker) -> None:
-    create_topic(broker.bootstrap, "gaps", 2)
-    fill(broker.bootstrap, "gaps", 0, COUNT)
-    fill(broker.bootstrap, "gaps", 1, 10)
-    wanted = [("gaps", 0, o) for o in (3, 4, 900, 2_500, COUNT - 1)] + [("gaps", 1, 0), ("gaps", 1, 9)]
+    create_topic(broker.bootstrap, GAPS, 2)
+    fill(broker.bootstrap, GAPS, 0, COUNT)
+    fill(broker.bootstrap, GAPS, 1, 10)
+    wanted = [(GAPS, 0, o) for o in (3, 4, 900, 2_500, COUNT - 1)] + [(GAPS, 1, 0), (GAPS, 1, 9)]
     f = fetcher(broker.bootstrap)
     try:
         began = time.monotonic()
@@ -53,35 +48,35 @@ def test_messages_come_back_by_position_across_partitions_and_gaps(broker: Kafka
         print(f"\n{len(wanted)} messages fetched back in {time.monotonic() - began:.2f} s")
         assert got.missing == {}
         assert got.found == {(t, p, o): (f"{t}-{p}-{o}".encode(), f"k{o}".encode()) for t, p, o in wanted}
-        again = f.fetch([("gaps", 0, 7)])  # the same consumer, a second time
-        assert again.found == {("gaps", 0, 7): (b"gaps-0-7", b"k7")}
+        again = f.fetch([(GAPS, 0, 7)])  # the same consumer, a second time
+        assert again.found == {(GAPS, 0, 7): (f"{GAPS}-0-7".encode(), b"k7")}
     finally:
         f.close()
 
 
 def test_what_cannot_be_fetched_is_returned_with_the_reason(broker: KafkaBroker) -> None:
-    create_topic(broker.bootstrap, "gone", 1)
-    fill(broker.bootstrap, "gone", 0, 20)
+    create_topic(broker.bootstrap, GONE, 1)
+    fill(broker.bootstrap, GONE, 0, 20)
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
-    for future in admin.delete_records([TopicPartition("gone", 0, 10)]).values():
+    for future in admin.delete_records([TopicPartition(GONE, 0, 10)]).values():
         future.result(timeout=30)
     f = fetcher(broker.bootstrap, timeout_ms=3_000)
     try:
         began = time.monotonic()
-        got = f.fetch([("gone", 0, 3), ("gone", 0, 12), ("gone", 0, 20), ("gone", 0, 500), ("gone", 7, 1),
-                       ("no-such-topic", 0, 1)])
+        got = f.fetch([(GONE, 0, 3), (GONE, 0, 12), (GONE, 0, 20), (GONE, 0, 500), (GONE, 7, 1),
+                       (MISSING, 0, 1)])
         assert time.monotonic() - began < 3 + 2
     finally:
         f.close()
-    assert got.found == {("gone", 0, 12): (b"gone-0-12", b"k12")}
-    assert set(got.missing) == {("gone", 0, 3), ("gone", 0, 20), ("gone", 0, 500), ("gone", 7, 1),
-                                ("no-such-topic", 0, 1)}
-    assert got.missing[("gone", 0, 3)].startswith("no longer in the log"), got.missing
-    assert "starts at offset 10" in got.missing[("gone", 0, 3)]
-    assert got.missing[("gone", 0, 20)] == got.missing[("gone", 0, 500)] == \
+    assert got.found == {(GONE, 0, 12): (f"{GONE}-0-12".encode(), b"k12")}
+    assert set(got.missing) == {(GONE, 0, 3), (GONE, 0, 20), (GONE, 0, 500), (GONE, 7, 1),
+                                (MISSING, 0, 1)}
+    assert got.missing[(GONE, 0, 3)].startswith("no longer in the log"), got.missing
+    assert "starts at offset 10" in got.missing[(GONE, 0, 3)]
+    assert got.missing[(GONE, 0, 20)] == got.missing[(GONE, 0, 500)] == \
         "past the end of the partition (next offset 20)"
-    assert got.missing[("gone", 7, 1)].startswith("partition unreadable"), got.missing
-    assert got.missing[("no-such-topic", 0, 1)].startswith("partition unreadable"), got.missing
+    assert got.missing[(GONE, 7, 1)].startswith("partition unreadable"), got.missing
+    assert got.missing[(MISSING, 0, 1)].startswith("partition unreadable"), got.missing
 
 
 def test_an_unreachable_broker_costs_the_timeout_and_no_more(tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ it is read to its end, the rule before ``idle_after``) the same traffic counts e
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +26,6 @@ pytestmark = pytest.mark.integration
 MINUTES = 12
 SKEW = 8
 """Minutes of event time partition 0's producer is ahead of the others'."""
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
-    with KafkaBroker(tmp_path_factory.mktemp("kafka")) as running:
-        yield running
 
 
 def skewed_live_run(root: Path, broker: KafkaBroker, prefix: str, idle_after: Any

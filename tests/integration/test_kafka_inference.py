@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -31,11 +30,11 @@ INPUTS, OUTPUTS = "seldon.default.model.credit.inputs", "seldon.default.model.cr
 
 
 @pytest.fixture(scope="module")
-def broker() -> Any:
-    with KafkaBroker() as running:
-        for topic in (INPUTS, OUTPUTS, "oip.dead-letter", "oip.control"):
-            create_topic(running.bootstrap, topic, 2)
-        yield running
+def broker(broker: KafkaBroker) -> KafkaBroker:
+    """The session's shared broker (conftest), with this module's topics (seldon.default.*, oip.*)."""
+    for topic in (INPUTS, OUTPUTS, "oip.dead-letter", "oip.control"):
+        create_topic(broker.bootstrap, topic, 2)
+    return broker
 
 
 def config(tmp_path: Path, bootstrap: str) -> Config:
@@ -88,7 +87,7 @@ def test_seldon_oip_topics_join_into_windows(tmp_path: Path, broker: KafkaBroker
         _, rows = store.query("SELECT window_start, window_rows FROM driftline.windows FINAL "
                               "WHERE feature = 'income' AND baseline = 'reference' ORDER BY window_start")
     assert [r[1] for r in rows] == [200, 200]  # every request joined; minute 2 is still open in event time
-    dead = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "dlq-reader",
+    dead = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "oip-dlq-reader",
                      "auto.offset.reset": "earliest"})
     dead.subscribe(["oip.dead-letter"])
     letters = []

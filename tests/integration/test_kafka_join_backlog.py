@@ -40,12 +40,6 @@ PAIRS = 3_000
 
 
 @pytest.fixture(scope="module")
-def broker() -> Any:
-    with KafkaBroker() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
 def profile(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = credit_applications(np.random.default_rng(1), 20_000)
     built = build_profile({**{f: data[f] for f in FEATURES}, "score": data["score"]}, model="credit",
@@ -56,8 +50,10 @@ def profile(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def topics(namespace: str) -> tuple[str, str, str, str]:
-    seldon = f"seldon.{namespace}.model.credit"
-    return f"{seldon}.inputs", f"{seldon}.outputs", f"{namespace}.dead-letter", f"{namespace}.control"
+    """A run's topics, under ``backlog-`` (this module's on the session's shared broker)."""
+    seldon = f"seldon.backlog-{namespace}.model.credit"
+    return (f"{seldon}.inputs", f"{seldon}.outputs", f"backlog-{namespace}.dead-letter",
+            f"backlog-{namespace}.control")
 
 
 def config(folder: Path, bootstrap: str, namespace: str, profile: Path) -> Config:
@@ -68,7 +64,8 @@ def config(folder: Path, bootstrap: str, namespace: str, profile: Path) -> Confi
         "windows": {"size": "1h", "allowed_lateness": 0, "max_future": None},
         "join": {"max_wait": "5m"},
         "models": [{"name": "credit", "references": {"3": str(profile)}, "policy": {"min_samples": 50}}],
-        "kafka": {"bootstrap_servers": bootstrap, "group_id": namespace, "batch_size": 200, "poll_timeout": 200,
+        "kafka": {"bootstrap_servers": bootstrap, "group_id": f"backlog-{namespace}", "batch_size": 200,
+                  "poll_timeout": 200,
                   # a partition read to its end stops holding at once: the drain ends before any idle
                   # timer could pass (the idleness rule has its own tests, test_kafka_idleness.py)
                   "idle_after": 0,

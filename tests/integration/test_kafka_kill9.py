@@ -26,6 +26,7 @@ from driftline.engine.profile import build_profile
 from driftline.app.synthetic import CREDIT_CATEGORICAL, Incident, credit_applications
 from tests.integration.conftest import TABLES, opened, table_rows
 from tests.integration.streams import committed_total
+from tests.integration.waits import wait_until
 from tests.kafka_broker import KafkaBroker, create_topic
 
 pytestmark = pytest.mark.integration
@@ -59,11 +60,11 @@ def scoring_messages() -> list[tuple[bytes, bytes, int]]:
 
 
 @pytest.fixture(scope="module")
-def broker() -> Any:
-    with KafkaBroker() as running:
-        for topic in (TOPIC, "kill9.dead-letter", "kill9.control"):
-            create_topic(running.bootstrap, topic, PARTITIONS)
-        yield running
+def broker(broker: KafkaBroker) -> KafkaBroker:
+    """The session's shared broker (conftest), with this module's topics (kill9.*)."""
+    for topic in (TOPIC, "kill9.dead-letter", "kill9.control"):
+        create_topic(broker.bootstrap, topic, PARTITIONS)
+    return broker
 
 
 def produce(bootstrap: str, messages: list[tuple[bytes, bytes, int]]) -> None:
@@ -103,15 +104,19 @@ def committed(bootstrap: str, group: str) -> int:
     return committed_total(bootstrap, group, TOPIC, PARTITIONS)
 
 
+def running(process: subprocess.Popen[bytes]) -> bool:
+    """True while ``driftline run`` runs; an exit fails the test at once (a wait for it would never end)."""
+    assert process.poll() is None, f"driftline run exited with {process.returncode}"
+    return True
+
+
 def drain(config: Path, bootstrap: str, group: str, timeout: float = 120) -> None:
     """Run until every message is committed, then stop with SIGTERM (a clean stop)."""
     process = start(config)
-    deadline = time.monotonic() + timeout
     try:
-        while committed(bootstrap, group) < PER_MINUTE * MINUTES:
-            assert process.poll() is None, f"driftline run exited with {process.returncode}"
-            assert time.monotonic() < deadline, "the topic was not drained in time"
-            time.sleep(0.5)
+        wait_until(lambda: running(process) and committed(bootstrap, group) >= PER_MINUTE * MINUTES, timeout,
+                   lambda: f"{group} to commit all {PER_MINUTE * MINUTES} messages "
+                           f"({committed(bootstrap, group)} committed)", interval=0.2)
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -148,12 +153,11 @@ def test_kill_minus_9_at_random_points_loses_nothing_and_counts_nothing_twice(tm
         try:
             before = committed(broker.bootstrap, "kill9-crashy")
             target = before + rng.uniform(0.2, 0.8) * (produced - before)  # a seeded share of what is new
-            deadline = time.monotonic() + 120
-            while committed(broker.bootstrap, "kill9-crashy") < target:
-                assert process.poll() is None, f"driftline run exited with {process.returncode}"
-                assert time.monotonic() < deadline, f"{target:.0f} of {produced} messages not committed in time"
-                time.sleep(0.02)
-            time.sleep(rng.uniform(0.0, 0.05))  # then die at a random point between two checkpoints
+            wait_until(lambda: running(process) and committed(broker.bootstrap, "kill9-crashy") >= target, 120,
+                       lambda: f"{target:.0f} of {produced} messages committed "
+                               f"({committed(broker.bootstrap, 'kill9-crashy')} committed)", interval=0.02)
+            # then die at a random point between two checkpoints: a seeded random delay, not a wait for anything
+            time.sleep(rng.uniform(0.0, 0.05))
         finally:
             os.kill(process.pid, signal.SIGKILL)
             process.wait(10)

@@ -35,11 +35,11 @@ MESSAGES = oip_messages()
 
 
 @pytest.fixture(scope="module")
-def broker() -> Any:
-    with KafkaBroker() as running:
-        for topic in (INPUTS, OUTPUTS, DEAD, CONTROL):
-            create_topic(running.bootstrap, topic, 2)
-        yield running
+def broker(broker: KafkaBroker) -> KafkaBroker:
+    """The session's shared broker (conftest), with this module's topics (seldon.seldon-mesh.*, oip-pb.*)."""
+    for topic in (INPUTS, OUTPUTS, DEAD, CONTROL):
+        create_topic(broker.bootstrap, topic, 2)
+    return broker
 
 
 def config(tmp_path: Path, bootstrap: str) -> Config:
@@ -109,7 +109,8 @@ def produce(bootstrap: str, minutes: int, per_minute: int) -> int:
 
 
 def dead_letters(bootstrap: str, expected: int) -> list[Any]:
-    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": "dlq-reader", "auto.offset.reset": "earliest"})
+    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": "oip-pb-dlq-reader",
+                       "auto.offset.reset": "earliest"})
     reader.subscribe([DEAD])
     letters: list[Any] = []
     deadline = time.monotonic() + 20

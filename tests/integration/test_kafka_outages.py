@@ -7,7 +7,8 @@ boundary, around the real component, not a mock: :class:`FlakyClient` wraps the 
 client of the real ClickHouseStore and, for planned stretches of calls, raises what clickhouse-connect
 raises when its HTTP connection to a ClickHouse server is reset (an ``OperationalError`` from urllib3's
 ``ProtocolError``); every other call goes through to chDB. The broker restart is the real thing:
-``KafkaBroker.restart()`` (a clean stop, then a start on the same folder and ports).
+``KafkaBroker.restart()`` (a clean stop, then a start on the same folder and ports), on a private broker
+(``own_broker``): the store tests use the session's shared one.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import gc
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from driftline.streaming.loop import ConsumerLoop
 from tests.integration.conftest import opened, table_rows
 from tests.integration.streams import (MINUTE, PARTITIONS, T0, ce_ids, drain, outcome, produce, service_config,
                                        single_stage_pass, stream_events)
+from tests.integration.waits import wait_until
 from tests.kafka_broker import KafkaBroker, create_topic
 
 pytestmark = pytest.mark.integration
@@ -48,13 +50,6 @@ IDLE_AFTER = "10m"
 def on_partition(event: dict[str, Any], partition: int) -> bool:
     """Whether :func:`produce` sends the event to ``partition`` (round-robin by request number)."""
     return int(event["request_id"][1:]) % PARTITIONS == partition
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
-    # never a skip: KafkaBroker raises KafkaBrokerError (an error, so a failure) when it cannot start
-    with KafkaBroker(tmp_path_factory.mktemp("kafka")) as running:
-        yield running
 
 
 def create_topics(bootstrap: str, prefix: str) -> None:
@@ -245,7 +240,29 @@ def test_a_rejected_statement_still_stops_the_service(tmp_path: Path, broker: Ka
 # -- 2. the broker restarted ---------------------------------------------------------------------------------
 
 
-def test_a_broker_restart_mid_stream_loses_nothing(tmp_path: Path, broker: KafkaBroker) -> None:
+def high_watermarks(bootstrap: str, topic: str) -> dict[int, int]:
+    """Every partition's end offset, asked of the broker by a consumer of its own."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "restart-inspector"})
+    try:
+        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(PARTITIONS)}
+    finally:
+        consumer.close()
+
+
+def fetched_to(consumer: Consumer, topic: str) -> dict[int, int]:
+    """How far ``consumer`` has fetched each partition, without asking the broker: librdkafka's cached high
+    watermark of a partition is the one its last fetch response for the partition carried, along with the
+    messages up to it (-1001 before any fetch)."""
+    return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), cached=True)[1] for p in range(PARTITIONS)}
+
+
+def fetched(consumer: Consumer, topic: str, ends: Mapping[int, int]) -> bool:
+    """Whether ``consumer``'s fetches have reached ``ends`` (partition → offset) on every partition."""
+    now = fetched_to(consumer, topic)
+    return all(now[p] >= end for p, end in ends.items())
+
+
+def test_a_broker_restart_mid_stream_loses_nothing(tmp_path: Path, own_broker: KafkaBroker) -> None:
     """Minutes 0-2 are consumed; minute 3 (and dead letters) is produced and fetched, then the broker is
     restarted: stopped cleanly, then started on the same folder and ports (what `KafkaBroker.restart()` does,
     in two halves so that the service steps in between). With the broker down the service processes what it
@@ -259,28 +276,33 @@ def test_a_broker_restart_mid_stream_loses_nothing(tmp_path: Path, broker: Kafka
     The store then equals a clean pass over the whole topic, and every alert and rollback request in it is
     on the control topic."""
     prefix = "restart"
-    create_topics(broker.bootstrap, prefix)
+    create_topics(own_broker.bootstrap, prefix)
     topic = f"{prefix}.scoring"
     events = stream_events(range(MINUTES), incident_minutes=INCIDENT)
     bad = [(p, b"not json %d" % i) for i, p in enumerate((0, 1, 2, 0, 1, 2))]
     group = f"{prefix}-live"
-    cfg = service_config(tmp_path / "live", broker.bootstrap, prefix, group, checkpoint_interval=0, retry_backoff=100,
-                         retry_backoff_max=1000, publish_timeout=2000, idle_after=IDLE_AFTER,
+    cfg = service_config(tmp_path / "live", own_broker.bootstrap, prefix, group, checkpoint_interval=0,
+                         retry_backoff=100, retry_backoff_max=1000, publish_timeout=2000, idle_after=IDLE_AFTER,
                          client={"reconnect.backoff.max.ms": "500", "socket.timeout.ms": "5000"})
     minute = [[e for e in events if e["event_time"] // MINUTE - T0 // MINUTE == m] for m in range(MINUTES)]
-    backlog = Producer({"bootstrap.servers": broker.bootstrap, "enable.idempotence": True,
+    backlog = Producer({"bootstrap.servers": own_broker.bootstrap, "enable.idempotence": True,
                         "message.timeout.ms": 300_000, "reconnect.backoff.max.ms": 500})
     sent = 0
     with opened(cfg) as store:
         svc = service(cfg, store)
         try:
-            sent += produce(broker.bootstrap, topic, [e for m in minute[:3] for e in m])  # a backlog
+            sent += produce(own_broker.bootstrap, topic, [e for m in minute[:3] for e in m])  # a backlog
             drain(svc, sent)
-            sent += produce(broker.bootstrap, topic, [], extra=bad)  # dead letters first: every batch publishes
-            sent += produce(broker.bootstrap, topic, minute[3])
-            time.sleep(1.0)  # let the consumer fetch them before the broker goes (not an assertion)
+            sent += produce(own_broker.bootstrap, topic, [], extra=bad)  # dead letters first: every batch publishes
+            sent += produce(own_broker.bootstrap, topic, minute[3])
+            # the service's consumer fetches them (into its client's queue; the service does not step) before
+            # the broker goes, so that it has something to process with the broker down
+            ends = high_watermarks(own_broker.bootstrap, topic)
+            consumer = svc.source.consumer
+            wait_until(lambda: fetched(consumer, topic, ends), 30,
+                       lambda: f"the consumer to fetch {topic} to {ends} (fetched to {fetched_to(consumer, topic)})")
             # KafkaBroker.restart() is stop() then start(); the service steps in between, on what it had fetched
-            broker.stop()
+            own_broker.stop()
             deadline = time.monotonic() + 30
             while not svc.health.paused:
                 assert time.monotonic() < deadline, f"no outage seen with the broker down: {svc.health}"
@@ -291,13 +313,13 @@ def test_a_broker_restart_mid_stream_loses_nothing(tmp_path: Path, broker: Kafka
                 backlog.produce(topic, json.dumps(event).encode(), event["request_id"].encode(), partition=0)
             for _ in range(5):  # paused, polling, retrying with backoff while the broker is down
                 svc.step()
-            broker.start()
+            own_broker.start()
             assert backlog.flush(120) == 0, "partition 0's backlog was not delivered after the restart"
             sent += len(queued)
             drain(svc, sent)  # partition 0 read to its end in minute 5, partitions 1 and 2 in minute 3
             late_while_ahead = svc.totals.late
             for m in minute[4:]:  # then partitions 1 and 2's producers, a minute at a time
-                sent += produce(broker.bootstrap, topic, [e for e in m if not on_partition(e, 0)])
+                sent += produce(own_broker.bootstrap, topic, [e for e in m if not on_partition(e, 0)])
                 drain(svc, sent)
             health, late, unreachable = svc.health, svc.totals.late, svc.source.unreachable
         finally:
@@ -309,9 +331,9 @@ def test_a_broker_restart_mid_stream_loses_nothing(tmp_path: Path, broker: Kafka
     assert health.outages >= 1 and health.retries >= 1 and not health.paused, health
     assert unreachable >= 1, "the consumer's error callback never reported the broker unreachable"
     assert late == 0 and rows["late_events"] == []
-    assert rows == clean_pass(tmp_path, broker.bootstrap, prefix, sent)
+    assert rows == clean_pass(tmp_path, own_broker.bootstrap, prefix, sent)
     # every alert, rollback request and change detection in the store reached the control topic (some twice:
     # the redone batch; the ce_id deduplicates)
     stored = {row[0].decode() if isinstance(row[0], bytes) else row[0]
               for table_rows_ in (rows["alerts"], rows["rollback_requests"], detections) for row in table_rows_}
-    assert set(ce_ids(broker.bootstrap, f"{prefix}.control")) == stored
+    assert set(ce_ids(own_broker.bootstrap, f"{prefix}.control")) == stored

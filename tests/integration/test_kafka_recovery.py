@@ -28,12 +28,12 @@ class Crash(Exception):
 
 
 @pytest.fixture(scope="module")
-def broker() -> Any:
-    with KafkaBroker() as running:
-        for topic in (TOPIC, "recovery.dead-letter", "recovery.control"):
-            create_topic(running.bootstrap, topic, 3)
-        produce(running.bootstrap, TOPIC, stream_events(range(MINUTES)))
-        yield running
+def broker(broker: KafkaBroker) -> KafkaBroker:
+    """The session's shared broker (conftest), with this module's topics (recovery.*) and its stream produced."""
+    for topic in (TOPIC, "recovery.dead-letter", "recovery.control"):
+        create_topic(broker.bootstrap, topic, 3)
+    produce(broker.bootstrap, TOPIC, stream_events(range(MINUTES)))
+    return broker
 
 
 def config(tmp_path: Path, bootstrap: str, group: str) -> Config:
@@ -73,13 +73,13 @@ def _raise(*_: Any, **__: Any) -> None:
 @pytest.mark.parametrize("crash", ["before checkpoint", "after checkpoint, before commit"])
 def test_a_crash_loses_nothing_and_counts_nothing_twice(tmp_path: Path, broker: KafkaBroker, crash: str) -> None:
     tag = crash.split()[0]
-    clean_cfg = config(tmp_path / "clean", broker.bootstrap, f"clean-{tag}")
+    clean_cfg = config(tmp_path / "clean", broker.bootstrap, f"recovery-clean-{tag}")
     with opened(clean_cfg) as store:
         assert run(clean_cfg, store) == PER_MINUTE * MINUTES
         expected = windows(store)
     gc.collect()
     assert {row[3] for row in expected} == {PER_MINUTE}  # minutes 0-3 closed, full
-    crashy = config(tmp_path / "crashy", broker.bootstrap, f"crashy-{tag}")
+    crashy = config(tmp_path / "crashy", broker.bootstrap, f"recovery-crashy-{tag}")
     with opened(crashy) as store:
         first = run(crashy, store, stop_after=4, crash=crash)
         assert 0 < first < PER_MINUTE * MINUTES

@@ -25,7 +25,7 @@ import json
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,13 +70,6 @@ DLQ_HEADERS = ("driftline.source.topic", "driftline.source.partition", "driftlin
 
 
 # -- the broker and Kafka helpers ------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
-    # never a skip: KafkaBroker raises KafkaBrokerError (an error, so a failure) when it cannot start
-    with KafkaBroker(tmp_path_factory.mktemp("kafka")) as running:
-        yield running
 
 
 def create_topics(bootstrap: str, kafka: dict[str, Any], source_config: dict[str, str] | None = None) -> None:

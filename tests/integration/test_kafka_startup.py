@@ -10,8 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,17 +19,12 @@ from confluent_kafka.admin import AdminClient
 from driftline.config import Config
 from driftline.connectors.kafka.admin import MissingTopics, admin_client, check_topics, topic_limits
 from tests.integration.streams import committed_total, produce, service_config, stream_events
+from tests.integration.waits import wait_until
 from tests.kafka_broker import KafkaBroker, create_topic
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 PARTITIONS = 3
-
-
-@pytest.fixture(scope="module")
-def broker() -> Iterator[KafkaBroker]:
-    with KafkaBroker() as running:
-        yield running
 
 
 def write(cfg: Config, folder: Path) -> Path:
@@ -124,11 +117,11 @@ def test_a_static_member_restarted_after_kill_9_gets_its_partitions_back_within_
             return 0
 
     def wait_for(total: int, process: subprocess.Popen[bytes], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while committed() < total:
+        def done() -> bool:
             assert process.poll() is None, f"driftline run exited: {stderr(path)[-2000:]}"
-            assert time.monotonic() < deadline, f"{committed()} of {total} committed in {timeout} s"
-            time.sleep(0.2)
+            return committed() >= total
+
+        wait_until(done, timeout, lambda: f"{total} messages committed ({committed()} committed)", interval=0.2)
 
     first = start(path, **env)
     try:

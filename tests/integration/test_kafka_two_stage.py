@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from driftline.streaming.two_stage import merge_settings
 from tests.integration.conftest import opened, table_rows
 from tests.integration.streams import (MINUTE, PER_MINUTE, committed_total, outcome, produce, service_config, single_stage_pass,
                                        stream_events)
+from tests.integration.waits import wait_until
 from tests.kafka_broker import KafkaBroker, create_topic
 
 pytestmark = pytest.mark.integration
@@ -43,21 +43,21 @@ TOTAL = PER_MINUTE * MINUTES
 
 
 @pytest.fixture(scope="module")
-def broker() -> Iterator[KafkaBroker]:
-    with KafkaBroker() as running:
-        create_topic(running.bootstrap, TOPIC, PARTITIONS)
-        create_topic(running.bootstrap, PARTIALS, 2)
-        for topic in (f"{PREFIX}.dead-letter", f"{PREFIX}.control"):
-            create_topic(running.bootstrap, topic, 1)
-        produce(running.bootstrap, TOPIC, stream_events(range(MINUTES), incident_minutes=(2, 3, 4)),
-                partitions=PARTITIONS)
-        yield running
+def broker(broker: KafkaBroker) -> KafkaBroker:
+    """The session's shared broker (conftest), with this module's topics (two.*) and its stream produced."""
+    create_topic(broker.bootstrap, TOPIC, PARTITIONS)
+    create_topic(broker.bootstrap, PARTIALS, 2)
+    for topic in (f"{PREFIX}.dead-letter", f"{PREFIX}.control"):
+        create_topic(broker.bootstrap, topic, 1)
+    produce(broker.bootstrap, TOPIC, stream_events(range(MINUTES), incident_minutes=(2, 3, 4)),
+            partitions=PARTITIONS)
+    return broker
 
 
 @pytest.fixture(scope="module")
 def single(broker: KafkaBroker, tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[tuple[Any, ...]]]:
     """What one single-stage process leaves in its store."""
-    rows = single_stage_pass(service_config(tmp_path_factory.mktemp("single"), broker.bootstrap, PREFIX, "single",
+    rows = single_stage_pass(service_config(tmp_path_factory.mktemp("single"), broker.bootstrap, PREFIX, "two-single",
                                             checkpoint_interval=0), TOTAL)
     assert {row[9] for row in rows["windows"]} == {PER_MINUTE}  # minutes 0-4 closed, full
     assert rows["alerts"]  # income in thousands in minutes 2-4: the policy fires
@@ -420,11 +420,12 @@ def test_two_driftline_run_processes_write_what_one_process_writes(tmp_path: Pat
 
 
 def wait_for(condition: Any, processes: list[subprocess.Popen[bytes]], what: str, timeout: float = 45) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
+    """Wait until ``condition()``, failing at once if a process exits."""
+    def done() -> bool:
         assert all(p.poll() is None for p in processes), f"driftline run exited while waiting for {what}"
-        assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
-        time.sleep(0.3)
+        return bool(condition())
+
+    wait_until(done, timeout, what, interval=0.2)
 
 
 def members(admin: AdminClient, group: str) -> int:
