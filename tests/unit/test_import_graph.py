@@ -92,7 +92,7 @@ PROCESSING = ("driftline.pipeline", "driftline.stage", "driftline.merge", "drift
               "driftline.grouping", "driftline.audit", "driftline.outcome", "driftline.version_tracking",
               "driftline.registry", "driftline.sinks", "driftline.protocols")
 """Processing: it returns outcomes and writes through the Store and ControlSink protocols only."""
-CLIENTS = ("confluent_kafka", "clickhouse_connect", "chdb", "driftline.connectors.kafka.source", "driftline.connectors.clickhouse")
+CLIENTS = ("confluent_kafka", "clickhouse_connect", "chdb", "driftline.connectors.kafka", "driftline.connectors.clickhouse")
 
 
 def third_party(path: Path) -> set[str]:
