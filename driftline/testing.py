@@ -1,5 +1,5 @@
 """In-memory twins of driftline's outside world, for tests without a broker or a store: a
-:class:`MemoryStore` and a :class:`MemoryPublisher` (the :mod:`driftline.protocols`), a
+:class:`MemoryStore`, a :class:`MemoryPublisher` and a :class:`MemorySink` (the :mod:`driftline.protocols`), a
 :class:`MemorySource` (the real :class:`~driftline.connectors.kafka.source.KafkaSource` bookkeeping over
 in-memory partitions) and a :class:`ManualClock`. Idempotent where the real ones are: a row written
 again is kept once, under its id.
@@ -32,7 +32,7 @@ from driftline.engine.policy import AlertEvent, RollbackRequest
 from driftline.engine.versions import VersionChange
 from driftline.engine.window_spec import LateCount
 from driftline.events import BadEvent
-from driftline.outcome import AuditEntry
+from driftline.outcome import AuditEntry, StepResult
 from driftline.protocols import Checkpoint
 
 
@@ -160,6 +160,16 @@ class MemoryPublisher:
 
     def flush(self, timeout_s: float = 30.0) -> None:
         pass
+
+
+class MemorySink:
+    """A :class:`~driftline.protocols.Sink` that keeps every step's outcome in a list (``Delivery(sinks=...)``)."""
+
+    def __init__(self) -> None:
+        self.steps: list[StepResult] = []
+
+    def write(self, step: StepResult) -> None:
+        self.steps.append(step)
 
 
 class ManualClock:

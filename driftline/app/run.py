@@ -8,7 +8,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from driftline.config import Config
@@ -16,7 +16,7 @@ from driftline.connectors.kafka.source import KafkaSource
 from driftline.connectors.kafka.admin import checked_topics
 from driftline.connectors.kafka.fetch import MessageFetcher
 from driftline.connectors.kafka.publish import PublishError, Publisher
-from driftline.protocols import ControlSink, Store
+from driftline.protocols import ControlSink, Sink, Store
 from driftline.registry import ModelRegistry
 from driftline.app.replay import open_store
 from driftline.app.runtime import settle_process
@@ -32,12 +32,14 @@ log = logging.getLogger("driftline.service")
 
 def consumer_loop(config: Config, store: Store, source: KafkaSource, publisher: ControlSink, *,
                   clock: Callable[[], float] = time.time, fetcher: MessageFetcher | None = None,
-                  merge_source: KafkaSource | None = None, registry: ModelRegistry | None = None) -> ConsumerLoop:
+                  merge_source: KafkaSource | None = None, registry: ModelRegistry | None = None,
+                  sinks: Sequence[Sink] = ()) -> ConsumerLoop:
     """The service of ``config.kafka.stages`` over these clients. Two stages read the partials topic with
-    ``merge_source`` (made here when not given: the caller closes ``source`` and it)."""
+    ``merge_source`` (made here when not given: the caller closes ``source`` and it). ``sinks``: more sinks
+    of every batch's outcome, after the store and the control topic."""
     registry = registry if registry is not None else ModelRegistry(config)
     delivery = Delivery(config.kafka, store, publisher, fetcher if fetcher is not None else MessageFetcher(config.kafka),
-                        Health())
+                        Health(), sinks)
     handler: BatchHandler
     if config.kafka.stages == "two":
         merge_source = merge_source if merge_source is not None else KafkaSource(merge_settings(config.kafka))

@@ -13,7 +13,7 @@ from driftline.config import Config
 from driftline.connectors.profiles import save_profile
 from driftline.engine.profile import build_profile
 from driftline.app.run import consumer_loop
-from driftline.testing import ManualClock, MemoryPublisher, MemorySource, MemoryStore
+from driftline.testing import ManualClock, MemoryPublisher, MemorySink, MemorySource, MemoryStore
 
 T0 = 1_767_225_600_000
 MINUTE = 60_000
@@ -60,8 +60,9 @@ class Member:
             if self.merge is not None and peer.merge is not None:
                 self.merge.share(peer.merge)
         self.publisher = MemoryPublisher(self.merge.memory if self.merge is not None else None)
+        self.sink = MemorySink()
         self.loop = consumer_loop(config, self.store, self.source, self.publisher, clock=self.clock,
-                                  merge_source=self.merge)
+                                  merge_source=self.merge, sinks=[self.sink])
         self.counted: list[int] = []
         """The loop's event counter after each step."""
 

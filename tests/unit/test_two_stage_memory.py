@@ -35,6 +35,7 @@ def test_one_member_in_two_stages_leaves_the_rows_of_one_stage(configs: tuple[Co
                                                                 expected: dict[str, object]) -> None:
     member = clean_run(configs[1])
     assert compared(member.store.rows()) == expected
+    assert sorted(r.window.window_id for step in member.sink.steps for r in step.reports) == sorted(expected["windows"])
     assert member.publisher.partials and member.loop.handler.merge_offsets.offsets
 
 
