@@ -32,11 +32,11 @@ from typing import Any
 
 import numpy as np
 
+from driftline.app.synthetic import CREDIT_CATEGORICAL, FRAUD_CATEGORICAL, ScoreStream, change_traffic
 from driftline.engine.changewatch import ScoreChangeWatch
 from driftline.engine.features import FeatureSet
 from driftline.engine.profile import build_profile
 from driftline.engine.window import WindowSpec, WindowState
-from driftline.app.synthetic import CREDIT_CATEGORICAL, FRAUD_CATEGORICAL, ScoreStream, change_traffic
 
 OUTPUT = Path(__file__).parent / "results" / "changewatch.txt"
 BATCH = 500

@@ -48,16 +48,16 @@ import numpy as np
 from confluent_kafka import Consumer, Producer
 
 from benchmarks.data import CATEGORICAL, DECISION, NUMERIC, SCORE, generate
+from driftline.app.replay import open_store
+from driftline.app.run import consumer_loop
+from driftline.app.run import consumer_loop
+from driftline.app.runtime import settle_process
 from driftline.config import Config
 from driftline.connectors.formats.avro_batch import decode_batch
-from driftline.connectors.kafka.source import KafkaSource, MessageBatch
 from driftline.connectors.kafka.publish import Publisher
+from driftline.connectors.kafka.source import KafkaSource, MessageBatch
 from driftline.connectors.profiles import save_profile
 from driftline.engine.profile import build_profile
-from driftline.app.replay import open_store
-from driftline.app.runtime import settle_process
-from driftline.app.run import consumer_loop
-from driftline.app.run import consumer_loop
 from driftline.streaming.two_stage import merge_settings
 from tests.kafka_broker import KafkaBroker, create_topic
 

@@ -17,9 +17,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import driftline.connectors.kafka.log as kafka_log  # noqa: E402
-from driftline.connectors.kafka.source import KafkaSource  # noqa: E402
-from driftline.connectors.kafka.publish import Publisher  # noqa: E402
 from driftline.config import JsonTopic, KafkaConfig  # noqa: E402
+from driftline.connectors.kafka.publish import Publisher  # noqa: E402
+from driftline.connectors.kafka.source import KafkaSource  # noqa: E402
 from tests.kafka_broker import free_port  # noqa: E402
 
 SECONDS = 30

@@ -17,10 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from driftline.config import load_config
 from driftline.app.demo import prepare
 from driftline.app.replay import replay
 from driftline.app.runtime import settle_process
+from driftline.config import load_config
 
 
 def parse_only(files: list[Path]) -> int:

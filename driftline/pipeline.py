@@ -23,8 +23,8 @@ from driftline.engine.monitor import ModelMonitor, WindowReport
 from driftline.engine.policy import Decider
 from driftline.engine.window import LateCount
 from driftline.events import BadEvent, Events, refuse_future
-from driftline.grouping import model_groups
 from driftline.events.join import DUPLICATE_REASON, Joiner
+from driftline.grouping import model_groups
 from driftline.keys import ModelKey
 from driftline.outcome import StepResult, Totals
 from driftline.registry import ModelRegistry, deciders_snapshot, restore_deciders

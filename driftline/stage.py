@@ -20,8 +20,8 @@ from numpy.typing import NDArray
 from driftline.engine.features import FeatureSet
 from driftline.engine.partials import PanePartial, PartitionPanes
 from driftline.events import COMBINED, BadEvent, Events, refuse_future
-from driftline.grouping import model_groups
 from driftline.events.join import DUPLICATE_REASON, Joiner
+from driftline.grouping import model_groups
 from driftline.keys import ModelKey
 from driftline.registry import ModelRegistry
 

@@ -22,9 +22,9 @@ from confluent_kafka import KafkaError, TopicPartition
 
 from driftline.config import Config
 from driftline.connectors.clickhouse import StoreUnavailable
-from driftline.connectors.kafka.source import KafkaSource
 from driftline.connectors.kafka.log import RepeatLimiter
 from driftline.connectors.kafka.partitions import PartitionBook
+from driftline.connectors.kafka.source import KafkaSource
 from driftline.engine.changewatch import ChangeDetection
 from driftline.engine.features import FeatureSet
 from driftline.engine.monitor import WindowReport

@@ -23,16 +23,16 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from driftline.config import load_config
-from driftline.connectors.profiles import save_profile
-from driftline.engine.profile import build_profile
-from driftline.errors import InvalidInput
-from driftline.outcome import StepResult, Totals
 from driftline.app.replay import ReplayOutcome, replay
 from driftline.app.synthetic import (
     CREDIT_CATEGORICAL, FRAUD_CATEGORICAL, TRANSACTION_CATEGORICAL, Incident, card_transactions, credit_applications,
     payments,
 )
+from driftline.config import load_config
+from driftline.connectors.profiles import save_profile
+from driftline.engine.profile import build_profile
+from driftline.errors import InvalidInput
+from driftline.outcome import StepResult, Totals
 
 HOUR_MS = 3_600_000
 DAY_START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z

@@ -11,15 +11,15 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from driftline.app.replay import open_store
+from driftline.app.runtime import settle_process
 from driftline.config import Config
-from driftline.connectors.kafka.source import KafkaSource
 from driftline.connectors.kafka.admin import checked_topics
 from driftline.connectors.kafka.fetch import MessageFetcher
 from driftline.connectors.kafka.publish import PublishError, Publisher
+from driftline.connectors.kafka.source import KafkaSource
 from driftline.protocols import ControlSink, Sink, Store
 from driftline.registry import ModelRegistry
-from driftline.app.replay import open_store
-from driftline.app.runtime import settle_process
 from driftline.streaming.delivery import Delivery
 from driftline.streaming.handler import BatchHandler
 from driftline.streaming.loop import BatchReport, ConsumerLoop

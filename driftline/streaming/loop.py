@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from driftline.config import Config
-from driftline.connectors.formats.batch_decode import BatchDecoder
 from driftline.connectors.clickhouse import StoreUnavailable
+from driftline.connectors.formats.batch_decode import BatchDecoder
 from driftline.connectors.kafka.source import KafkaSource, MessageBatch, partition_name
 from driftline.outcome import StepResult, Totals
 from driftline.streaming.delivery import Delivery

@@ -29,13 +29,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from driftline.app.replay import ReplayOutcome, replay
+from driftline.app.synthetic import CREDIT_CATEGORICAL, FRAUD_CATEGORICAL, Incident, card_transactions, credit_applications
 from driftline.config import Config, load_config
 from driftline.connectors.clickhouse import ClickHouseStore
 from driftline.connectors.profiles import save_profile
 from driftline.engine.profile import build_profile
-from driftline.app.replay import ReplayOutcome, replay
 from driftline.schemas import schema_text
-from driftline.app.synthetic import CREDIT_CATEGORICAL, FRAUD_CATEGORICAL, Incident, card_transactions, credit_applications
 from tests.kafka_broker import KafkaBroker
 
 HOUR_MS = 3_600_000

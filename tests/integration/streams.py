@@ -20,15 +20,15 @@ from typing import Any
 import numpy as np
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from driftline.app.run import consumer_loop
+from driftline.app.synthetic import CREDIT_CATEGORICAL, Incident, credit_applications
 from driftline.config import Config
 from driftline.connectors.clickhouse import ClickHouseStore
-from driftline.connectors.kafka.source import KafkaSource
 from driftline.connectors.kafka.publish import Publisher
+from driftline.connectors.kafka.source import KafkaSource
 from driftline.connectors.profiles import save_profile
 from driftline.engine.profile import build_profile
-from driftline.app.run import consumer_loop
 from driftline.streaming.loop import ConsumerLoop
-from driftline.app.synthetic import CREDIT_CATEGORICAL, Incident, credit_applications
 from tests.integration.conftest import CREDIT_INCIDENT, opened, table_rows
 
 T0 = 1_767_225_600_000

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from driftline.connectors.kafka.source import KafkaSource
-from driftline.connectors.kafka.publish import Publisher
 from driftline.app.run import consumer_loop
+from driftline.connectors.kafka.publish import Publisher
+from driftline.connectors.kafka.source import KafkaSource
 from tests.integration.conftest import opened
 from tests.integration.streams import (MINUTE, PARTITIONS, T0, drain, outcome, produce, service_config,
                                        single_stage_pass, stream_events)

@@ -21,13 +21,13 @@ import numpy as np
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from driftline.config import Config
-from driftline.connectors.kafka.source import KafkaSource
-from driftline.connectors.kafka.publish import Publisher
-from driftline.connectors.profiles import save_profile
-from driftline.engine.profile import build_profile
 from driftline.app.run import consumer_loop
 from driftline.app.synthetic import credit_applications
+from driftline.config import Config
+from driftline.connectors.kafka.publish import Publisher
+from driftline.connectors.kafka.source import KafkaSource
+from driftline.connectors.profiles import save_profile
+from driftline.engine.profile import build_profile
 from tests.integration.conftest import opened
 from tests.integration.streams import drain
 from tests.integration.test_kafka_oip_protobuf import FEATURES, request, response

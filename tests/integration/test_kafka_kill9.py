@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 from confluent_kafka import Producer
 
+from driftline.app.synthetic import CREDIT_CATEGORICAL, Incident, credit_applications
 from driftline.config import Config
 from driftline.connectors.profiles import save_profile
 from driftline.engine.profile import build_profile
-from driftline.app.synthetic import CREDIT_CATEGORICAL, Incident, credit_applications
 from tests.integration.conftest import TABLES, opened, table_rows
 from tests.integration.streams import committed_total
 from tests.integration.waits import wait_until

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 from confluent_kafka import Consumer, Producer
 
+from driftline.app.run import consumer_loop
+from driftline.app.synthetic import credit_applications
 from driftline.config import Config
-from driftline.connectors.kafka.source import KafkaSource
 from driftline.connectors.kafka.publish import Publisher
+from driftline.connectors.kafka.source import KafkaSource
 from driftline.connectors.profiles import save_profile
 from driftline.engine.profile import build_profile
 from driftline.schemas.open_inference import oip_messages
-from driftline.app.run import consumer_loop
-from driftline.app.synthetic import credit_applications
 from tests.integration.conftest import opened
 from tests.integration.streams import drain
 from tests.kafka_broker import KafkaBroker, create_topic

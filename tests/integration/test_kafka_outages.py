@@ -27,11 +27,11 @@ import urllib3.exceptions
 from clickhouse_connect.driver.exceptions import OperationalError
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from driftline.app.run import consumer_loop
 from driftline.config import Config
 from driftline.connectors.clickhouse import ClickHouseStore, StoreError
-from driftline.connectors.kafka.source import KafkaSource
 from driftline.connectors.kafka.publish import Publisher
-from driftline.app.run import consumer_loop
+from driftline.connectors.kafka.source import KafkaSource
 from driftline.streaming.loop import ConsumerLoop
 from tests.integration.conftest import opened, table_rows
 from tests.integration.streams import (MINUTE, PARTITIONS, T0, ce_ids, drain, outcome, produce, service_config,

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from driftline.config import Config
-from driftline.connectors.kafka.source import KafkaSource
-from driftline.connectors.kafka.publish import Publisher
 from driftline.app.run import consumer_loop
+from driftline.config import Config
+from driftline.connectors.kafka.publish import Publisher
+from driftline.connectors.kafka.source import KafkaSource
 from tests.integration.conftest import opened
 from tests.integration.streams import PER_MINUTE, produce, service_config, stream_events, windows
 from tests.kafka_broker import KafkaBroker, create_topic

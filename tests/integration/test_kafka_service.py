@@ -38,18 +38,18 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from confluent_kafka.admin import AdminClient
 
 
+from driftline.app.run import consumer_loop
+from driftline.app.synthetic import CREDIT_CATEGORICAL, Incident, credit_applications
 from driftline.config import Config
 from driftline.connectors.clickhouse import ClickHouseStore
-from driftline.connectors.kafka.source import KafkaSource
 from driftline.connectors.kafka.publish import (ALERT_TYPE, CHANGE_TYPE, MISSING_PAYLOAD as MISSING, ROLLBACK_TYPE,
                                                VERSION_CHANGE_TYPE, Publisher)
+from driftline.connectors.kafka.source import KafkaSource
 from driftline.connectors.profiles import save_profile
 from driftline.engine.profile import build_profile
 from driftline.engine.window import window_id
 from driftline.schemas import schema_text
-from driftline.app.run import consumer_loop
 from driftline.streaming.loop import BatchReport, ConsumerLoop
-from driftline.app.synthetic import CREDIT_CATEGORICAL, Incident, credit_applications
 from tests.kafka_broker import KafkaBroker, create_topic
 
 from .conftest import CREDIT, CREDIT_INCIDENT, DAY_START_MS, load, opened, table_rows, write_config

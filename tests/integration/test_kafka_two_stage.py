@@ -22,11 +22,11 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from driftline.app.run import consumer_loop
 from driftline.config import Config, WindowConfig
 from driftline.connectors.clickhouse import ClickHouseStore, StoreUnavailable
-from driftline.connectors.kafka.source import KafkaSource
 from driftline.connectors.kafka.publish import Publisher
-from driftline.app.run import consumer_loop
+from driftline.connectors.kafka.source import KafkaSource
 from driftline.streaming.two_stage import merge_settings
 from tests.integration.conftest import opened, table_rows
 from tests.integration.streams import (MINUTE, PER_MINUTE, committed_total, outcome, produce, service_config, single_stage_pass,

@@ -22,14 +22,14 @@ import numpy as np
 import pytest
 
 from driftline.app.cli import main
-from driftline.connectors.clickhouse import ClickHouseStore
 from driftline.app.demo import INVESTIGATIONS, MODELS, run_demo
+from driftline.app.replay import replay
+from driftline.app.synthetic import CREDIT_CATEGORICAL, Incident, credit_applications
+from driftline.connectors.clickhouse import ClickHouseStore
 from driftline.connectors.profiles import save_profile
 from driftline.engine.profile import build_profile
 from driftline.engine.window import window_id
 from driftline.errors import InvalidInput
-from driftline.app.replay import replay
-from driftline.app.synthetic import CREDIT_CATEGORICAL, Incident, credit_applications
 
 from .conftest import (
     CREDIT, DAY_START_MS, FRAUD, HOUR_MS, TABLES, Replayed, count, iso, load, opened, replayed, scoring_events,

@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from driftline.app.run import consumer_loop
 from driftline.config import Config
 from driftline.connectors.profiles import save_profile
 from driftline.engine.profile import build_profile
-from driftline.app.run import consumer_loop
 from driftline.testing import ManualClock, MemoryPublisher, MemorySink, MemorySource, MemoryStore
 
 T0 = 1_767_225_600_000

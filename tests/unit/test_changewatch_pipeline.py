@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from driftline.audit import audit_entries
 from driftline.config import Config
 from driftline.connectors.profiles import save_profile
 from driftline.events import COMBINED, Events
-from driftline.audit import audit_entries
 from driftline.pipeline import Pipeline
 
 from conftest import small_profile

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from driftline.app.cli import main
+from driftline.app.synthetic import CREDIT_CATEGORICAL, Incident, credit_applications
 from driftline.connectors.files import write_parquet
 from driftline.connectors.profiles import load_profile
-from driftline.app.synthetic import CREDIT_CATEGORICAL, Incident, credit_applications
 
 FEATURE_KEYS = {"n", "psi", "psi_critical", "ks_statistic", "ks_pvalue", "js_distance", "wasserstein_normed",
                 "chi2_pvalue", "l_infinity", "unseen_share", "missing_rate", "severity"}

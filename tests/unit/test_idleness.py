@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 from confluent_kafka import KafkaError
 
+from driftline.app.run import consumer_loop
 from driftline.config import Config
-from driftline.connectors.kafka.source import partition_name
 from driftline.connectors.kafka.partitions import PartitionBook, PartitionState
+from driftline.connectors.kafka.source import partition_name
 from driftline.connectors.profiles import save_profile
 from driftline.engine.profile import build_profile
-from driftline.app.run import consumer_loop
 from driftline.streaming.loop import ConsumerLoop
 from driftline.testing import ManualClock, MemoryPublisher, MemorySource, MemoryStore
 

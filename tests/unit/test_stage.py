@@ -17,9 +17,9 @@ from driftline.engine.partials import PartitionPanes
 from driftline.engine.profile import ReferenceProfile, build_profile
 from driftline.engine.window_spec import WindowSpec
 from driftline.events import EventBuilder, Events, Source
+from driftline.grouping import typed_columns
 from driftline.merge import MergeShard
 from driftline.outcome import StepResult, Totals
-from driftline.grouping import typed_columns
 from driftline.registry import KnownProfiles, ModelRegistry
 from driftline.sinks import StoreSink
 from driftline.stage import PartialRecord, StageOne

@@ -12,10 +12,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from driftline.app.synthetic import CREDIT_CATEGORICAL, Incident, credit_applications
 from driftline.config import Config
+from driftline.engine.assess import assess
 from driftline.engine.features import FeatureSet
 from driftline.engine.policy import PREVIOUS_VERSION, AlertPolicy, Decider, WindowRef
-from driftline.engine.assess import assess
 from driftline.engine.profile import build_profile
 from driftline.engine.rebin import numeric_onto, onto
 from driftline.engine.stats import ks_on_grid
@@ -26,7 +27,6 @@ from driftline.events import EventBuilder, Events, Source
 from driftline.outcome import StepResult
 from driftline.pipeline import Pipeline
 from driftline.registry import KnownProfiles, ModelRegistry
-from driftline.app.synthetic import CREDIT_CATEGORICAL, Incident, credit_applications
 
 HOUR = 3_600_000
 DAY = 1_767_225_600_000  # 2026-01-01T00:00:00Z: the pipeline's events (events.py refuses times before 2000)

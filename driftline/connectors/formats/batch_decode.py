@@ -16,8 +16,8 @@ from driftline.connectors.formats.avro_events import ColumnarSchema, avro_events
 from driftline.connectors.formats.codecs import (CONFLUENT_MAGIC, DecodeError, Decoder, SchemaRegistry, avro_schema,
                                          make_decoder)
 from driftline.connectors.formats.inference import MessageView, Record, TensorMapping, kserve_cloudevent, oip_json
-from driftline.connectors.kafka.source import MessageBatch
 from driftline.connectors.formats.oip_protobuf import oip_protobuf
+from driftline.connectors.kafka.source import MessageBatch
 from driftline.events import BadEvent, EventBuilder, Events, Source
 
 

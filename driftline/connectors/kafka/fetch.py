@@ -15,8 +15,8 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from driftline.config import KafkaConfig
-from driftline.connectors.kafka.source import partition_name
 from driftline.connectors.kafka.log import client_settings
+from driftline.connectors.kafka.source import partition_name
 
 Position = tuple[str, int, int]
 """(topic, partition, offset) of one message."""
