@@ -55,7 +55,8 @@ from driftline.app.runtime import settle_process
 from driftline.config import Config
 from driftline.connectors.formats.avro_batch import decode_batch
 from driftline.connectors.kafka.publish import Publisher
-from driftline.connectors.kafka.source import KafkaSource, MessageBatch
+from driftline.connectors.kafka.source import KafkaSource
+from driftline.connectors.messages import MessageBatch
 from driftline.connectors.profiles import save_profile
 from driftline.engine.profile import build_profile
 from driftline.streaming.two_stage import merge_settings

@@ -1,4 +1,6 @@
-"""What processing and the services need of the world, as Protocols: a :class:`Store` the outcomes are
+"""What processing and the services need of the world, as Protocols: a :class:`Source` of batches
+(:class:`~driftline.connectors.kafka.source.KafkaSource`; in memory, :class:`driftline.testing.MemorySource`),
+a :class:`Store` the outcomes are
 written to (ClickHouse, :class:`~driftline.connectors.clickhouse.ClickHouseStore`; in memory,
 :class:`driftline.testing.MemoryStore`), a :class:`ControlSink` for the control, dead-letter and partials
 topics (:class:`~driftline.connectors.kafka.publish.Publisher`; :class:`driftline.testing.MemoryPublisher`),
@@ -7,10 +9,11 @@ registry loads reference profiles from (:mod:`driftline.registry`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from driftline.connectors.messages import MessageBatch
 from driftline.engine.changewatch import ChangeDetection
 from driftline.engine.features import FeatureSet
 from driftline.engine.monitor import WindowReport
@@ -26,6 +29,23 @@ if TYPE_CHECKING:
 
 Checkpoint = tuple[int, dict[str, int], dict[str, Any]]
 """(seq, offsets, state) of a consumer group's newest checkpoint."""
+
+
+class Source(Protocol):
+    """What the consumer loop needs of a consumer-group member: batches, and pause, resume and seek for an
+    outage (the batch handlers also use the member's partition bookkeeping, a KafkaSource's)."""
+
+    def poll_batch(self) -> list[Any]: ...
+
+    def take(self, polled: list[Any], now: float | None = None) -> MessageBatch: ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    def seek(self, positions: dict[tuple[str, int], int]) -> None: ...
+
+    def commit_offsets(self, offsets: Mapping[str, int]) -> None: ...
 
 
 class Store(Protocol):

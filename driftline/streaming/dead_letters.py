@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 
 from driftline.connectors.kafka.fetch import Fetched, MessageFetcher, describe_missing
-from driftline.connectors.kafka.source import MessageBatch
+from driftline.connectors.messages import MessageBatch
 from driftline.events import BadEvent
 from driftline.protocols import ControlSink
 

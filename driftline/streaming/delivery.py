@@ -12,7 +12,7 @@ from confluent_kafka import KafkaException
 
 from driftline.config import KafkaConfig
 from driftline.connectors.kafka.fetch import MessageFetcher
-from driftline.connectors.kafka.source import MessageBatch
+from driftline.connectors.messages import MessageBatch
 from driftline.protocols import ControlSink, Sink, Store
 from driftline.sinks import ControlTopicSink, StoreSink
 from driftline.streaming.dead_letters import DeadLetterSink

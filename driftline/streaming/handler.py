@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from driftline.connectors.kafka.source import MessageBatch
+from driftline.connectors.messages import MessageBatch
 from driftline.events import BadEvent, Events
 from driftline.outcome import StepResult, Totals
 from driftline.streaming.offsets import OffsetTracker

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from driftline.config import Config
 from driftline.connectors.clickhouse import StoreUnavailable
 from driftline.connectors.formats.batch_decode import BatchDecoder
-from driftline.connectors.kafka.source import KafkaSource, MessageBatch, partition_name
+from driftline.connectors.messages import MessageBatch, partition_name
 from driftline.outcome import StepResult, Totals
+from driftline.protocols import Source
 from driftline.streaming.delivery import Delivery
 from driftline.streaming.handler import BatchHandler
 from driftline.streaming.outages import TRANSIENT, Backoff, Health, transient
@@ -33,7 +34,7 @@ class BatchReport:
 
 
 class ConsumerLoop:
-    def __init__(self, config: Config, source: KafkaSource, handler: BatchHandler, delivery: Delivery,
+    def __init__(self, config: Config, source: Source, handler: BatchHandler, delivery: Delivery,
                  clock: Callable[[], float] = time.time, decoder: BatchDecoder | None = None) -> None:
         self.config, self.source, self.handler, self.delivery, self.clock = config, source, handler, delivery, clock
         self.decoder = decoder if decoder is not None else BatchDecoder(config.kafka)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from driftline.connectors.kafka.source import MessageBatch, split_partition_name
+from driftline.connectors.messages import MessageBatch, split_partition_name
 
 
 class OffsetTracker:

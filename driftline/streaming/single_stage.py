@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from driftline.config import Config
-from driftline.connectors.kafka.source import KafkaSource, MessageBatch, split_partition_name
+from driftline.connectors.kafka.source import KafkaSource
+from driftline.connectors.messages import MessageBatch, split_partition_name
 from driftline.events import BadEvent, Events
 from driftline.outcome import Totals
 from driftline.pipeline import Pipeline

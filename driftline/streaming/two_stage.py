@@ -15,7 +15,8 @@ from confluent_kafka import OFFSET_BEGINNING
 
 from driftline.config import Config, JsonTopic, KafkaConfig
 from driftline.connectors.clickhouse import StoreUnavailable
-from driftline.connectors.kafka.source import KafkaSource, MessageBatch, split_partition_name
+from driftline.connectors.kafka.source import KafkaSource
+from driftline.connectors.messages import MessageBatch, split_partition_name
 from driftline.events import BadEvent, Events
 from driftline.merge import MergeShard
 from driftline.outcome import StepResult, Totals

@@ -22,7 +22,7 @@ from confluent_kafka import KafkaError
 from driftline.app.run import consumer_loop
 from driftline.config import Config
 from driftline.connectors.kafka.partitions import PartitionBook, PartitionState
-from driftline.connectors.kafka.source import partition_name
+from driftline.connectors.messages import partition_name
 from driftline.connectors.profiles import save_profile
 from driftline.engine.profile import build_profile
 from driftline.streaming.loop import ConsumerLoop

@@ -17,7 +17,7 @@ from driftline.connectors.formats.codecs import (CONFLUENT_MAGIC, DecodeError, D
                                          make_decoder)
 from driftline.connectors.formats.inference import MessageView, Record, TensorMapping, kserve_cloudevent, oip_json
 from driftline.connectors.formats.oip_protobuf import oip_protobuf
-from driftline.connectors.kafka.source import MessageBatch
+from driftline.connectors.messages import MessageBatch
 from driftline.events import BadEvent, EventBuilder, Events, Source
 
 

@@ -16,7 +16,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from driftline.config import KafkaConfig
 from driftline.connectors.kafka.log import client_settings
-from driftline.connectors.kafka.source import partition_name
+from driftline.connectors.messages import partition_name
 
 Position = tuple[str, int, int]
 """(topic, partition, offset) of one message."""

@@ -7,76 +7,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from itertools import repeat
 from operator import is_not
 from typing import Any
 
-import numpy as np
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
-from numpy.typing import NDArray
 
 from driftline.config import KafkaConfig
 from driftline.connectors.kafka.log import RepeatLimiter, client_settings
 from driftline.connectors.kafka.partitions import Holding, PartitionBook, PartitionState
-from driftline.events import positions
+from driftline.connectors.messages import MessageBatch, partition_name, split_partition_name
 
 log = logging.getLogger("driftline.kafka")
 
 UNREACHABLE = {KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE, KafkaError._TIMED_OUT}
 """Client errors (librdkafka's error callback) that say the broker cannot be reached: the idle timers start again."""
-
-
-def partition_name(topic: str, partition: int) -> str:
-    """How a partition is named in offsets, checkpoints and logs: ``topic[partition]``."""
-    return f"{topic}[{partition}]"
-
-
-@dataclass
-class MessageBatch:
-    """Messages of one consume call, field by field (no end-of-partition events, no errors)."""
-
-    messages: list[Message]
-    values: list[bytes | None]
-    topics: list[str]
-    sources: list[str]
-    """Each message's partition, ``topic[partition]``."""
-    offsets: list[int]
-    partitions: list[int]
-
-    @classmethod
-    def of(cls, messages: list[Message]) -> MessageBatch:
-        topics = [m.topic() for m in messages]
-        partitions = [m.partition() for m in messages]
-        offsets = [m.offset() for m in messages]
-        names = {key: partition_name(*key) for key in set(zip(topics, partitions))}
-        sources = [names[key] for key in zip(topics, partitions)]
-        return cls(messages, [m.value() for m in messages], topics, sources, offsets, partitions)
-
-    def __len__(self) -> int:
-        return len(self.messages)
-
-    def positions(self, topics: Mapping[str, int]) -> NDArray[np.void]:
-        """Each message's :data:`~driftline.events.POSITION`, its source the index ``topics`` gives its topic."""
-        first = self.topics[0] if self.topics else ""
-        index: Any = topics.get(first, -1) if self.topics.count(first) == len(self) else \
-            np.fromiter((topics.get(t, -1) for t in self.topics), dtype=np.int32, count=len(self))
-        return positions(index, np.asarray(self.partitions, dtype=np.int32), np.asarray(self.offsets, dtype=np.int64),
-                         n=len(self))
-
-    def next_offsets(self) -> dict[str, int]:
-        """Each partition's offset after its last message here (a partition's messages come in order)."""
-        return {name: last + 1 for name, last in dict(zip(self.sources, self.offsets)).items()}
-
-    def first_offsets(self) -> dict[tuple[str, int], int]:
-        """(topic, partition) → its first offset here."""
-        return dict(zip(zip(reversed(self.topics), reversed(self.partitions)), reversed(self.offsets)))
-
-
-def split_partition_name(name: str) -> tuple[str, int]:
-    """``topic[3]`` → (topic, 3)."""
-    topic, _, rest = name.rpartition("[")
-    return topic, int(rest.rstrip("]"))
 
 
 CONSUMER_DEFAULTS = {"fetch.queue.backoff.ms": 50}
