@@ -18,6 +18,8 @@ OTHER = "_other"
 """The label value of what a bounded set leaves out (a model not configured, a feature past the cap)."""
 STATE = {"ok": 0, "warn": 1, "critical": 2}
 """A severity as a gauge value."""
+STAGES = frozenset({"decode", "validate", "join", "engine"})
+"""The stages a bad event is refused at (a bounded label set)."""
 
 FEATURE_GAUGES: dict[str, tuple[str, str]] = {
     "psi": ("driftline_feature_psi", "PSI of the feature in the last closed window, against the reference"),
@@ -108,9 +110,6 @@ class MetricsSink:
         """The registry in Prometheus' text format."""
         return generate_latest(self.registry)
 
-
-STAGES = frozenset({"decode", "validate", "join", "engine"})
-"""The stages a bad event is refused at (a bounded label set)."""
 
 
 def worst(stat: str, values: Iterable[float | None]) -> float | None:
