@@ -43,7 +43,7 @@ def consumer_loop(config: Config, store: Store, source: KafkaSource, publisher: 
     handler: BatchHandler
     if config.kafka.stages == "two":
         merge_source = merge_source if merge_source is not None else KafkaSource(merge_settings(config.kafka))
-        handler = TwoStageHandler(config, store, registry, source, merge_source, clock, delivery.commit)
+        handler = TwoStageHandler(config, store, registry, source, merge_source, delivery.commit)
     else:
         handler = SingleStageHandler(config, store, registry, source)
     return ConsumerLoop(config, source, handler, delivery, clock)

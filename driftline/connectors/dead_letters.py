@@ -7,7 +7,6 @@ Each line holds the file and line, stage, error class, reason and the raw line (
 from __future__ import annotations
 
 import base64
-import re
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime

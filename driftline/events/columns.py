@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from driftline.events.positions import POSITION, Position, Source, no_positions, stored_positions
+from driftline.events.positions import Position, Source, no_positions, stored_positions
 
 COMBINED, REQUEST, RESPONSE = 0, 1, 2
 KIND_NAMES = {"combined": COMBINED, "request": REQUEST, "response": RESPONSE}

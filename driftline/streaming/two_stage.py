@@ -57,10 +57,9 @@ def _load_or_hold(names: list[str], load: Loader, source: KafkaSource) -> bool:
 
 class TwoStageHandler:
     def __init__(self, config: Config, store: Store, registry: ModelRegistry, source: KafkaSource,
-                 merge_source: KafkaSource, clock: Callable[[], float],
-                 commit: Callable[[list[Commit]], None]) -> None:
+                 merge_source: KafkaSource, commit: Callable[[list[Commit]], None]) -> None:
         """``commit``: how the offsets of a last checkpoint (partitions taken away) are committed."""
-        self.config, self.store, self.registry, self.clock, self.commit = config, store, registry, clock, commit
+        self.config, self.store, self.registry, self.commit = config, store, registry, commit
         self.source, self.merge_source = source, merge_source
         self.stage1 = StageOne(registry, len(source.expected))
         self.shards: dict[str, MergeShard] = {}
@@ -75,7 +74,7 @@ class TwoStageHandler:
         self._kept: dict[str, tuple[int | None, dict[str, Any] | None]] = {}
         """Checkpoint key → the (offset, state) of its newest checkpoint (None, None: none), to go back to."""
         self._held_retry_at = 0.0
-        """When partitions held at their assignment are next tried (the service's clock)."""
+        """When partitions held at their assignment are next tried (the service's clock, from :meth:`prepare`)."""
         source.before_assign, source.before_revoke = self._load_partitions, self._hand_over_partitions
         merge_source.before_assign, merge_source.before_revoke = self._load_shards, self._hand_over_shards
 

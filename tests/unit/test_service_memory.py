@@ -5,8 +5,6 @@ the restorable totals go back to the checkpoint's."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from driftline.config import Config
